@@ -1,0 +1,237 @@
+//! Configuration: the reference product's `configVersion: v1alpha1` schema
+//! (seed-product §1), parsed strictly and validated into typed values.
+//!
+//! Flow: YAML text -> [`raw`] serde structs (unknown fields rejected, no
+//! scalar coercion) -> defaults -> [`validate`] (every problem collected,
+//! path-qualified) -> [`Config`]. File-system checks that need I/O (the config
+//! file's own mode, the CA file) live in the provider crate; rules that only
+//! need values live here.
+
+pub mod raw;
+pub mod schema;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::identity::IdentityScope;
+
+pub use validate::{ConfigError, ConfigErrors, parse_yaml};
+
+/// Default path of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/openbao-kms/config.yaml";
+/// The only accepted `configVersion`.
+pub const CONFIG_VERSION: &str = "v1alpha1";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub openbao: OpenBaoConfig,
+    pub auth: AuthConfig,
+    pub transit: TransitConfig,
+    pub bootstrap: BootstrapConfig,
+    pub status: StatusConfig,
+    pub state: StateConfig,
+    pub rotation: RotationConfig,
+    pub logging: LoggingConfig,
+}
+
+impl Config {
+    /// The identity-bearing values every key_id and AAD is bound to.
+    pub fn identity_scope(&self) -> IdentityScope {
+        IdentityScope {
+            provider_name: self.transit.key_id_scope.provider_name.clone(),
+            cluster_id: self.transit.key_id_scope.cluster_id.clone(),
+            openbao_instance_id: self.openbao.instance_id.clone(),
+            openbao_namespace: self.openbao.namespace.clone(),
+            transit_mount_id: self.transit.key_id_scope.transit_mount_id.clone(),
+            key_lineage_id: self.transit.key_id_scope.key_lineage_id.clone(),
+            transit_mount_path: self.transit.mount_path.clone(),
+            transit_key_name: self.transit.key_name.clone(),
+        }
+    }
+}
+
+/// `server.socketGroup`: a group name (systemd) or a numeric GID (static pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketGroup {
+    Name(String),
+    Gid(u32),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Absolute; parent is `/run/openbao-kms` or `/var/run/openbao-kms` or below.
+    pub socket_path: PathBuf,
+    /// Octal permission bits, never intersecting 0o117.
+    pub socket_mode: u32,
+    pub socket_group: SocketGroup,
+    /// `host:port`; `None` when configured as the empty string (listener disabled).
+    pub metrics_address: Option<String>,
+    /// `host:port` for `/live`, `/ready`, `/status`; `None` when disabled.
+    pub health_address: Option<String>,
+    pub max_concurrent_status: u32,
+    pub max_concurrent_encrypt: u32,
+    pub max_concurrent_decrypt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenBaoConfig {
+    /// `https://host[:port]` without path suffix, userinfo, query or fragment.
+    pub address: String,
+    /// Identity-bearing; empty means no namespace. Sent as `X-Vault-Namespace`.
+    pub namespace: String,
+    pub ca_cert_file: PathBuf,
+    pub tls_server_name: String,
+    /// Deadline of one OpenBao request.
+    pub timeout: Duration,
+    /// Identity-bearing.
+    pub instance_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    pub method: AuthMethod,
+    pub login_before_token_expiry: Duration,
+    pub token_renewal_increment: Duration,
+    /// Effective login timeout: `loginTimeout`, or `max(openbao.timeout, 5s)` when it is `0s`.
+    pub login_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthMethod {
+    Jwt(JwtAuth),
+    Cert(CertAuth),
+    AppRole(AppRoleAuth),
+    Token(TokenAuth),
+}
+
+impl AuthMethod {
+    /// The `auth.method` value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Jwt(_) => "jwt",
+            Self::Cert(_) => "cert",
+            Self::AppRole(_) => "approle",
+            Self::Token(_) => "token",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtAuth {
+    /// Relative path including `auth/`, e.g. `auth/k8s-workload-a-jwt`.
+    pub mount_path: String,
+    pub role: String,
+    /// Re-read before every login.
+    pub jwt_file: PathBuf,
+    pub min_remaining_ttl: Duration,
+    pub clock_skew_leeway: Duration,
+    pub expected_issuer: Option<String>,
+    pub expected_audience: Vec<String>,
+    pub expected_subject: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    File { certificate_file: PathBuf, key_file: PathBuf },
+    Pkcs11(Pkcs11Source),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Source {
+    pub certificate_file: PathBuf,
+    pub module_path: PathBuf,
+    pub token_label: String,
+    pub key_label: String,
+    pub pin_file: PathBuf,
+    pub max_sessions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertAuth {
+    pub mount_path: String,
+    /// OpenBao cert role `name`; empty lets OpenBao try every role.
+    pub name: String,
+    pub source: CertSource,
+    pub min_remaining_ttl: Duration,
+    pub clock_skew_leeway: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRoleAuth {
+    pub mount_path: String,
+    pub role_id_file: PathBuf,
+    pub secret_id_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuth {
+    /// Development only: a token read from this file.
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdScope {
+    pub provider_name: String,
+    pub cluster_id: String,
+    pub transit_mount_id: String,
+    pub key_lineage_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitConfig {
+    /// Identity-bearing; relative, slashes trimmed.
+    pub mount_path: String,
+    /// Identity-bearing; one path segment.
+    pub key_name: String,
+    pub key_id_scope: KeyIdScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapConfig {
+    pub grace_timeout: Duration,
+    pub retry_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub probe_interval: Duration,
+    pub deep_probe_interval: Duration,
+    pub status_max_staleness: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Absolute; checkpoint is `<path>.checkpoint`, lock is `<path>.lock`.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationConfig {
+    pub activation_delay: Duration,
+    pub require_stable_observation_count: u32,
+    pub reject_version_rollback: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub log_openbao_request_ids: bool,
+}

@@ -1,0 +1,1 @@
+//! Raw serde view of the YAML file (placeholder; being written).
