@@ -1,1 +1,131 @@
-//! errors
+//! Error classes (`error_class`, seed-product §7.3) and the one mapping from
+//! a class to the KMS gRPC status code. The provider maps [`KmsCode`] to
+//! tonic's code; metric labels and log fields use [`ErrorClass::as_str`].
+
+/// Every failure the provider reports is sorted into one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    OpenBaoUnavailable,
+    OpenBaoTlsFailed,
+    OpenBaoDnsFailed,
+    OpenBaoConnectionFailed,
+    OpenBaoSealed,
+    OpenBaoRateLimited,
+    AuthFailed,
+    TransitKeyMissing,
+    TransitPolicyDenied,
+    TransitBadRequest,
+    IntegrityFailed,
+    KeyIdUnknown,
+    KeyIdMalformed,
+    KeyMetadataRefreshFailed,
+    AadMissing,
+    AadMismatch,
+    AnnotationInvalid,
+    StatusStale,
+    StatusUnhealthy,
+    ProtocolLimit,
+    ConcurrencyLimit,
+    Timeout,
+    Canceled,
+    InvalidResponse,
+    Unknown,
+}
+
+/// gRPC status codes the KMS service returns (a subset of gRPC's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsCode {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    Unavailable,
+    PermissionDenied,
+    Unauthenticated,
+    ResourceExhausted,
+    DeadlineExceeded,
+    Cancelled,
+    Internal,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenBaoUnavailable => "openbao_unavailable",
+            Self::OpenBaoTlsFailed => "openbao_tls_failed",
+            Self::OpenBaoDnsFailed => "openbao_dns_failed",
+            Self::OpenBaoConnectionFailed => "openbao_connection_failed",
+            Self::OpenBaoSealed => "openbao_sealed",
+            Self::OpenBaoRateLimited => "openbao_rate_limited",
+            Self::AuthFailed => "auth_failed",
+            Self::TransitKeyMissing => "transit_key_missing",
+            Self::TransitPolicyDenied => "transit_policy_denied",
+            Self::TransitBadRequest => "transit_bad_request",
+            Self::IntegrityFailed => "integrity_failed",
+            Self::KeyIdUnknown => "key_id_unknown",
+            Self::KeyIdMalformed => "key_id_malformed",
+            Self::KeyMetadataRefreshFailed => "key_metadata_refresh_failed",
+            Self::AadMissing => "aad_missing",
+            Self::AadMismatch => "aad_mismatch",
+            Self::AnnotationInvalid => "annotation_invalid",
+            Self::StatusStale => "status_stale",
+            Self::StatusUnhealthy => "status_unhealthy",
+            Self::ProtocolLimit => "protocol_limit",
+            Self::ConcurrencyLimit => "concurrency_limit",
+            Self::Timeout => "timeout",
+            Self::Canceled => "canceled",
+            Self::InvalidResponse => "invalid_response",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// The gRPC code kube-apiserver sees for this class.
+    pub fn code(self) -> KmsCode {
+        match self {
+            Self::OpenBaoUnavailable
+            | Self::OpenBaoTlsFailed
+            | Self::OpenBaoDnsFailed
+            | Self::OpenBaoConnectionFailed
+            | Self::OpenBaoSealed
+            | Self::OpenBaoRateLimited
+            | Self::KeyMetadataRefreshFailed
+            | Self::TransitKeyMissing => KmsCode::Unavailable,
+            Self::AuthFailed => KmsCode::Unauthenticated,
+            Self::TransitPolicyDenied => KmsCode::PermissionDenied,
+            Self::TransitBadRequest
+            | Self::IntegrityFailed
+            | Self::KeyIdMalformed
+            | Self::AadMissing
+            | Self::AadMismatch
+            | Self::AnnotationInvalid
+            | Self::ProtocolLimit => KmsCode::InvalidArgument,
+            Self::KeyIdUnknown => KmsCode::NotFound,
+            Self::StatusStale | Self::StatusUnhealthy => KmsCode::FailedPrecondition,
+            Self::ConcurrencyLimit => KmsCode::ResourceExhausted,
+            Self::Timeout => KmsCode::DeadlineExceeded,
+            Self::Canceled => KmsCode::Cancelled,
+            Self::InvalidResponse | Self::Unknown => KmsCode::Internal,
+        }
+    }
+
+    /// True for failures of the path to OpenBao (they make the probe, and so
+    /// Status, unhealthy), false for failures of one request's content.
+    pub fn is_backend(self) -> bool {
+        matches!(self.code(), KmsCode::Unavailable | KmsCode::Unauthenticated | KmsCode::PermissionDenied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_content_errors_never_look_like_backend_outages() {
+        for class in [ErrorClass::AadMismatch, ErrorClass::KeyIdMalformed, ErrorClass::ProtocolLimit, ErrorClass::IntegrityFailed] {
+            assert_eq!(class.code(), KmsCode::InvalidArgument);
+            assert!(!class.is_backend());
+        }
+        assert_eq!(ErrorClass::KeyIdUnknown.code(), KmsCode::NotFound);
+        assert!(ErrorClass::OpenBaoSealed.is_backend());
+        assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
+    }
+}
