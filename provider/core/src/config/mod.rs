@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use crate::identity::IdentityScope;
 
-pub use validate::{ConfigError, ConfigErrors, parse_yaml};
+pub use validate::{
+    ConfigError, ConfigErrors, Override, Overrides, ValidationContext, format_duration,
+    parse_duration, parse_yaml, parse_yaml_with,
+};
 
 /// Default path of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/openbao-kms/config.yaml";
