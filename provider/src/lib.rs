@@ -1,1 +1,27 @@
-//! placeholder
+//! bao-kms-provider: the I/O shell around `bao_kms_core`, named along the
+//! request path:
+//!
+//! kube-apiserver -> [`socket`] (Unix socket lifecycle) -> [`service`]
+//! (KMS v2 gRPC, limits, metrics) -> [`engine`] (published status snapshot,
+//! registry, probes, Encrypt/Decrypt) -> [`openbao`] (HTTPS to Transit) with
+//! [`auth`] (token lifecycle). [`state`] persists the registry;
+//! [`health`] and [`metrics`] serve `/live`, `/ready`, `/status`, `/metrics`;
+//! [`serve`] wires it together and handles shutdown. [`probe_cmd`] is the
+//! client side used by `bao-kms-provider probe`.
+
+pub mod auth;
+pub mod config_file;
+pub mod engine;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod openbao;
+pub mod probe_cmd;
+pub mod report;
+pub mod serve;
+pub mod service;
+pub mod socket;
+pub mod state;
+
+/// Version of this build (also the `plugin-version.kms.openbao.org` annotation).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,221 @@
-fn main() {}
+//! bao-kms-provider: Kubernetes KMS v2 plugin for OpenBao Transit.
+//!
+//! Exit codes: 0 ok, 1 unclassified, 2 usage, 3 configuration,
+//! 4 diagnostic check failed, 5 runtime failure after validation.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bao_kms_core::config::DEFAULT_CONFIG_PATH;
+use bao_kms_core::config::validate::{Override, Overrides};
+use bao_kms_provider::engine::StartupError;
+use bao_kms_provider::{config_file, logging, probe_cmd, serve};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+const EXIT_UNCLASSIFIED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_CONFIG: u8 = 3;
+const EXIT_DIAGNOSTIC: u8 = 4;
+const EXIT_RUNTIME: u8 = 5;
+
+#[derive(Parser)]
+#[command(name = "bao-kms-provider", version = bao_kms_provider::VERSION, about = "Kubernetes KMS v2 plugin for OpenBao Transit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevelArg {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the KMS v2 API on the configured Unix socket.
+    Serve {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "BAO_KMS_PROVIDER_CONFIG")]
+        config: PathBuf,
+        /// Overrides logging.level.
+        #[arg(long, value_enum)]
+        log_level: Option<LogLevelArg>,
+        /// Overrides server.metricsAddress.
+        #[arg(long)]
+        metrics_address: Option<String>,
+        /// Overrides server.healthAddress.
+        #[arg(long)]
+        health_address: Option<String>,
+    },
+    /// Status -> Encrypt -> Decrypt round trip through a running provider's socket.
+    Probe {
+        #[arg(long, default_value = probe_cmd::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Deadline of each call, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Fail unless Status reports this key_id.
+        #[arg(long)]
+        expected_key_id: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print the resolved configuration and identity fingerprint, or `config schema`.
+    Config {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "BAO_KMS_PROVIDER_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        what: Option<ConfigWhat>,
+    },
+    /// Print version, commit, build date and dirty flag.
+    Version,
+    /// Print shell completion.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ConfigWhat {
+    /// Print the configuration JSON Schema.
+    Schema,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    bao_kms_core::config::validate::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Flag overrides; they win over the environment and the file, and are
+/// validated with the rest of the configuration.
+fn flag_overrides(level: Option<LogLevelArg>, metrics: Option<String>, health: Option<String>) -> Overrides {
+    let flag = |value: String, origin: &str| Override {
+        value,
+        origin: origin.to_owned(),
+    };
+    Overrides {
+        log_level: level.map(|l| {
+            let value = match l {
+                LogLevelArg::Debug => "debug",
+                LogLevelArg::Info => "info",
+                LogLevelArg::Warn => "warn",
+                LogLevelArg::Error => "error",
+            };
+            flag(value.to_owned(), "--log-level")
+        }),
+        metrics_address: metrics.map(|m| flag(m, "--metrics-address")),
+        health_address: health.map(|h| flag(h, "--health-address")),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the process quietly.
+fn print_or_exit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{text}").is_err() {
+        std::process::exit(0);
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Version => {
+            let b = serve::build_info();
+            println!(
+                "version: {}\ncommit: {}\nbuildDate: {}\ndirty: {}",
+                b.version, b.commit, b.build_date, b.dirty
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "bao-kms-provider", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            what: Some(ConfigWhat::Schema),
+            ..
+        } => {
+            print_or_exit(&bao_kms_core::config::schema::json_schema_pretty());
+            ExitCode::SUCCESS
+        }
+        Command::Config { config, what: None } => match config_file::load(&config) {
+            Ok(cfg) => {
+                print_or_exit(&format!(
+                    "{}# identity fingerprint: {}",
+                    config_file::resolved_yaml(&cfg),
+                    cfg.identity_scope().fingerprint()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("configuration {}:\n{e}", config.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Probe {
+            socket,
+            timeout,
+            expected_key_id,
+            output,
+        } => {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return ExitCode::from(EXIT_UNCLASSIFIED);
+            };
+            let report = rt.block_on(probe_cmd::run(&socket, timeout, expected_key_id.as_deref()));
+            match output {
+                Output::Text => print!("{}", report.to_text()),
+                Output::Json => print!("{}", report.to_json()),
+            }
+            if report.failed() {
+                ExitCode::from(EXIT_DIAGNOSTIC)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Serve {
+            config,
+            log_level,
+            metrics_address,
+            health_address,
+        } => {
+            let flags = flag_overrides(log_level, metrics_address, health_address);
+            let cfg = match config_file::load_with(&config, &|k| std::env::var(k).ok(), flags) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("configuration {}:\n{e}", config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            logging::init(cfg.logging.level, cfg.logging.format);
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+                eprintln!("cannot start the async runtime");
+                return ExitCode::from(EXIT_RUNTIME);
+            };
+            match rt.block_on(serve::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let code = match e {
+                        StartupError::Config(_) => EXIT_CONFIG,
+                        StartupError::FailClosed(_) => EXIT_RUNTIME,
+                    };
+                    tracing::error!(message = "serve.shutdown", startup_failed = true, error = %e);
+                    eprintln!("bao-kms-provider: {e}");
+                    ExitCode::from(code)
+                }
+            }
+        }
+    }
+}

@@ -63,7 +63,10 @@ mod tests {
         let scope = sample_scope();
         let snap = KeySnapshot::new(&scope, 3, 1_715_803_200).unwrap();
         let aad = canonical(&scope, &snap);
-        assert_eq!(golden["expectedCanonicalAAD"].as_str().unwrap().as_bytes(), aad.as_slice());
+        assert_eq!(
+            golden["expectedCanonicalAAD"].as_str().unwrap().as_bytes(),
+            aad.as_slice()
+        );
         assert_eq!(golden["expectedTransitAAD"].as_str().unwrap(), STANDARD.encode(&aad));
     }
 

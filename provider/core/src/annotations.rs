@@ -76,7 +76,10 @@ fn text<'a>(map: &'a HashMap<String, Vec<u8>>, key: &'static str) -> Result<&'a 
 fn expect_hash(map: &HashMap<String, Vec<u8>>, key: &'static str, want: &str) -> Result<(), AnnotationError> {
     let got = text(map, key)?;
     if !is_hash(got) {
-        return Err(AnnotationError::Invalid { key: key.to_owned(), why: "not a 43-character SHA-256 hash" });
+        return Err(AnnotationError::Invalid {
+            key: key.to_owned(),
+            why: "not a 43-character SHA-256 hash",
+        });
     }
     if got != want {
         return Err(AnnotationError::Mismatch(key));
@@ -93,14 +96,23 @@ pub fn verify(
 ) -> Result<(), AnnotationError> {
     for key in map.keys() {
         if !is_fqdn(key) {
-            return Err(AnnotationError::Invalid { key: key.clone(), why: "key is not a fully qualified domain name" });
+            return Err(AnnotationError::Invalid {
+                key: key.clone(),
+                why: "key is not a fully qualified domain name",
+            });
         }
     }
     if text(map, PROVIDER)? != PROVIDER_KIND {
-        return Err(AnnotationError::Invalid { key: PROVIDER.to_owned(), why: "unsupported provider" });
+        return Err(AnnotationError::Invalid {
+            key: PROVIDER.to_owned(),
+            why: "unsupported provider",
+        });
     }
     if text(map, AAD_VERSION_KEY)? != AAD_VERSION {
-        return Err(AnnotationError::Invalid { key: AAD_VERSION_KEY.to_owned(), why: "unsupported AAD version" });
+        return Err(AnnotationError::Invalid {
+            key: AAD_VERSION_KEY.to_owned(),
+            why: "unsupported AAD version",
+        });
     }
     text(map, PLUGIN_VERSION)?;
     let version = text(map, TRANSIT_KEY_VERSION)?;
@@ -108,7 +120,10 @@ pub fn verify(
         .parse()
         .ok()
         .filter(|v| *v > 0 && version.bytes().all(|b| b.is_ascii_digit()) && !version.starts_with('0'))
-        .ok_or_else(|| AnnotationError::Invalid { key: TRANSIT_KEY_VERSION.to_owned(), why: "not a positive integer" })?;
+        .ok_or_else(|| AnnotationError::Invalid {
+            key: TRANSIT_KEY_VERSION.to_owned(),
+            why: "not a positive integer",
+        })?;
     if parsed != snapshot.version {
         return Err(AnnotationError::Mismatch(TRANSIT_KEY_VERSION));
     }

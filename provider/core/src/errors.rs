@@ -110,7 +110,10 @@ impl ErrorClass {
     /// True for failures of the path to OpenBao (they make the probe, and so
     /// Status, unhealthy), false for failures of one request's content.
     pub fn is_backend(self) -> bool {
-        matches!(self.code(), KmsCode::Unavailable | KmsCode::Unauthenticated | KmsCode::PermissionDenied)
+        matches!(
+            self.code(),
+            KmsCode::Unavailable | KmsCode::Unauthenticated | KmsCode::PermissionDenied
+        )
     }
 }
 
@@ -120,7 +123,12 @@ mod tests {
 
     #[test]
     fn request_content_errors_never_look_like_backend_outages() {
-        for class in [ErrorClass::AadMismatch, ErrorClass::KeyIdMalformed, ErrorClass::ProtocolLimit, ErrorClass::IntegrityFailed] {
+        for class in [
+            ErrorClass::AadMismatch,
+            ErrorClass::KeyIdMalformed,
+            ErrorClass::ProtocolLimit,
+            ErrorClass::IntegrityFailed,
+        ] {
             assert_eq!(class.code(), KmsCode::InvalidArgument);
             assert!(!class.is_backend());
         }

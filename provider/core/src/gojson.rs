@@ -41,11 +41,7 @@ macro_rules! delegate_formatter {
 }
 
 impl<F: Formatter> Formatter for GoEscaping<F> {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
         write_go_fragment(writer, fragment)
     }
 
@@ -91,10 +87,7 @@ mod tests {
         // Expected bytes are what Go's json.Marshal prints for the same string.
         let s = "a<b>&c\u{2028}d\u{2029}\"\\\n\t\u{1}é";
         let got = String::from_utf8(to_compact(&s).unwrap()).unwrap();
-        assert_eq!(
-            got,
-            r#""a\u003cb\u003e\u0026c\u2028d\u2029\"\\\n\t\u0001é""#
-        );
+        assert_eq!(got, r#""a\u003cb\u003e\u0026c\u2028d\u2029\"\\\n\t\u0001é""#);
     }
 
     #[test]
@@ -102,6 +95,9 @@ mod tests {
         let v = json!({"b": 1, "a": [true, null], "c": {}});
         assert_eq!(to_compact(&v).unwrap(), br#"{"b":1,"a":[true,null],"c":{}}"#);
         let pretty = String::from_utf8(to_indented(&v).unwrap()).unwrap();
-        assert_eq!(pretty, "{\n  \"b\": 1,\n  \"a\": [\n    true,\n    null\n  ],\n  \"c\": {}\n}\n");
+        assert_eq!(
+            pretty,
+            "{\n  \"b\": 1,\n  \"a\": [\n    true,\n    null\n  ],\n  \"c\": {}\n}\n"
+        );
     }
 }

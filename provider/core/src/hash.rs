@@ -41,7 +41,10 @@ mod tests {
             "qCXYChOIPSWs7scJIduEDiNOYvEUJtFS1Rsbz1eAWY4"
         );
         assert_eq!(h("transit-prod-primary"), "rXiCr_lOjsbykm0mDHAvUcVxQl_XcVnT61MesgcPnzc");
-        assert_eq!(h("01HXEXAMPLEKEYLINEAGEID"), "SwWS38Td_yyFNHaECzzHQP3CHFg60mklwtqYUwkx_IA");
+        assert_eq!(
+            h("01HXEXAMPLEKEYLINEAGEID"),
+            "SwWS38Td_yyFNHaECzzHQP3CHFg60mklwtqYUwkx_IA"
+        );
         assert_eq!(h("workload-a"), "aJ87hdnMZbDZpJ86CnErao3FRzUhv5o8bqc5tCvFGyY");
         assert_eq!(h("bao-prod-a"), "D1mX5YANszQPDTOv6P3ATTTa_2Nc2_DQtRJO0ArNx1g");
     }

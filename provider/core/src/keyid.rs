@@ -73,7 +73,10 @@ impl KeyId {
         field(scope.key_lineage_id.as_bytes());
         field(version.to_string().as_bytes());
         field(created_unix.to_string().as_bytes());
-        Ok(Self(format!("{KEY_ID_PREFIX}{}", URL_SAFE_NO_PAD.encode(hasher.finalize()))))
+        Ok(Self(format!(
+            "{KEY_ID_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(hasher.finalize())
+        )))
     }
 
     /// Parses a key_id received from kube-apiserver: exact length, prefix and

@@ -23,7 +23,11 @@ pub enum LimitError {
     #[error("{field} is empty")]
     Empty { field: &'static str },
     #[error("{field} is {len} bytes, which exceeds the max size of {max}")]
-    TooLarge { field: &'static str, len: usize, max: usize },
+    TooLarge {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 fn bounded(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
@@ -70,7 +74,11 @@ fn check_uid(uid: &str) -> Result<(), LimitError> {
     // kube-apiserver always sends a UUID; an empty uid is tolerated (it is
     // only used for log correlation), an oversize one is not.
     if uid.len() > MAX_UID_BYTES {
-        return Err(LimitError::TooLarge { field: "uid", len: uid.len(), max: MAX_UID_BYTES });
+        return Err(LimitError::TooLarge {
+            field: "uid",
+            len: uid.len(),
+            max: MAX_UID_BYTES,
+        });
     }
     Ok(())
 }
@@ -78,7 +86,11 @@ fn check_uid(uid: &str) -> Result<(), LimitError> {
 fn check_annotations_size(sizes: impl Iterator<Item = usize>) -> Result<(), LimitError> {
     let total: usize = sizes.sum();
     if total > MAX_ANNOTATIONS_BYTES {
-        return Err(LimitError::TooLarge { field: "annotations", len: total, max: MAX_ANNOTATIONS_BYTES });
+        return Err(LimitError::TooLarge {
+            field: "annotations",
+            len: total,
+            max: MAX_ANNOTATIONS_BYTES,
+        });
     }
     Ok(())
 }
@@ -96,7 +108,9 @@ pub fn is_fqdn(name: &str) -> bool {
         && labels.iter().all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -108,10 +122,26 @@ mod tests {
 
     #[test]
     fn fqdn_rules_match_kube_apiserver() {
-        for ok in ["version.encryption.remote.io", "key-id-hash.kms.openbao.org", "a.b", "a.b."] {
+        for ok in [
+            "version.encryption.remote.io",
+            "key-id-hash.kms.openbao.org",
+            "a.b",
+            "a.b.",
+        ] {
             assert!(is_fqdn(ok), "{ok}");
         }
-        for bad in ["panda", "", ".", "A.b", "a_b.c", "-a.b", "a-.b", "a..b", "a/b.c", &format!("{}.b", "a".repeat(64))] {
+        for bad in [
+            "panda",
+            "",
+            ".",
+            "A.b",
+            "a_b.c",
+            "-a.b",
+            "a-.b",
+            "a..b",
+            "a/b.c",
+            &format!("{}.b", "a".repeat(64)),
+        ] {
             assert!(!is_fqdn(bad), "{bad}");
         }
     }
@@ -125,16 +155,26 @@ mod tests {
         assert!(check_decrypt_request(&ok, "u", &key_id, &none).is_ok());
         assert_eq!(
             check_decrypt_request(&too_big, "u", "k", &none),
-            Err(LimitError::TooLarge { field: "ciphertext", len: 1025, max: 1024 })
+            Err(LimitError::TooLarge {
+                field: "ciphertext",
+                len: 1025,
+                max: 1024
+            })
         );
         assert!(check_decrypt_request(&ok, "u", &format!("{key_id}k"), &none).is_err());
-        assert_eq!(check_decrypt_request(&[], "u", "k", &none), Err(LimitError::Empty { field: "ciphertext" }));
+        assert_eq!(
+            check_decrypt_request(&[], "u", "k", &none),
+            Err(LimitError::Empty { field: "ciphertext" })
+        );
         let mut big = HashMap::new();
         big.insert("a.b".to_owned(), vec![0u8; MAX_ANNOTATIONS_BYTES - 3]);
         assert!(check_decrypt_request(&ok, "u", "k", &big).is_ok());
         big.insert("a.b".to_owned(), vec![0u8; MAX_ANNOTATIONS_BYTES - 2]);
         assert!(check_decrypt_request(&ok, "u", "k", &big).is_err());
-        assert_eq!(check_encrypt_request(&[], "u"), Err(LimitError::Empty { field: "plaintext" }));
+        assert_eq!(
+            check_encrypt_request(&[], "u"),
+            Err(LimitError::Empty { field: "plaintext" })
+        );
         assert!(check_encrypt_request(&[1; 32], &"u".repeat(MAX_UID_BYTES + 1)).is_err());
     }
 }

@@ -58,9 +58,15 @@ fn field_u64(data: &Value, name: &'static str) -> Result<u64, MetadataError> {
 /// Parses the `data` object of the Transit key read response.
 pub fn parse_key_metadata(data: &Value) -> Result<KeyMetadata, MetadataError> {
     let text = |name: &'static str| -> Result<String, MetadataError> {
-        data.get(name).and_then(Value::as_str).map(str::to_owned).ok_or(MetadataError::Field(name))
+        data.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(MetadataError::Field(name))
     };
-    let keys = data.get("keys").and_then(Value::as_object).ok_or(MetadataError::Field("keys"))?;
+    let keys = data
+        .get("keys")
+        .and_then(Value::as_object)
+        .ok_or(MetadataError::Field("keys"))?;
     let mut versions = BTreeMap::new();
     for (raw_version, created) in keys {
         let version: u64 = raw_version
@@ -74,7 +80,10 @@ pub fn parse_key_metadata(data: &Value) -> Result<KeyMetadata, MetadataError> {
     Ok(KeyMetadata {
         name: text("name")?,
         key_type: text("type")?,
-        latest_version: data.get("latest_version").and_then(Value::as_u64).ok_or(MetadataError::Field("latest_version"))?,
+        latest_version: data
+            .get("latest_version")
+            .and_then(Value::as_u64)
+            .ok_or(MetadataError::Field("latest_version"))?,
         min_available_version: field_u64(data, "min_available_version")?,
         min_decryption_version: field_u64(data, "min_decryption_version")?,
         min_encryption_version: field_u64(data, "min_encryption_version")?,
@@ -107,7 +116,13 @@ fn creation_unix(v: &Value) -> Option<i64> {
 /// `...+02:00`), fractional seconds dropped.
 pub fn rfc3339_unix(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -190,7 +205,11 @@ pub fn profile_findings(meta: &KeyMetadata, retained_versions: &[u64], active_ve
     let mut out = Vec::new();
     let mut add = |code, impact, message: String| out.push(Finding { code, impact, message });
     if meta.key_type != REQUIRED_KEY_TYPE {
-        add("unsupported_type", Crypto, format!("key type is {:?}, expected {REQUIRED_KEY_TYPE}", meta.key_type));
+        add(
+            "unsupported_type",
+            Crypto,
+            format!("key type is {:?}, expected {REQUIRED_KEY_TYPE}", meta.key_type),
+        );
     }
     if meta.exportable {
         add("exportable", Crypto, "key is exportable".into());
@@ -205,10 +224,18 @@ pub fn profile_findings(meta: &KeyMetadata, retained_versions: &[u64], active_ve
         add("convergent", Crypto, "convergent encryption is enabled".into());
     }
     if !meta.supports_encryption {
-        add("encryption_unsupported", Avail, "key does not support encryption".into());
+        add(
+            "encryption_unsupported",
+            Avail,
+            "key does not support encryption".into(),
+        );
     }
     if !meta.supports_decryption {
-        add("decryption_unsupported", Avail, "key does not support decryption".into());
+        add(
+            "decryption_unsupported",
+            Avail,
+            "key does not support decryption".into(),
+        );
     }
     if meta.deletion_allowed {
         add("deletion_allowed", Avail, "key deletion is allowed".into());
@@ -223,30 +250,39 @@ pub fn profile_findings(meta: &KeyMetadata, retained_versions: &[u64], active_ve
         add(
             "min_encryption_version",
             Avail,
-            format!("min_encryption_version={} is above latest_version={}", meta.min_encryption_version, meta.latest_version),
+            format!(
+                "min_encryption_version={} is above latest_version={}",
+                meta.min_encryption_version, meta.latest_version
+            ),
         );
     }
-    if let Some(active) = active_version {
-        if meta.min_encryption_version > active {
-            add(
-                "min_encryption_version",
-                Avail,
-                format!("min_encryption_version={} is above the active version {active}", meta.min_encryption_version),
-            );
-        }
+    if let Some(active) = active_version
+        && meta.min_encryption_version > active
+    {
+        add(
+            "min_encryption_version",
+            Avail,
+            format!("min_encryption_version={} is above the active version {active}", meta.min_encryption_version),
+        );
     }
     if meta.min_decryption_version > meta.latest_version {
         add(
             "min_decryption_version",
             Avail,
-            format!("min_decryption_version={} is above latest_version={}", meta.min_decryption_version, meta.latest_version),
+            format!(
+                "min_decryption_version={} is above latest_version={}",
+                meta.min_decryption_version, meta.latest_version
+            ),
         );
     }
     if meta.min_available_version > meta.latest_version {
         add(
             "min_available_version",
             Avail,
-            format!("min_available_version={} is above latest_version={}", meta.min_available_version, meta.latest_version),
+            format!(
+                "min_available_version={} is above latest_version={}",
+                meta.min_available_version, meta.latest_version
+            ),
         );
     }
     for &v in retained_versions {
@@ -254,14 +290,20 @@ pub fn profile_findings(meta: &KeyMetadata, retained_versions: &[u64], active_ve
             add(
                 "min_decryption_version",
                 Avail,
-                format!("min_decryption_version={} excludes version {v}, which the registry still references", meta.min_decryption_version),
+                format!(
+                    "min_decryption_version={} excludes version {v}, which the registry still references",
+                    meta.min_decryption_version
+                ),
             );
         }
         if meta.min_available_version > 0 && v < meta.min_available_version {
             add(
                 "min_available_version",
                 Avail,
-                format!("min_available_version={} excludes version {v}, which the registry still references", meta.min_available_version),
+                format!(
+                    "min_available_version={} excludes version {v}, which the registry still references",
+                    meta.min_available_version
+                ),
             );
         }
     }
@@ -302,13 +344,22 @@ impl BootstrapDecision {
 pub fn bootstrap_decision(meta: &KeyMetadata) -> BootstrapDecision {
     let mut reasons = Vec::new();
     if meta.latest_version != 1 {
-        reasons.push(format!("latest_version={} is not initial version 1", meta.latest_version));
+        reasons.push(format!(
+            "latest_version={} is not initial version 1",
+            meta.latest_version
+        ));
     }
     if meta.min_available_version > 1 {
-        reasons.push(format!("min_available_version={} excludes initial version 1", meta.min_available_version));
+        reasons.push(format!(
+            "min_available_version={} excludes initial version 1",
+            meta.min_available_version
+        ));
     }
     if meta.min_decryption_version > 1 {
-        reasons.push(format!("min_decryption_version={} excludes initial version 1", meta.min_decryption_version));
+        reasons.push(format!(
+            "min_decryption_version={} excludes initial version 1",
+            meta.min_decryption_version
+        ));
     }
     match meta.versions.get(&1) {
         Some(&created_unix) if reasons.is_empty() => BootstrapDecision::Allowed { created_unix },
@@ -343,7 +394,12 @@ pub(crate) mod tests {
         assert_eq!(meta.latest_version, 1);
         assert_eq!(meta.versions.get(&1), Some(&1_795_327_667));
         assert!(profile_findings(&meta, &[1], Some(1)).is_empty());
-        assert_eq!(bootstrap_decision(&meta), BootstrapDecision::Allowed { created_unix: 1_795_327_667 });
+        assert_eq!(
+            bootstrap_decision(&meta),
+            BootstrapDecision::Allowed {
+                created_unix: 1_795_327_667
+            }
+        );
     }
 
     #[test]
@@ -384,7 +440,10 @@ pub(crate) mod tests {
         assert!(codes.contains(&("unsupported_type", Impact::CryptographicSafety)));
         assert!(codes.contains(&("exportable", Impact::CryptographicSafety)));
         assert!(codes.contains(&("deletion_allowed", Impact::ApiServerAvailability)));
-        assert!(f[0].to_string().starts_with("blocking/cryptographic_safety: unsupported_type"));
+        assert!(
+            f[0].to_string()
+                .starts_with("blocking/cryptographic_safety: unsupported_type")
+        );
     }
 
     #[test]
@@ -395,7 +454,10 @@ pub(crate) mod tests {
         j["min_decryption_version"] = json!(2);
         let meta = parse_key_metadata(&j).unwrap();
         let f = profile_findings(&meta, &[3, 1], Some(3));
-        assert!(f.iter().any(|f| f.code == "min_decryption_version" && f.message.contains("version 1")));
+        assert!(
+            f.iter()
+                .any(|f| f.code == "min_decryption_version" && f.message.contains("version 1"))
+        );
         assert!(profile_findings(&meta, &[3, 2], Some(3)).is_empty());
     }
 
@@ -405,17 +467,27 @@ pub(crate) mod tests {
         j["keys"] = json!({"1": 100, "2": 200});
         j["latest_version"] = json!(2);
         let d = bootstrap_decision(&parse_key_metadata(&j).unwrap());
-        assert_eq!(d, BootstrapDecision::Denied { reasons: vec!["latest_version=2 is not initial version 1".into()] });
+        assert_eq!(
+            d,
+            BootstrapDecision::Denied {
+                reasons: vec!["latest_version=2 is not initial version 1".into()]
+            }
+        );
         assert!(d.describe().starts_with("auto-bootstrap denied: latest_version=2"));
 
         let mut j = fresh_key_json();
         j["min_decryption_version"] = json!(2);
         j["min_available_version"] = json!(2);
         let d = bootstrap_decision(&parse_key_metadata(&j).unwrap());
-        let BootstrapDecision::Denied { reasons } = d else { panic!("allowed") };
-        assert_eq!(reasons, vec![
-            "min_available_version=2 excludes initial version 1".to_owned(),
-            "min_decryption_version=2 excludes initial version 1".to_owned()
-        ]);
+        let BootstrapDecision::Denied { reasons } = d else {
+            panic!("allowed")
+        };
+        assert_eq!(
+            reasons,
+            vec![
+                "min_available_version=2 excludes initial version 1".to_owned(),
+                "min_decryption_version=2 excludes initial version 1".to_owned()
+            ]
+        );
     }
 }

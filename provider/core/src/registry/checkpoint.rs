@@ -33,7 +33,10 @@ impl Checkpoint {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let c: Self = serde_json::from_slice(bytes).map_err(|e| format!("checkpoint is not valid JSON: {e}"))?;
         if c.schema_version != CHECKPOINT_SCHEMA {
-            return Err(format!("checkpoint schema {:?} is not supported (expected {CHECKPOINT_SCHEMA})", c.schema_version));
+            return Err(format!(
+                "checkpoint schema {:?} is not supported (expected {CHECKPOINT_SCHEMA})",
+                c.schema_version
+            ));
         }
         if c.generation == 0 || !c.current_hash.starts_with(STATE_HASH_PREFIX) {
             return Err("checkpoint has no generation or hash".into());
@@ -68,7 +71,10 @@ impl CheckpointStatus {
 }
 
 /// Applies the rollback rules. An `Err` is a fail-closed decision with its reason.
-pub fn checkpoint_status(state: Option<&StateFile>, checkpoint: Option<&Checkpoint>) -> Result<CheckpointStatus, String> {
+pub fn checkpoint_status(
+    state: Option<&StateFile>,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<CheckpointStatus, String> {
     match (state, checkpoint) {
         (None, None) => Ok(CheckpointStatus::Absent),
         (None, Some(c)) => Err(format!(

@@ -11,8 +11,10 @@
 //! - [`checkpoint_status`] applies the rollback rules to what is on disk.
 
 mod checkpoint;
+mod pins;
 
-pub use checkpoint::{Checkpoint, CheckpointStatus, CHECKPOINT_SCHEMA, checkpoint_status};
+pub use checkpoint::{CHECKPOINT_SCHEMA, Checkpoint, CheckpointStatus, checkpoint_status};
+pub use pins::{IdentityPins, PINS_SCHEMA};
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -163,7 +165,9 @@ pub enum StateError {
     LegacySchema,
     #[error("state file schema {0:?} is not supported (expected {STATE_SCHEMA})")]
     UnknownSchema(String),
-    #[error("state file hash does not match its content (stored {stored}, computed {computed}): the file is corrupt or was edited")]
+    #[error(
+        "state file hash does not match its content (stored {stored}, computed {computed}): the file is corrupt or was edited"
+    )]
     HashMismatch { stored: String, computed: String },
     #[error("state file is inconsistent: {0}")]
     Invalid(String),
@@ -197,7 +201,8 @@ impl StateFile {
         edit(&mut next);
         next.generation = self.generation + 1;
         next.previous_hash = self.current_hash.clone();
-        next.snapshots.sort_by_key(|r| (r.state != SnapshotState::Active, std::cmp::Reverse(r.transit_version)));
+        next.snapshots
+            .sort_by_key(|r| (r.state != SnapshotState::Active, std::cmp::Reverse(r.transit_version)));
         next.current_hash = next.computed_hash();
         next.check_consistency()?;
         Ok(next)
@@ -233,7 +238,10 @@ impl StateFile {
         let state: Self = serde_json::from_value(probe).map_err(|e| StateError::Syntax(e.to_string()))?;
         let computed = state.computed_hash();
         if computed != state.current_hash {
-            return Err(StateError::HashMismatch { stored: state.current_hash.clone(), computed });
+            return Err(StateError::HashMismatch {
+                stored: state.current_hash.clone(),
+                computed,
+            });
         }
         state.check_consistency()?;
         Ok(state)
@@ -250,13 +258,21 @@ impl StateFile {
         if self.generation > 1 && !self.previous_hash.starts_with(STATE_HASH_PREFIX) {
             return bad(format!("generation {} has no previousHash", self.generation));
         }
-        if !self.identity_fingerprint.starts_with(crate::identity::FINGERPRINT_PREFIX) || self.identity_fingerprint.len() != 48 {
+        if !self
+            .identity_fingerprint
+            .starts_with(crate::identity::FINGERPRINT_PREFIX)
+            || self.identity_fingerprint.len() != 48
+        {
             return bad("identityFingerprint is malformed".into());
         }
         if self.snapshots.is_empty() {
             return bad("snapshots is empty".into());
         }
-        let actives: Vec<_> = self.snapshots.iter().filter(|r| r.state == SnapshotState::Active).collect();
+        let actives: Vec<_> = self
+            .snapshots
+            .iter()
+            .filter(|r| r.state == SnapshotState::Active)
+            .collect();
         if actives.len() != 1 {
             return bad(format!("expected exactly one active snapshot, found {}", actives.len()));
         }
@@ -289,7 +305,9 @@ impl StateFile {
             let derived = KeyId::derive(&scope, v, r.transit_version_created_at_unix)
                 .map_err(|e| StateError::Invalid(format!("version {v}: {e}")))?;
             if derived.as_str() != r.kubernetes_key_id {
-                return bad(format!("version {v}: kubernetesKeyId does not match the key_id derived from the record"));
+                return bad(format!(
+                    "version {v}: kubernetesKeyId does not match the key_id derived from the record"
+                ));
             }
             if !seen_ids.insert(r.kubernetes_key_id.as_str()) || !seen_versions.insert(v) {
                 return bad(format!("version {v} is listed more than once"));
@@ -310,8 +328,15 @@ impl StateFile {
             }
         }
         let active_version = actives[0].transit_version;
-        if let Some(r) = self.snapshots.iter().find(|r| r.state == SnapshotState::Pending && r.transit_version <= active_version) {
-            return bad(format!("pending version {} is not newer than active version {active_version}", r.transit_version));
+        if let Some(r) = self
+            .snapshots
+            .iter()
+            .find(|r| r.state == SnapshotState::Pending && r.transit_version <= active_version)
+        {
+            return bad(format!(
+                "pending version {} is not newer than active version {active_version}",
+                r.transit_version
+            ));
         }
         Ok(())
     }
@@ -352,7 +377,11 @@ impl StateFile {
 
     /// Versions Decrypt may still need.
     pub fn retained_versions(&self) -> Vec<u64> {
-        self.snapshots.iter().filter(|r| r.state.decrypts()).map(|r| r.transit_version).collect()
+        self.snapshots
+            .iter()
+            .filter(|r| r.state.decrypts())
+            .map(|r| r.transit_version)
+            .collect()
     }
 
     /// Compares every retained version with live Transit metadata: each must

@@ -15,7 +15,10 @@ fn bootstrap_state() -> StateFile {
 #[test]
 fn reference_v1alpha2_fixture_hash_and_bytes() {
     let state = StateFile::decode(DISCOVERED.as_bytes()).unwrap();
-    assert_eq!(state.computed_hash(), "krs1.tu6TkH8g61rdindHuId9bXZcMXbUgYPcygzMWgtzBgk");
+    assert_eq!(
+        state.computed_hash(),
+        "krs1.tu6TkH8g61rdindHuId9bXZcMXbUgYPcygzMWgtzBgk"
+    );
     // Our encoder writes the reference's file byte for byte.
     assert_eq!(String::from_utf8(state.encode()).unwrap(), DISCOVERED);
     assert_eq!(state.decryptable().len(), 2);
@@ -47,7 +50,10 @@ fn bootstrap_golden() {
 #[test]
 fn any_edit_breaks_the_hash() {
     let text = BOOTSTRAP.replace("\"observedAtUnix\": 1700000000", "\"observedAtUnix\": 1700000001");
-    assert!(matches!(StateFile::decode(text.as_bytes()), Err(StateError::HashMismatch { .. })));
+    assert!(matches!(
+        StateFile::decode(text.as_bytes()),
+        Err(StateError::HashMismatch { .. })
+    ));
 }
 
 #[test]
@@ -61,7 +67,10 @@ fn structural_corruption_is_refused() {
         assert!(format!("{err:?}").starts_with(want), "{bad}: {err:?}");
     }
     let with_unknown = BOOTSTRAP.replacen("\"generation\"", "\"extra\": 1,\n  \"generation\"", 1);
-    assert!(matches!(StateFile::decode(with_unknown.as_bytes()), Err(StateError::Syntax(_))));
+    assert!(matches!(
+        StateFile::decode(with_unknown.as_bytes()),
+        Err(StateError::Syntax(_))
+    ));
 }
 
 #[test]
@@ -108,7 +117,10 @@ fn successor_chains_generations() {
     assert_eq!(g2.generation, 2);
     assert_eq!(g2.previous_hash, g1.current_hash);
     assert_eq!(StateFile::decode(&g2.encode()).unwrap(), g2);
-    assert_eq!(checkpoint_status(Some(&g2), Some(&Checkpoint::of(&g1))), Ok(CheckpointStatus::Behind));
+    assert_eq!(
+        checkpoint_status(Some(&g2), Some(&Checkpoint::of(&g1))),
+        Ok(CheckpointStatus::Behind)
+    );
     // A successor that breaks an invariant is refused, not written.
     assert!(g2.successor(|s| s.snapshots[1].state = SnapshotState::Active).is_err());
 }
@@ -130,7 +142,11 @@ fn checkpoint_rules() {
     let older = checkpoint_status(Some(&g1), Some(&c2)).unwrap_err();
     assert!(older.contains("rolled back"), "{older}");
     // Same generation, different content: a replaced file.
-    let other = StateFile::bootstrap(&scope, &KeySnapshot::new(&scope, 1, 1_700_000_060).unwrap(), 1_700_000_999);
+    let other = StateFile::bootstrap(
+        &scope,
+        &KeySnapshot::new(&scope, 1, 1_700_000_060).unwrap(),
+        1_700_000_999,
+    );
     let replaced = checkpoint_status(Some(&other), Some(&c1)).unwrap_err();
     assert!(replaced.contains("rolled back or replaced"), "{replaced}");
     // Two generations ahead is not a crash between two writes.
@@ -157,7 +173,10 @@ fn scope_mismatch_is_refused() {
     let state = bootstrap_state();
     let mut other = sample_scope();
     other.transit_key_name = "another-key".into();
-    assert!(matches!(state.check_scope(&other), Err(StateError::IdentityMismatch(_))));
+    assert!(matches!(
+        state.check_scope(&other),
+        Err(StateError::IdentityMismatch(_))
+    ));
 }
 
 #[test]
@@ -169,7 +188,11 @@ fn drift_against_metadata() {
         j["latest_version"] = latest.into();
         parse_key_metadata(&j).unwrap()
     };
-    assert!(state.drift_against(&meta(serde_json::json!({"1": 1_700_000_060}), 1)).is_empty());
+    assert!(
+        state
+            .drift_against(&meta(serde_json::json!({"1": 1_700_000_060}), 1))
+            .is_empty()
+    );
     let drift = state.drift_against(&meta(serde_json::json!({"1": 1_700_000_061}), 1));
     assert!(drift[0].starts_with("identity_drift"), "{drift:?}");
     let gone = state.drift_against(&meta(serde_json::json!({"2": 1_700_000_120}), 2));

@@ -1,0 +1,97 @@
+//! Live OpenBao identity pinned beside the registry: the server's
+//! `cluster_id` and the Transit mount's accessor and uuid, recorded at
+//! bootstrap and compared on every probe. A swapped OpenBao, or a Transit
+//! mount disabled and re-enabled under the same path, no longer matches and
+//! the provider fails closed.
+//!
+//! Kept in its own file (`<state.path>.openbao-identity`) so the state file
+//! stays byte-compatible with the reference product.
+
+use serde::{Deserialize, Serialize};
+
+use crate::gojson;
+
+pub const PINS_SCHEMA: &str = "bao-kms-provider/openbao-identity/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityPins {
+    pub schema_version: String,
+    pub cluster_id: String,
+    pub mount_accessor: String,
+    pub mount_uuid: String,
+}
+
+impl IdentityPins {
+    pub fn new(cluster_id: String, mount_accessor: String, mount_uuid: String) -> Self {
+        Self {
+            schema_version: PINS_SCHEMA.to_owned(),
+            cluster_id,
+            mount_accessor,
+            mount_uuid,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        gojson::to_indented(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let p: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("identity pins file is not valid JSON: {e}"))?;
+        if p.schema_version != PINS_SCHEMA {
+            return Err(format!(
+                "identity pins schema {:?} is not supported (expected {PINS_SCHEMA})",
+                p.schema_version
+            ));
+        }
+        if p.cluster_id.is_empty() || p.mount_accessor.is_empty() {
+            return Err("identity pins file has an empty cluster_id or mount accessor".into());
+        }
+        Ok(p)
+    }
+
+    /// Differences from what OpenBao reports now, one line each.
+    pub fn mismatches(&self, live: &Self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.cluster_id != live.cluster_id {
+            out.push(format!(
+                "OpenBao cluster_id is {} but {} was pinned at bootstrap",
+                live.cluster_id, self.cluster_id
+            ));
+        }
+        if self.mount_accessor != live.mount_accessor || self.mount_uuid != live.mount_uuid {
+            out.push(format!(
+                "Transit mount accessor is {} but {} was pinned at bootstrap (mount re-created?)",
+                live.mount_accessor, self.mount_accessor
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_encoding_and_mismatch() {
+        let p = IdentityPins::new("7810551a-8b9b".into(), "transit_f3275c90".into(), "e7be4835".into());
+        let text = String::from_utf8(p.encode()).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"schemaVersion\": \"bao-kms-provider/openbao-identity/v1\",\n  \"clusterId\": \"7810551a-8b9b\",\n  \"mountAccessor\": \"transit_f3275c90\",\n  \"mountUuid\": \"e7be4835\"\n}\n"
+        );
+        assert_eq!(IdentityPins::decode(text.as_bytes()).unwrap(), p);
+        assert!(p.mismatches(&p).is_empty());
+        let mut other = p.clone();
+        other.mount_accessor = "transit_00000000".into();
+        assert_eq!(p.mismatches(&other).len(), 1);
+        assert!(
+            IdentityPins::decode(
+                b"{\"schemaVersion\":\"x\",\"clusterId\":\"a\",\"mountAccessor\":\"b\",\"mountUuid\":\"c\"}"
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,737 @@
+//! The provider's runtime: startup (registry load or auto-bootstrap), the
+//! background probe that publishes the status snapshot, and the KMS
+//! operations.
+//!
+//! Status never calls OpenBao: it reads the [`Published`] snapshot the probe
+//! last wrote, ageing it at read time so a stuck probe turns into
+//! `status_stale`. Encrypt uses only the active snapshot of the same
+//! published value Status reads, with its explicit Transit `key_version`.
+//! Decrypt checks key_id, annotations and ciphertext version before the one
+//! Transit call, and rebuilds the AAD from the snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bao_kms_core::aad;
+use bao_kms_core::annotations;
+use bao_kms_core::config::Config;
+use bao_kms_core::errors::ErrorClass;
+use bao_kms_core::identity::IdentityScope;
+use bao_kms_core::keyid::KeyId;
+use bao_kms_core::limits;
+use bao_kms_core::registry::{CheckpointStatus, IdentityPins, StateFile, checkpoint_status};
+use bao_kms_core::snapshot::KeySnapshot;
+use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::auth::{self, Auth};
+use crate::metrics::{Metrics, Reason as ReasonLabel, Status as StatusLabel};
+use crate::openbao::{BaoError, ClientSettings, OpenBao};
+use crate::state::RegistryStore;
+
+/// Rotation state as Status and metrics report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationState {
+    Active,
+    Pending,
+    Unknown,
+}
+
+impl RotationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Pending => "pending",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One reason the provider is not healthy: a stable code (the `/ready`
+/// reason) and a one-line detail without secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl Reason {
+    fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+/// What the last probe established; replaced whole, never mutated.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Problems found by the probe (empty = healthy before ageing).
+    pub reasons: Vec<Reason>,
+    pub active: KeySnapshot,
+    pub generation: u64,
+    pub rotation_state: RotationState,
+    pub latest_version: u64,
+    pub decryptable: Arc<BTreeMap<String, KeySnapshot>>,
+    /// When OpenBao last confirmed this snapshot.
+    pub confirmed_at: Instant,
+    pub metadata_error_class: Option<&'static str>,
+    pub deep_error_class: Option<&'static str>,
+}
+
+/// The published snapshot aged at read time.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub published: Arc<Published>,
+    pub cache_age: Duration,
+    pub stale: bool,
+    pub reasons: Vec<Reason>,
+}
+
+impl View {
+    pub fn healthy(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    /// The key_id Status reports: only when healthy.
+    pub fn key_id(&self) -> Option<&KeyId> {
+        self.healthy().then_some(&self.published.active.key_id)
+    }
+}
+
+/// A KMS request failure: a class (code, metric label) and a message
+/// kube-apiserver may show; never secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct KmsError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl KmsError {
+    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BaoError> for KmsError {
+    fn from(e: BaoError) -> Self {
+        let message = match e.class {
+            ErrorClass::IntegrityFailed => {
+                "Transit rejected the ciphertext: message authentication failed (integrity error)".into()
+            }
+            _ => format!("OpenBao {}: {}", e.class.as_str(), e.message),
+        };
+        Self {
+            class: e.class,
+            message,
+        }
+    }
+}
+
+/// Why the provider did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A configuration problem (exit code 3).
+    #[error("{0}")]
+    Config(String),
+    /// A fail-closed decision or an unrecoverable runtime failure (exit code 5).
+    #[error("{0}")]
+    FailClosed(String),
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    scope: IdentityScope,
+    bao: OpenBao,
+    auth: Auth,
+    metrics: Arc<Metrics>,
+    store: RegistryStore,
+    state: RwLock<StateFile>,
+    pins: IdentityPins,
+    plugin_version: String,
+    published: watch::Sender<Arc<Published>>,
+}
+
+/// Outcome of the checks one probe runs against OpenBao.
+struct ProbeFacts {
+    meta: KeyMetadata,
+    live_pins: IdentityPins,
+    upsert_disabled: Result<bool, BaoError>,
+}
+
+impl Engine {
+    /// Loads or bootstraps the registry and proves the active key works,
+    /// retrying transient OpenBao failures for `bootstrap.graceTimeout`.
+    pub async fn start(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        plugin_version: String,
+    ) -> Result<Arc<Self>, StartupError> {
+        let scope = cfg.identity_scope();
+        let settings = ClientSettings {
+            address: cfg.openbao.address.clone(),
+            namespace: cfg.openbao.namespace.clone(),
+            ca_cert_file: cfg.openbao.ca_cert_file.clone(),
+            tls_server_name: cfg.openbao.tls_server_name.clone(),
+            timeout: cfg.openbao.timeout,
+            mount_path: cfg.transit.mount_path.clone(),
+            key_name: cfg.transit.key_name.clone(),
+        };
+        let bao = OpenBao::new(settings, metrics.clone()).map_err(|e| StartupError::Config(e.to_string()))?;
+        auth::check_supported(&cfg.auth.method).map_err(|e| StartupError::Config(e.to_string()))?;
+        let auth = Auth::new(&cfg.auth.method, bao.clone(), metrics.clone())
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let store = RegistryStore::open(&cfg.state.path).map_err(|e| StartupError::FailClosed(e.to_string()))?;
+        let disk = store
+            .read()
+            .map_err(|e| StartupError::FailClosed(format!("registry unreadable: {e}")))?;
+        let cp = checkpoint_status(disk.state.as_ref(), disk.checkpoint.as_ref())
+            .map_err(|e| StartupError::FailClosed(format!("registry fails closed: {e}")))?;
+        if let Some(state) = &disk.state {
+            state
+                .check_scope(&scope)
+                .map_err(|e| StartupError::FailClosed(format!("registry fails closed: {e}")))?;
+        }
+        tracing::info!(
+            message = "registry.loaded",
+            checkpoint = cp.as_str(),
+            generation = disk.state.as_ref().map(|s| s.generation)
+        );
+
+        let deadline = Instant::now() + cfg.bootstrap.grace_timeout;
+        let (state, pins, meta) = loop {
+            match Self::initial_attempt(&cfg, &scope, &bao, &auth, disk.state.as_ref(), disk.pins.as_ref()).await {
+                Ok(done) => break done,
+                Err(Attempt::Fatal(msg)) => return Err(StartupError::FailClosed(msg)),
+                Err(Attempt::Retry(reasons)) => {
+                    let text = reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                    if Instant::now() + cfg.bootstrap.retry_interval > deadline {
+                        return Err(StartupError::FailClosed(format!(
+                            "startup did not succeed within bootstrap.graceTimeout ({:?}): {text}",
+                            cfg.bootstrap.grace_timeout
+                        )));
+                    }
+                    tracing::warn!(message = "serve.startup_retry", reasons = %text);
+                    tokio::time::sleep(cfg.bootstrap.retry_interval).await;
+                }
+            }
+        };
+
+        // Persist before anything is published.
+        let save = |r: Result<(), crate::state::StoreError>| {
+            r.map_err(|e| StartupError::FailClosed(format!("registry save failed: {e}")))
+        };
+        match (disk.state.is_some(), cp) {
+            (false, _) => {
+                save(store.save(&state))?;
+                tracing::info!(message = "registry.bootstrapped", generation = state.generation, key_id_hash = %state.active().snapshot().map(|s| s.key_id.hash()).unwrap_or_default());
+            }
+            (true, CheckpointStatus::Behind | CheckpointStatus::Missing) => {
+                save(store.save_checkpoint(&bao_kms_core::registry::Checkpoint::of(&state)))?;
+                tracing::warn!(
+                    message = "registry.checkpoint_rewritten",
+                    checkpoint = cp.as_str(),
+                    generation = state.generation
+                );
+            }
+            _ => {}
+        }
+        if disk.pins.is_none() {
+            save(store.save_pins(&pins))?;
+            tracing::info!(message = "registry.identity_pinned");
+        }
+
+        let active = state
+            .active()
+            .snapshot()
+            .ok_or_else(|| StartupError::FailClosed("registry active snapshot is malformed".into()))?;
+        let published = Arc::new(Published {
+            reasons: Vec::new(),
+            rotation_state: if meta.latest_version > active.version {
+                RotationState::Pending
+            } else {
+                RotationState::Active
+            },
+            latest_version: meta.latest_version,
+            generation: state.generation,
+            decryptable: Arc::new(state.decryptable()),
+            active,
+            confirmed_at: Instant::now(),
+            metadata_error_class: None,
+            deep_error_class: None,
+        });
+        let (tx, _) = watch::channel(published);
+        let engine = Arc::new(Self {
+            cfg,
+            scope,
+            bao,
+            auth,
+            metrics,
+            store,
+            state: RwLock::new(state),
+            pins,
+            plugin_version,
+            published: tx,
+        });
+        engine.export_metrics(&engine.published.borrow().clone());
+        Ok(engine)
+    }
+
+    async fn gather(bao: &OpenBao, token: &SecretString) -> Result<ProbeFacts, Reason> {
+        let t = token.expose_secret();
+        let meta = bao
+            .key_metadata(t)
+            .await
+            .map_err(|e| Reason::new("metadata_read_failed", e.to_string()))?;
+        let cluster_id = bao
+            .cluster_id()
+            .await
+            .map_err(|e| Reason::new("metadata_read_failed", e.to_string()))?;
+        let (accessor, uuid) = bao
+            .mount_identity(t)
+            .await
+            .map_err(|e| Reason::new("metadata_read_failed", e.to_string()))?;
+        let upsert_disabled = bao.disable_upsert(t).await;
+        Ok(ProbeFacts {
+            meta,
+            live_pins: IdentityPins::new(cluster_id, accessor, uuid),
+            upsert_disabled,
+        })
+    }
+
+    /// Problems with the facts relative to the registry and pins.
+    fn assess(facts: &ProbeFacts, state: &StateFile, pins: &IdentityPins) -> (Vec<Reason>, RotationState) {
+        let mut reasons = Vec::new();
+        for m in pins.mismatches(&facts.live_pins) {
+            reasons.push(Reason::new("identity_drift", m));
+        }
+        match &facts.upsert_disabled {
+            Ok(true) => {}
+            Ok(false) => reasons.push(Reason::new(
+                "upsert_allowed",
+                "Transit mount allows implicit key creation; set disable_upsert=true on <mount>/config/keys",
+            )),
+            Err(e) => reasons.push(Reason::new("upsert_check_failed", e.to_string())),
+        }
+        let active = state.active().transit_version;
+        for f in profile_findings(&facts.meta, &state.retained_versions(), Some(active)) {
+            reasons.push(Reason::new("profile_invalid", f.to_string()));
+        }
+        let mut drifted = false;
+        for problem in state.drift_against(&facts.meta) {
+            let code = match problem.split(':').next() {
+                Some("version_rollback") => "version_rollback",
+                Some("identity_drift") => "identity_drift",
+                _ => "metadata_unverified",
+            };
+            drifted = true;
+            reasons.push(Reason::new(code, problem));
+        }
+        if reasons.iter().any(|r| r.code == "identity_drift") {
+            drifted = true;
+        }
+        let rotation = if drifted {
+            RotationState::Unknown
+        } else if facts.meta.latest_version > active {
+            RotationState::Pending
+        } else {
+            RotationState::Active
+        };
+        (reasons, rotation)
+    }
+
+    async fn initial_attempt(
+        cfg: &Config,
+        scope: &IdentityScope,
+        bao: &OpenBao,
+        auth: &Auth,
+        state: Option<&StateFile>,
+        pins: Option<&IdentityPins>,
+    ) -> Result<(StateFile, IdentityPins, KeyMetadata), Attempt> {
+        let token = auth
+            .token()
+            .await
+            .map_err(|e| Attempt::Retry(vec![Reason::new("auth_failed", e.to_string())]))?;
+        let facts = Self::gather(bao, &token).await.map_err(|r| Attempt::Retry(vec![r]))?;
+        let state = match state {
+            Some(s) => s.clone(),
+            None => match bootstrap_decision(&facts.meta) {
+                BootstrapDecision::Denied { .. } => {
+                    return Err(Attempt::Fatal(format!(
+                        "no registry state and checkpoint in {}: {}",
+                        cfg.state
+                            .path
+                            .parent()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        bootstrap_decision(&facts.meta).describe()
+                    )));
+                }
+                BootstrapDecision::Allowed { created_unix } => {
+                    let snap = KeySnapshot::new(scope, 1, created_unix)
+                        .map_err(|e| Attempt::Fatal(format!("cannot derive the key_id: {e}")))?;
+                    tracing::info!(message = "registry.bootstrap_decision", decision = %bootstrap_decision(&facts.meta).describe());
+                    StateFile::bootstrap(scope, &snap, now_unix())
+                }
+            },
+        };
+        let pins = pins.cloned().unwrap_or_else(|| facts.live_pins.clone());
+        let (reasons, _) = Self::assess(&facts, &state, &pins);
+        if !reasons.is_empty() {
+            return Err(Attempt::Retry(reasons));
+        }
+        let active = state
+            .active()
+            .snapshot()
+            .ok_or_else(|| Attempt::Fatal("registry active snapshot is malformed".into()))?;
+        deep_probe(bao, scope, &token, &active)
+            .await
+            .map_err(|e| Attempt::Retry(vec![Reason::new("deep_probe_failed", e.message)]))?;
+        Ok((state, pins, facts.meta))
+    }
+
+    /// Runs the background probe until `stop` fires.
+    pub async fn run_probes(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let interval = self.cfg.status.probe_interval;
+        let deep_interval = self.cfg.status.deep_probe_interval;
+        let mut last_deep = Instant::now();
+        let mut deep_failed = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+            let deep_due = deep_failed || last_deep.elapsed() >= deep_interval;
+            let (ran_deep, deep_ok) = self.probe_once(deep_due).await;
+            if ran_deep {
+                last_deep = Instant::now();
+                deep_failed = !deep_ok;
+            }
+        }
+    }
+
+    /// One probe; returns (deep probe ran, deep probe passed).
+    pub async fn probe_once(&self, deep_due: bool) -> (bool, bool) {
+        let previous = self.published.borrow().clone();
+        let state = self.state.read().map(|s| s.clone()).map_err(|_| ());
+        let Ok(state) = state else {
+            return (false, false);
+        };
+        let mut next = (*previous).clone();
+        next.metadata_error_class = None;
+        next.deep_error_class = None;
+        let mut ran_deep = false;
+        let mut deep_ok = false;
+        let token = match self.auth.token().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                next.metadata_error_class = Some(e.class().as_str());
+                next.reasons = vec![Reason::new("auth_failed", e.to_string())];
+                None
+            }
+        };
+        if let Some(token) = token {
+            match Self::gather(&self.bao, &token).await {
+                Err(reason) => {
+                    if reason.detail.contains("HTTP 403") || reason.detail.contains("permission denied") {
+                        self.auth.invalidate(&token).await;
+                    }
+                    self.metrics
+                        .transit_metadata_observation
+                        .get_or_create(&StatusLabel { status: "error" })
+                        .inc();
+                    next.metadata_error_class = Some("metadata_read_failed");
+                    next.reasons = vec![reason];
+                    // Unknown until OpenBao answers again; the last key stays in place.
+                    next.rotation_state = RotationState::Unknown;
+                }
+                Ok(facts) => {
+                    self.metrics
+                        .transit_metadata_observation
+                        .get_or_create(&StatusLabel { status: "ok" })
+                        .inc();
+                    let (mut reasons, rotation) = Self::assess(&facts, &state, &self.pins);
+                    if reasons.is_empty() && (deep_due || !previous.reasons.is_empty()) {
+                        ran_deep = true;
+                        if let Err(e) = deep_probe(&self.bao, &self.scope, &token, &next.active).await {
+                            next.deep_error_class = Some(e.class.as_str());
+                            reasons.push(Reason::new("deep_probe_failed", e.message));
+                        } else {
+                            deep_ok = true;
+                        }
+                    }
+                    if rotation == RotationState::Pending && previous.rotation_state != RotationState::Pending {
+                        tracing::info!(
+                            message = "rotation.observed",
+                            latest_version = facts.meta.latest_version,
+                            active_version = next.active.version
+                        );
+                    }
+                    next.rotation_state = rotation;
+                    next.latest_version = facts.meta.latest_version;
+                    if reasons.is_empty() {
+                        next.confirmed_at = Instant::now();
+                    }
+                    next.reasons = reasons;
+                }
+            }
+        }
+        let healthy_now = next.reasons.is_empty();
+        if healthy_now != previous.reasons.is_empty() || next.reasons != previous.reasons {
+            let text = next
+                .reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if healthy_now {
+                tracing::info!(message = "status.probe", healthz = "ok", key_id_hash = %next.active.key_id.hash());
+            } else {
+                tracing::warn!(message = "status.probe", healthz = "unhealthy", reasons = %text);
+            }
+        }
+        let next = Arc::new(next);
+        self.export_metrics(&next);
+        self.published.send_replace(next);
+        (ran_deep, deep_ok)
+    }
+
+    fn export_metrics(&self, p: &Published) {
+        let healthy = p.reasons.is_empty();
+        let hash = healthy.then(|| p.active.key_id.hash());
+        self.metrics
+            .set_key_state(hash.as_deref(), p.active.version, p.rotation_state.as_str());
+    }
+
+    /// The published snapshot, aged now.
+    pub fn view(&self) -> View {
+        let published = self.published.borrow().clone();
+        let cache_age = published.confirmed_at.elapsed();
+        let stale = cache_age > self.cfg.status.status_max_staleness;
+        let mut reasons = published.reasons.clone();
+        if stale && reasons.is_empty() {
+            reasons.push(Reason::new(
+                "status_stale",
+                format!(
+                    "last confirmation {}s ago exceeds status.statusMaxStaleness",
+                    cache_age.as_secs()
+                ),
+            ));
+        }
+        View {
+            published,
+            cache_age,
+            stale,
+            reasons,
+        }
+    }
+
+    /// Refreshes the gauges that depend on the read time (scrape hook).
+    pub fn refresh_age_metrics(&self) {
+        let view = self.view();
+        self.metrics.status_cache_age_seconds.set(view.cache_age.as_secs_f64());
+        if view.stale {
+            self.metrics.set_key_state(
+                None,
+                view.published.active.version,
+                view.published.rotation_state.as_str(),
+            );
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.published.borrow().generation
+    }
+
+    /// Calls Transit with the current token; on 403 the token is dropped,
+    /// re-obtained once and the call retried.
+    async fn with_token<T, F, Fut>(&self, call: F) -> Result<T, KmsError>
+    where
+        F: Fn(SecretString) -> Fut,
+        Fut: Future<Output = Result<T, BaoError>>,
+    {
+        let token = self
+            .auth
+            .token()
+            .await
+            .map_err(|e| KmsError::new(e.class(), e.to_string()))?;
+        match call(token.clone()).await {
+            Err(e) if e.http_status == Some(403) => {
+                self.auth.invalidate(&token).await;
+                let fresh = self
+                    .auth
+                    .token()
+                    .await
+                    .map_err(|e| KmsError::new(e.class(), e.to_string()))?;
+                call(fresh).await.map_err(KmsError::from)
+            }
+            other => other.map_err(KmsError::from),
+        }
+    }
+
+    /// KMS Encrypt: only with a healthy, active snapshot; explicit key_version.
+    pub async fn encrypt(
+        &self,
+        plaintext: &[u8],
+        uid: &str,
+    ) -> Result<(Vec<u8>, KeyId, BTreeMap<String, Vec<u8>>), KmsError> {
+        limits::check_encrypt_request(plaintext, uid)
+            .map_err(|e| KmsError::new(ErrorClass::ProtocolLimit, e.to_string()))?;
+        let view = self.view();
+        if !view.healthy() {
+            let class = if view.stale {
+                ErrorClass::StatusStale
+            } else {
+                ErrorClass::StatusUnhealthy
+            };
+            let codes: Vec<&str> = view.reasons.iter().map(|r| r.code).collect();
+            return Err(KmsError::new(
+                class,
+                format!("provider is not healthy ({}); refusing to encrypt", codes.join(", ")),
+            ));
+        }
+        let snap = view.published.active.clone();
+        let aad = aad::canonical(&self.scope, &snap);
+        let ciphertext = self
+            .with_token(|t| {
+                let (bao, aad) = (&self.bao, &aad);
+                async move { bao.encrypt(t.expose_secret(), plaintext, aad, snap.version).await }
+            })
+            .await?;
+        let annotations = annotations::build(&self.scope, &snap, &self.plugin_version);
+        limits::check_encrypt_response(ciphertext.as_bytes(), snap.key_id.as_str(), &annotations).map_err(|e| {
+            KmsError::new(
+                ErrorClass::InvalidResponse,
+                format!("encrypt response would break the KMS contract: {e}"),
+            )
+        })?;
+        Ok((ciphertext.into_bytes(), snap.key_id, annotations))
+    }
+
+    /// KMS Decrypt: every check that needs no OpenBao first, then Transit.
+    pub async fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        uid: &str,
+        key_id: &str,
+        annotations: &HashMap<String, Vec<u8>>,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        limits::check_decrypt_request(ciphertext, uid, key_id, annotations)
+            .map_err(|e| KmsError::new(ErrorClass::ProtocolLimit, e.to_string()))?;
+        let key_id_err = |class: ErrorClass, message: &str| {
+            self.metrics
+                .decrypt_key_id_errors
+                .get_or_create(&ReasonLabel { reason: class.as_str() })
+                .inc();
+            KmsError::new(class, message)
+        };
+        let parsed = KeyId::parse(key_id).map_err(|e| key_id_err(ErrorClass::KeyIdMalformed, &e.to_string()))?;
+        let published = self.published.borrow().clone();
+        let snap = published.decryptable.get(parsed.as_str()).cloned().ok_or_else(|| {
+            key_id_err(
+                ErrorClass::KeyIdUnknown,
+                "key_id is not in the key registry (identity-bearing configuration changed, or registry state lost or rolled back?)",
+            )
+        })?;
+        let aad_err = |class: ErrorClass, message: String| {
+            self.metrics
+                .aad_validation_errors
+                .get_or_create(&ReasonLabel { reason: class.as_str() })
+                .inc();
+            KmsError::new(class, message)
+        };
+        annotations::verify(annotations, &self.scope, &snap).map_err(|e| {
+            let class = match e.reason() {
+                "aad_missing" => ErrorClass::AadMissing,
+                "aad_mismatch" => ErrorClass::AadMismatch,
+                _ => ErrorClass::AnnotationInvalid,
+            };
+            aad_err(class, e.to_string())
+        })?;
+        let text = std::str::from_utf8(ciphertext)
+            .ok()
+            .filter(|t| t.starts_with(&format!("vault:v{}:", snap.version)))
+            .ok_or_else(|| {
+                aad_err(
+                    ErrorClass::AadMismatch,
+                    format!("ciphertext is not a Transit version {} ciphertext", snap.version),
+                )
+            })?;
+        let aad = aad::canonical(&self.scope, &snap);
+        self.with_token(|t| {
+            let (bao, aad) = (&self.bao, &aad);
+            async move { bao.decrypt(t.expose_secret(), text, aad).await }
+        })
+        .await
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn store_paths(&self) -> &crate::state::RegistryPaths {
+        &self.store.paths
+    }
+}
+
+enum Attempt {
+    /// Retried until the grace timeout.
+    Retry(Vec<Reason>),
+    /// A decision no retry can change.
+    Fatal(String),
+}
+
+/// Encrypts and decrypts 32 random bytes with the active version and AAD.
+async fn deep_probe(
+    bao: &OpenBao,
+    scope: &IdentityScope,
+    token: &SecretString,
+    snap: &KeySnapshot,
+) -> Result<(), KmsError> {
+    let mut sample = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(sample.as_mut());
+    let aad = aad::canonical(scope, snap);
+    let t = token.expose_secret();
+    let ciphertext = bao.encrypt(t, sample.as_ref(), &aad, snap.version).await?;
+    if ciphertext.len() > limits::MAX_CIPHERTEXT_BYTES {
+        return Err(KmsError::new(
+            ErrorClass::InvalidResponse,
+            "deep probe ciphertext exceeds 1024 bytes",
+        ));
+    }
+    let plain = bao.decrypt(t, &ciphertext, &aad).await?;
+    if plain.as_slice() != sample.as_ref() {
+        return Err(KmsError::new(
+            ErrorClass::InvalidResponse,
+            "deep probe round trip returned different bytes",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `serve`: start the engine, bind the socket and listeners, run until
+//! SIGTERM/SIGINT, drain in-flight calls within a deadline, remove the socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bao_kms_core::config::Config;
+use bao_kms_core::limits::MAX_GRPC_MESSAGE_BYTES;
+use bao_kms_proto::v2::key_management_service_server::KeyManagementServiceServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::engine::{Engine, StartupError};
+use crate::health::{HealthState, health_router, metrics_router};
+use crate::metrics::{BuildInfo, Metrics};
+use crate::service::KmsService;
+use crate::socket;
+
+/// How long in-flight KMS calls may take to finish after a stop signal.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: crate::VERSION,
+        commit: option_env!("BAO_KMS_PROVIDER_COMMIT").unwrap_or("unknown"),
+        build_date: option_env!("BAO_KMS_PROVIDER_BUILD_DATE").unwrap_or("unknown"),
+        dirty: option_env!("BAO_KMS_PROVIDER_DIRTY").unwrap_or("unknown"),
+    }
+}
+
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process can still be killed; never stop on our own.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn bind_http(addr: &str, what: &str) -> Result<tokio::net::TcpListener, StartupError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartupError::FailClosed(format!("binding the {what} listener on {addr}: {e}")))
+}
+
+pub async fn run(cfg: Config) -> Result<(), StartupError> {
+    let cfg = Arc::new(cfg);
+    tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
+    let metrics = Arc::new(Metrics::new(build_info(), cfg.auth.method.name()));
+    let gid = socket::resolve_group(&cfg.server.socket_group).map_err(|e| StartupError::Config(e.to_string()))?;
+    let engine = Engine::start(cfg.clone(), metrics.clone(), crate::VERSION.to_owned()).await?;
+
+    let health = match &cfg.server.health_address {
+        Some(a) => Some(bind_http(a, "health").await?),
+        None => None,
+    };
+    let metrics_listener = match &cfg.server.metrics_address {
+        Some(a) => Some(bind_http(a, "metrics").await?),
+        None => None,
+    };
+    let (listener, bound, removed_stale) = socket::bind(&cfg.server.socket_path, cfg.server.socket_mode, gid)
+        .await
+        .map_err(|e| StartupError::FailClosed(e.to_string()))?;
+    if removed_stale {
+        metrics.socket_restarts.inc();
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let live = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(engine.clone().run_probes(stop_rx.clone()));
+    if let Some(l) = health {
+        let router = health_router(HealthState {
+            engine: engine.clone(),
+            live: live.clone(),
+            version: crate::VERSION,
+        });
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(l, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        });
+    }
+    if let Some(l) = metrics_listener {
+        let router = metrics_router(engine.clone());
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(l, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        });
+    }
+
+    let service = KeyManagementServiceServer::new(KmsService::new(engine.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let (signal_tx, mut signal_rx) = watch::channel(false);
+    let live_for_signal = live.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let which = stop_signal().await;
+            live_for_signal.store(false, Ordering::Release);
+            tracing::info!(message = "serve.shutdown", signal = which);
+            let _ = signal_tx.send(true);
+        });
+    live.store(true, Ordering::Release);
+    let view = engine.view();
+    tracing::info!(
+        message = "serve.ready",
+        socket = %cfg.server.socket_path.display(),
+        key_id_hash = %view.published.active.key_id.hash(),
+        generation = view.published.generation,
+    );
+
+    tokio::pin!(grpc);
+    let result = tokio::select! {
+        r = &mut grpc => r.map_err(|e| StartupError::FailClosed(format!("KMS gRPC server failed: {e}"))),
+        () = async {
+            let _ = signal_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_DEADLINE).await;
+        } => {
+            tracing::warn!(message = "serve.drain_deadline", deadline_secs = DRAIN_DEADLINE.as_secs());
+            Ok(())
+        }
+    };
+    live.store(false, Ordering::Release);
+    bound.remove();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    result
+}

@@ -1,0 +1,195 @@
+//! The KMS v2 gRPC service kube-apiserver calls over the Unix socket.
+//! Each method: concurrency limit (excess fails fast with
+//! ResourceExhausted, no queue), metrics, one debug log line, and the single
+//! mapping from error class to gRPC code in [`to_status`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bao_kms_core::errors::{ErrorClass, KmsCode};
+use bao_kms_proto::v2::key_management_service_server::KeyManagementService;
+use bao_kms_proto::v2::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
+};
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, Response, Status};
+
+use crate::engine::{Engine, KmsError};
+use crate::metrics::{Method, MethodStatus};
+
+/// The KMS API version reported by Status; must never change.
+pub const KMS_API_VERSION: &str = "v2";
+
+pub struct KmsService {
+    engine: Arc<Engine>,
+    status_slots: Semaphore,
+    encrypt_slots: Semaphore,
+    decrypt_slots: Semaphore,
+}
+
+/// The one mapping from an error class to what kube-apiserver sees.
+pub fn to_status(e: &KmsError) -> Status {
+    let code = match e.class.code() {
+        KmsCode::InvalidArgument => Code::InvalidArgument,
+        KmsCode::NotFound => Code::NotFound,
+        KmsCode::FailedPrecondition => Code::FailedPrecondition,
+        KmsCode::Unavailable => Code::Unavailable,
+        KmsCode::PermissionDenied => Code::PermissionDenied,
+        KmsCode::Unauthenticated => Code::Unauthenticated,
+        KmsCode::ResourceExhausted => Code::ResourceExhausted,
+        KmsCode::DeadlineExceeded => Code::DeadlineExceeded,
+        KmsCode::Cancelled => Code::Cancelled,
+        KmsCode::Internal => Code::Internal,
+    };
+    Status::new(code, format!("{}: {}", e.class.as_str(), e.message))
+}
+
+fn status_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::InvalidArgument => "invalid_argument",
+        Code::NotFound => "not_found",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unavailable => "unavailable",
+        Code::PermissionDenied => "permission_denied",
+        Code::Unauthenticated => "unauthenticated",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::Cancelled => "canceled",
+        _ => "internal",
+    }
+}
+
+impl KmsService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let server = &engine.config().server;
+        let slots = |n: u32| Semaphore::new(n as usize);
+        Self {
+            status_slots: slots(server.max_concurrent_status),
+            encrypt_slots: slots(server.max_concurrent_encrypt),
+            decrypt_slots: slots(server.max_concurrent_decrypt),
+            engine,
+        }
+    }
+
+    /// Runs one request under its method's limit and records it.
+    async fn observe<T, F>(
+        &self,
+        method: &'static str,
+        slots: &Semaphore,
+        key_id_hash: Option<String>,
+        f: F,
+    ) -> Result<T, Status>
+    where
+        F: Future<Output = Result<T, KmsError>>,
+    {
+        let metrics = self.engine.metrics();
+        let Ok(_permit) = slots.try_acquire() else {
+            metrics
+                .grpc_concurrency_rejections
+                .get_or_create(&Method { method })
+                .inc();
+            metrics
+                .grpc_requests
+                .get_or_create(&MethodStatus {
+                    method,
+                    status: "resource_exhausted",
+                })
+                .inc();
+            let e = KmsError {
+                class: ErrorClass::ConcurrencyLimit,
+                message: format!("too many concurrent {method} requests"),
+            };
+            return Err(to_status(&e));
+        };
+        let started = Instant::now();
+        let in_flight = metrics.grpc_in_flight.get_or_create(&Method { method }).clone();
+        in_flight.inc();
+        let result = f.await;
+        in_flight.dec();
+        let elapsed = started.elapsed();
+        metrics
+            .grpc_duration
+            .get_or_create(&Method { method })
+            .observe(elapsed.as_secs_f64());
+        let (status, class) = match &result {
+            Ok(_) => ("ok", None),
+            Err(e) => (status_label(to_status(e).code()), Some(e.class.as_str())),
+        };
+        metrics
+            .grpc_requests
+            .get_or_create(&MethodStatus { method, status })
+            .inc();
+        match class {
+            None => tracing::debug!(
+                message = "kms.request",
+                operation = method,
+                status,
+                duration_ms = elapsed.as_millis() as u64,
+                key_id_hash = key_id_hash.as_deref()
+            ),
+            Some(class) => tracing::warn!(
+                message = "kms.request",
+                operation = method,
+                status,
+                error_class = class,
+                duration_ms = elapsed.as_millis() as u64,
+                key_id_hash = key_id_hash.as_deref()
+            ),
+        }
+        result.map_err(|e| to_status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl KeyManagementService for KmsService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let view = self.engine.view();
+        let response = match view.key_id() {
+            Some(key_id) => StatusResponse {
+                version: KMS_API_VERSION.into(),
+                healthz: "ok".into(),
+                key_id: key_id.to_string(),
+            },
+            // The healthz text shows up in kube-apiserver's /healthz: codes only.
+            None => StatusResponse {
+                version: KMS_API_VERSION.into(),
+                healthz: "unhealthy".into(),
+                key_id: String::new(),
+            },
+        };
+        self.observe("status", &self.status_slots, None, async {
+            Ok(Response::new(response))
+        })
+        .await
+    }
+
+    async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
+        let req = request.into_inner();
+        let plaintext = zeroize::Zeroizing::new(req.plaintext);
+        self.observe("encrypt", &self.encrypt_slots, None, async {
+            let (ciphertext, key_id, annotations) = self.engine.encrypt(&plaintext, &req.uid).await?;
+            Ok(Response::new(EncryptResponse {
+                ciphertext,
+                key_id: key_id.to_string(),
+                annotations: annotations.into_iter().collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
+        let req = request.into_inner();
+        let hash = (req.key_id.len() <= 1024).then(|| bao_kms_core::hash::h(&req.key_id));
+        self.observe("decrypt", &self.decrypt_slots, hash, async {
+            let plaintext = self
+                .engine
+                .decrypt(&req.ciphertext, &req.uid, &req.key_id, &req.annotations)
+                .await?;
+            Ok(Response::new(DecryptResponse {
+                plaintext: plaintext.to_vec(),
+            }))
+        })
+        .await
+    }
+}

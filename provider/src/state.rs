@@ -1,0 +1,310 @@
+//! The registry on disk: directory safety, the writer lock, safe reads and
+//! crash-safe writes (temp file, fsync, rename, fsync directory; state before
+//! checkpoint). The format and the rollback rules are in
+//! `bao_kms_core::registry`; this module only moves bytes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bao_kms_core::registry::{Checkpoint, IdentityPins, StateFile};
+use nix::fcntl::{Flock, FlockArg};
+
+/// Largest registry file accepted (a registry holds a few records per rotation).
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path}: {why}")]
+    Directory { path: String, why: String },
+    #[error("registry lock {path} is held by another process (is another provider or an --apply command running?)")]
+    Locked { path: String },
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("{path}: {why}")]
+    Content { path: String, why: String },
+}
+
+fn file_err(path: &Path, why: impl ToString) -> StoreError {
+    StoreError::File {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Paths of the registry files for `state.path`.
+#[derive(Debug, Clone)]
+pub struct RegistryPaths {
+    pub state: PathBuf,
+    pub checkpoint: PathBuf,
+    pub lock: PathBuf,
+    pub pins: PathBuf,
+}
+
+impl RegistryPaths {
+    pub fn new(state: &Path) -> Self {
+        let with = |suffix: &str| {
+            let mut s = state.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        Self {
+            state: state.to_owned(),
+            checkpoint: with(".checkpoint"),
+            lock: with(".lock"),
+            pins: with(".openbao-identity"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.state.parent().unwrap_or(Path::new("/"))
+    }
+}
+
+/// Checks that the state directory is safe to trust: a real directory, not a
+/// symlink, owned by this process's user, not group- or world-writable.
+pub fn check_directory(dir: &Path) -> Result<(), StoreError> {
+    let err = |why: String| StoreError::Directory {
+        path: dir.display().to_string(),
+        why,
+    };
+    let meta = fs::symlink_metadata(dir).map_err(|e| err(e.to_string()))?;
+    if meta.file_type().is_symlink() {
+        return Err(err("is a symlink".into()));
+    }
+    if !meta.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(err(format!(
+            "mode {mode:04o} is group- or world-writable; use 0750 or 0700"
+        )));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(err(format!(
+            "is owned by uid {} but the provider runs as uid {euid}",
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a registry file if present. A present file must be a regular file
+/// (not a symlink) whose mode grants no group write, no execute and no world access.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_err(path, e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(file_err(path, "is a symlink; registry files must be regular files"));
+    }
+    if !meta.is_file() {
+        return Err(file_err(path, "is not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o137 != 0 {
+        return Err(file_err(
+            path,
+            format!("mode {mode:04o} is unsafe; registry files must be 0640 or stricter"),
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    let opened = file.metadata().map_err(|e| file_err(path, e))?;
+    if opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+        return Err(file_err(path, "was replaced while being opened"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| file_err(path, e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(file_err(path, format!("is larger than {MAX_FILE_BYTES} bytes")));
+    }
+    Ok(Some(bytes))
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A leftover temp file is from an interrupted write by a holder of the
+    // lock, which we hold now.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_err(&tmp, e)),
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| file_err(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| file_err(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| file_err(path, e))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| file_err(dir, e))
+}
+
+/// An open registry: the directory was checked and the writer lock is held
+/// for the lifetime of this value.
+pub struct RegistryStore {
+    pub paths: RegistryPaths,
+    _lock: Flock<File>,
+}
+
+/// What is on disk.
+pub struct OnDisk {
+    pub state: Option<StateFile>,
+    pub checkpoint: Option<Checkpoint>,
+    pub pins: Option<IdentityPins>,
+}
+
+impl RegistryStore {
+    /// Checks the directory and takes the writer lock (never waits).
+    pub fn open(state_path: &Path) -> Result<Self, StoreError> {
+        let paths = RegistryPaths::new(state_path);
+        check_directory(paths.dir())?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&paths.lock)
+            .map_err(|e| file_err(&paths.lock, e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| StoreError::Locked {
+            path: paths.lock.display().to_string(),
+        })?;
+        Ok(Self { paths, _lock: lock })
+    }
+
+    /// Reads and decodes every registry file. Undecodable content is an
+    /// error, never treated as absent.
+    pub fn read(&self) -> Result<OnDisk, StoreError> {
+        let content = |path: &Path, why: String| StoreError::Content {
+            path: path.display().to_string(),
+            why,
+        };
+        let state = read_optional(&self.paths.state)?
+            .map(|b| StateFile::decode(&b).map_err(|e| content(&self.paths.state, e.to_string())))
+            .transpose()?;
+        let checkpoint = read_optional(&self.paths.checkpoint)?
+            .map(|b| Checkpoint::decode(&b).map_err(|e| content(&self.paths.checkpoint, e)))
+            .transpose()?;
+        let pins = read_optional(&self.paths.pins)?
+            .map(|b| IdentityPins::decode(&b).map_err(|e| content(&self.paths.pins, e)))
+            .transpose()?;
+        Ok(OnDisk {
+            state,
+            checkpoint,
+            pins,
+        })
+    }
+
+    /// Persists a state: the state file first, then its checkpoint.
+    pub fn save(&self, state: &StateFile) -> Result<(), StoreError> {
+        write_atomic(&self.paths.state, &state.encode())?;
+        self.save_checkpoint(&Checkpoint::of(state))
+    }
+
+    pub fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        write_atomic(&self.paths.checkpoint, &checkpoint.encode())
+    }
+
+    pub fn save_pins(&self, pins: &IdentityPins) -> Result<(), StoreError> {
+        write_atomic(&self.paths.pins, &pins.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bao_kms_core::identity::IdentityScope;
+    use bao_kms_core::snapshot::KeySnapshot;
+
+    fn state() -> StateFile {
+        let scope = IdentityScope {
+            provider_name: "p".into(),
+            cluster_id: "c".into(),
+            openbao_instance_id: "i".into(),
+            openbao_namespace: String::new(),
+            transit_mount_id: "m".into(),
+            key_lineage_id: "l".into(),
+            transit_mount_path: "transit".into(),
+            transit_key_name: "k".into(),
+        };
+        StateFile::bootstrap(&scope, &KeySnapshot::new(&scope, 1, 100).unwrap(), 50)
+    }
+
+    fn dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        d
+    }
+
+    #[test]
+    fn save_then_read_round_trips_with_safe_modes() {
+        let d = dir();
+        let store = RegistryStore::open(&d.path().join("key-registry.json")).unwrap();
+        assert!(store.read().unwrap().state.is_none());
+        let s = state();
+        store.save(&s).unwrap();
+        let on_disk = store.read().unwrap();
+        assert_eq!(on_disk.state.unwrap(), s);
+        assert_eq!(on_disk.checkpoint.unwrap(), Checkpoint::of(&s));
+        let mode = fs::metadata(&store.paths.state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert!(!d.path().join(".key-registry.json.tmp").exists());
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let d = dir();
+        let path = d.path().join("key-registry.json");
+        let _first = RegistryStore::open(&path).unwrap();
+        assert!(matches!(RegistryStore::open(&path), Err(StoreError::Locked { .. })));
+    }
+
+    #[test]
+    fn unsafe_directory_and_files_are_refused() {
+        let d = dir();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(matches!(
+            RegistryStore::open(&d.path().join("r.json")),
+            Err(StoreError::Directory { .. })
+        ));
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+
+        let store = RegistryStore::open(&d.path().join("r.json")).unwrap();
+        store.save(&state()).unwrap();
+        fs::set_permissions(&store.paths.state, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(store.read(), Err(StoreError::File { .. })));
+        fs::set_permissions(&store.paths.state, fs::Permissions::from_mode(0o640)).unwrap();
+
+        fs::write(&store.paths.checkpoint, b"not json").unwrap();
+        fs::set_permissions(&store.paths.checkpoint, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(store.read(), Err(StoreError::Content { .. })));
+
+        fs::remove_file(&store.paths.checkpoint).unwrap();
+        std::os::unix::fs::symlink(&store.paths.state, &store.paths.checkpoint).unwrap();
+        assert!(matches!(store.read(), Err(StoreError::File { .. })));
+    }
+}
