@@ -82,11 +82,9 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 /// The configuration path from `BAO_KMS_PROVIDER_CONFIG` or
 /// `BAO_KMS_PROVIDER_CONFIG_PATH` (first non-empty), if set.
 pub fn config_path_from_env() -> Option<PathBuf> {
-    ENV_CONFIG_PATH.iter().find_map(|n| {
-        std::env::var_os(n)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
+    ENV_CONFIG_PATH
+        .iter()
+        .find_map(|n| std::env::var_os(n).filter(|v| !v.is_empty()).map(PathBuf::from))
 }
 
 /// Loads the configuration at `path` with the process environment.
@@ -98,11 +96,7 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 /// (tests pass a map), `flags` are command-line overrides that win over the
 /// environment. Cross-checks (e.g. metrics vs health address) run on the
 /// effective values.
-pub fn load_with(
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-    flags: Overrides,
-) -> Result<Config, LoadError> {
+pub fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>, flags: Overrides) -> Result<Config, LoadError> {
     let text = read_config_file(path)?;
 
     let mut problems = Vec::new();
@@ -120,10 +114,7 @@ pub fn load_with(
         if dir.is_absolute() {
             extra_socket_dirs.push(dir);
         } else {
-            problems.push(problem(
-                ALLOWED_SOCKET_DIR_ENV,
-                "must be an absolute directory",
-            ));
+            problems.push(problem(ALLOWED_SOCKET_DIR_ENV, "must be an absolute directory"));
         }
     }
     let ctx = ValidationContext {
@@ -133,9 +124,7 @@ pub fn load_with(
 
     match parse_yaml_with(&text, &ctx) {
         Ok(cfg) => {
-            problems.extend(
-                check_ca_file(&cfg.openbao.ca_cert_file).map(|m| problem("openbao.caCertFile", m)),
-            );
+            problems.extend(check_ca_file(&cfg.openbao.ca_cert_file).map(|m| problem("openbao.caCertFile", m)));
             if problems.is_empty() {
                 Ok(cfg)
             } else {
@@ -162,15 +151,11 @@ fn read_config_file(path: &Path) -> Result<String, LoadError> {
     if !path.is_absolute() {
         return Err(fail("the configuration path must be absolute".into()));
     }
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| fail(format!("cannot read the configuration file: {e}")))?;
     let mut problems = file_problems(&meta);
     if !problems.is_empty() {
         return Err(LoadError::File(
-            problems
-                .drain(..)
-                .map(|m| problem(shown.clone(), m))
-                .collect(),
+            problems.drain(..).map(|m| problem(shown.clone(), m)).collect(),
         ));
     }
     let file = std::fs::OpenOptions::new()
@@ -181,13 +166,8 @@ fn read_config_file(path: &Path) -> Result<String, LoadError> {
     let opened = file
         .metadata()
         .map_err(|e| fail(format!("cannot inspect the configuration file: {e}")))?;
-    if opened.dev() != meta.dev()
-        || opened.ino() != meta.ino()
-        || !file_problems(&opened).is_empty()
-    {
-        return Err(fail(
-            "the configuration file changed while it was being opened".into(),
-        ));
+    if opened.dev() != meta.dev() || opened.ino() != meta.ino() || !file_problems(&opened).is_empty() {
+        return Err(fail("the configuration file changed while it was being opened".into()));
     }
     let bytes = read_limited(file).map_err(fail)?;
     String::from_utf8(bytes).map_err(|_| fail("the configuration file is not UTF-8 text".into()))
@@ -197,9 +177,7 @@ fn read_config_file(path: &Path) -> Result<String, LoadError> {
 fn file_problems(meta: &Metadata) -> Vec<String> {
     let ft = meta.file_type();
     if ft.is_symlink() {
-        return vec![
-            "the configuration file must not be a symlink; point --config at the real file".into(),
-        ];
+        return vec!["the configuration file must not be a symlink; point --config at the real file".into()];
     }
     if !ft.is_file() {
         return vec!["the configuration file must be a regular file".into()];
@@ -346,10 +324,7 @@ transit:
         }
 
         fn env(&self) -> HashMap<String, String> {
-            HashMap::from([(
-                ALLOWED_SOCKET_DIR_ENV.to_owned(),
-                self.dir.path().display().to_string(),
-            )])
+            HashMap::from([(ALLOWED_SOCKET_DIR_ENV.to_owned(), self.dir.path().display().to_string())])
         }
 
         fn load(&self) -> Result<Config, LoadError> {
@@ -357,11 +332,7 @@ transit:
         }
 
         fn load_env(&self, env: HashMap<String, String>) -> Result<Config, LoadError> {
-            load_with(
-                &self.config,
-                &move |k| env.get(k).cloned(),
-                Overrides::default(),
-            )
+            load_with(&self.config, &move |k| env.get(k).cloned(), Overrides::default())
         }
     }
 
@@ -384,14 +355,8 @@ transit:
             assert!(matches!(e, LoadError::File(_)), "{mode:o}");
             let shown = e.to_string();
             assert!(shown.contains(&format!("mode {mode:04o}")), "{shown}");
-            assert!(
-                shown.contains("root:openbao-kms") && shown.contains("0640"),
-                "{shown}"
-            );
-            assert!(
-                shown.starts_with(&format!("{}: ", f.config.display())),
-                "{shown}"
-            );
+            assert!(shown.contains("root:openbao-kms") && shown.contains("0640"), "{shown}");
+            assert!(shown.starts_with(&format!("{}: ", f.config.display())), "{shown}");
         }
     }
 
@@ -410,12 +375,7 @@ transit:
         let e = load(Path::new("config.yaml")).unwrap_err();
         assert!(e.to_string().contains("absolute"), "{e}");
         let f = Fixture::new();
-        let e = load_with(
-            &f.dir.path().join("nope.yaml"),
-            &|_| None,
-            Overrides::default(),
-        )
-        .unwrap_err();
+        let e = load_with(&f.dir.path().join("nope.yaml"), &|_| None, Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("cannot read"), "{e}");
         let e = load_with(f.dir.path(), &|_| None, Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("regular file"), "{e}");
@@ -444,22 +404,14 @@ transit:
     fn socket_dir_needs_the_knob() {
         let f = Fixture::new();
         let e = f.load_env(HashMap::new()).unwrap_err();
-        assert!(
-            e.problems().iter().any(|p| p.path == "server.socketPath"),
-            "{e}"
-        );
+        assert!(e.problems().iter().any(|p| p.path == "server.socketPath"), "{e}");
         let e = f
             .load_env(HashMap::from([(
                 ALLOWED_SOCKET_DIR_ENV.to_owned(),
                 "relative".to_owned(),
             )]))
             .unwrap_err();
-        assert!(
-            e.problems()
-                .iter()
-                .any(|p| p.path == ALLOWED_SOCKET_DIR_ENV),
-            "{e}"
-        );
+        assert!(e.problems().iter().any(|p| p.path == ALLOWED_SOCKET_DIR_ENV), "{e}");
     }
 
     #[test]
@@ -467,10 +419,7 @@ transit:
         let f = Fixture::new();
         let mut env = f.env();
         env.insert("BAO_KMS_PROVIDER_LOG_LEVEL".into(), "debug".into());
-        env.insert(
-            "BAO_KMS_PROVIDER_SERVER_HEALTH_ADDRESS".into(),
-            "127.0.0.1:9999".into(),
-        );
+        env.insert("BAO_KMS_PROVIDER_SERVER_HEALTH_ADDRESS".into(), "127.0.0.1:9999".into());
         let cfg = f.load_env(env.clone()).unwrap();
         assert_eq!(cfg.logging.level, bao_kms_core::config::LogLevel::Debug);
         assert_eq!(cfg.server.health_address.as_deref(), Some("127.0.0.1:9999"));
@@ -494,10 +443,7 @@ transit:
         let shown = e.to_string();
         assert_eq!(shown.lines().count(), 2, "{shown}");
         assert!(shown.lines().any(|l| l.starts_with("bogus: ")), "{shown}");
-        assert!(
-            shown.lines().any(|l| l.starts_with("logging.level: ")),
-            "{shown}"
-        );
+        assert!(shown.lines().any(|l| l.starts_with("logging.level: ")), "{shown}");
     }
 
     #[test]

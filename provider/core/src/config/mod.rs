@@ -17,8 +17,8 @@ use std::time::Duration;
 use crate::identity::IdentityScope;
 
 pub use validate::{
-    ConfigError, ConfigErrors, Override, Overrides, ValidationContext, format_duration,
-    parse_duration, parse_yaml, parse_yaml_with,
+    ConfigError, ConfigErrors, Override, Overrides, ValidationContext, format_duration, parse_duration, parse_yaml,
+    parse_yaml_with,
 };
 
 /// Default path of the configuration file.
@@ -138,7 +138,10 @@ pub struct JwtAuth {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
-    File { certificate_file: PathBuf, key_file: PathBuf },
+    File {
+        certificate_file: PathBuf,
+        key_file: PathBuf,
+    },
     Pkcs11(Pkcs11Source),
 }
 

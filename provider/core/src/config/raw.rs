@@ -262,10 +262,7 @@ pub struct RawLogging {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// The reference spells the acronym in capitals.
-    #[serde(
-        rename = "logOpenBaoRequestIDs",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "logOpenBaoRequestIDs", skip_serializing_if = "Option::is_none")]
     pub log_openbao_request_ids: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug_correlation: Option<RawDebugCorrelation>,
@@ -422,9 +419,7 @@ impl RawConfig {
             rotation: Some(RawRotation {
                 mode: s("observed"),
                 activation_delay: d(cfg.rotation.activation_delay),
-                require_stable_observation_count: Some(i64::from(
-                    cfg.rotation.require_stable_observation_count,
-                )),
+                require_stable_observation_count: Some(i64::from(cfg.rotation.require_stable_observation_count)),
                 reject_version_rollback: Some(cfg.rotation.reject_version_rollback),
             }),
             logging: Some(RawLogging {

@@ -21,8 +21,7 @@ pub const SCHEMA_TITLE: &str = "bao-kms-provider configuration";
 
 /// A Go-style duration: one or more `<number><unit>` terms (`30s`, `1m30s`,
 /// `1.5h`, `250ms`), or the bare `0`.
-pub const DURATION_PATTERN: &str =
-    r"^(?:0|(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+)$";
+pub const DURATION_PATTERN: &str = r"^(?:0|(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+)$";
 /// `server.socketMode`: four octal digits with a leading zero.
 pub const SOCKET_MODE_PATTERN: &str = r"^0[0-7]{3}$";
 /// `transit.keyName`: one path segment starting and ending with a letter, digit or `_`.
@@ -33,7 +32,8 @@ pub const NAMESPACE_PATTERN: &str = r"^$|^[^/%\s]+(?:/[^/%\s]+)*$";
 pub const MOUNT_PATH_PATTERN: &str =
     r"^(?!\.\.?(?:/|$))(?!.*/\.\.?(?:/|$))[^/\s%?#\x00-\x1f\x7f]+(?:/[^/\s%?#\x00-\x1f\x7f]+)*$";
 /// Auth mount path: as [`MOUNT_PATH_PATTERN`], starting with `auth/`.
-pub const AUTH_MOUNT_PATH_PATTERN: &str = r"^auth/(?!\.\.?(?:/|$))(?!.*/\.\.?(?:/|$))[^/\s%?#\x00-\x1f\x7f]+(?:/[^/\s%?#\x00-\x1f\x7f]+)*$";
+pub const AUTH_MOUNT_PATH_PATTERN: &str =
+    r"^auth/(?!\.\.?(?:/|$))(?!.*/\.\.?(?:/|$))[^/\s%?#\x00-\x1f\x7f]+(?:/[^/\s%?#\x00-\x1f\x7f]+)*$";
 /// Non-empty label without control characters or surrounding whitespace.
 pub const LABEL_PATTERN: &str = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$";
 /// `host:port`, or empty to disable the listener.
@@ -525,10 +525,7 @@ mod tests {
         assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
         assert_eq!(s["$id"], SCHEMA_ID);
         assert_eq!(s["title"], SCHEMA_TITLE);
-        assert_eq!(
-            s["required"],
-            json!(["server", "openbao", "auth", "transit"])
-        );
+        assert_eq!(s["required"], json!(["server", "openbao", "auth", "transit"]));
         assert_eq!(s["properties"]["configVersion"]["const"], "v1alpha1");
         assert!(json_schema_pretty().starts_with("{\n"));
     }
@@ -572,23 +569,12 @@ mod tests {
         for o in &objects {
             let mut doc = full_example();
             let obj = get_mut(&mut doc, o).as_mapping_mut().unwrap();
-            let expected: Vec<String> =
-                obj.keys().map(|k| k.as_str().unwrap().to_owned()).collect();
+            let expected: Vec<String> = obj.keys().map(|k| k.as_str().unwrap().to_owned()).collect();
             obj.insert(Yaml::String("zzUnknown".into()), Yaml::Bool(true));
-            let err = serde_yaml_ng::from_value::<RawConfig>(doc)
-                .unwrap_err()
-                .to_string();
+            let err = serde_yaml_ng::from_value::<RawConfig>(doc).unwrap_err().to_string();
             assert!(err.contains("unknown field `zzUnknown`"), "{o}: {err}");
-            let tail = err
-                .split_once(", expected ")
-                .map(|(_, t)| t)
-                .unwrap_or_default();
-            let accepted: Vec<String> = tail
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_owned)
-                .collect();
+            let tail = err.split_once(", expected ").map(|(_, t)| t).unwrap_or_default();
+            let accepted: Vec<String> = tail.split('`').skip(1).step_by(2).map(str::to_owned).collect();
             let mut a = accepted.clone();
             let mut e = expected.clone();
             a.sort();
@@ -620,10 +606,7 @@ mod tests {
             let typo = format!("{key}x");
             obj.insert(Yaml::String(typo.clone()), value);
             let text = serde_yaml_ng::to_string(&doc).unwrap();
-            assert!(
-                serde_yaml_ng::from_value::<RawConfig>(doc).is_err(),
-                "{leaf}"
-            );
+            assert!(serde_yaml_ng::from_value::<RawConfig>(doc).is_err(), "{leaf}");
             let errs = parse_yaml(&text).unwrap_err();
             let want = if parent.is_empty() {
                 typo.clone()
@@ -651,10 +634,7 @@ mod tests {
         assert_eq!(cfg.auth.method.name(), "jwt");
 
         for (method, drop) in [
-            (
-                "cert",
-                vec!["auth.jwt", "auth.approle", "auth.token", "auth.cert.file"],
-            ),
+            ("cert", vec!["auth.jwt", "auth.approle", "auth.token", "auth.cert.file"]),
             ("approle", vec!["auth.jwt", "auth.cert", "auth.token"]),
             ("token", vec!["auth.jwt", "auth.cert", "auth.approle"]),
         ] {
@@ -693,10 +673,7 @@ mod tests {
         let (mut leaves, mut objects) = (vec![], vec![]);
         walk(&schema, "", &mut leaves, &mut objects);
         for leaf in leaves {
-            if leaf.starts_with("auth.cert")
-                || leaf.starts_with("auth.approle")
-                || leaf.starts_with("auth.token")
-            {
+            if leaf.starts_with("auth.cert") || leaf.starts_with("auth.approle") || leaf.starts_with("auth.token") {
                 continue;
             }
             let mut node = &schema;

@@ -23,13 +23,13 @@ use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
 use super::raw::{
-    RawAppRole, RawAuth, RawBootstrap, RawCert, RawConfig, RawJwt, RawLogging, RawOpenBao,
-    RawRotation, RawServer, RawState, RawStatus, RawToken, RawTransit,
+    RawAppRole, RawAuth, RawBootstrap, RawCert, RawConfig, RawJwt, RawLogging, RawOpenBao, RawRotation, RawServer,
+    RawState, RawStatus, RawToken, RawTransit,
 };
 use super::{
-    AppRoleAuth, AuthConfig, AuthMethod, BootstrapConfig, CONFIG_VERSION, CertAuth, CertSource,
-    Config, JwtAuth, KeyIdScope, LogFormat, LogLevel, LoggingConfig, OpenBaoConfig, Pkcs11Source,
-    RotationConfig, ServerConfig, SocketGroup, StateConfig, StatusConfig, TokenAuth, TransitConfig,
+    AppRoleAuth, AuthConfig, AuthMethod, BootstrapConfig, CONFIG_VERSION, CertAuth, CertSource, Config, JwtAuth,
+    KeyIdScope, LogFormat, LogLevel, LoggingConfig, OpenBaoConfig, Pkcs11Source, RotationConfig, ServerConfig,
+    SocketGroup, StateConfig, StatusConfig, TokenAuth, TransitConfig,
 };
 
 /// One validation problem, qualified by the YAML path of the field.
@@ -61,10 +61,7 @@ pub const ALLOWED_SOCKET_DIRS: [&str; 2] = ["/run/openbao-kms", "/var/run/openba
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 
 /// Environment variables that override `logging.level` (seed-product §1.8).
-pub const ENV_LOG_LEVEL: [&str; 2] = [
-    "BAO_KMS_PROVIDER_LOG_LEVEL",
-    "BAO_KMS_PROVIDER_LOGGING_LEVEL",
-];
+pub const ENV_LOG_LEVEL: [&str; 2] = ["BAO_KMS_PROVIDER_LOG_LEVEL", "BAO_KMS_PROVIDER_LOGGING_LEVEL"];
 /// Environment variables that override `server.metricsAddress`.
 pub const ENV_METRICS_ADDRESS: [&str; 2] = [
     "BAO_KMS_PROVIDER_SERVER_METRICS_ADDRESS",
@@ -117,9 +114,7 @@ impl Overrides {
                     if va != vb {
                         errors.push(ConfigError {
                             path: path.to_owned(),
-                            message: format!(
-                                "{a} and {b} are both set, to different values; set only one"
-                            ),
+                            message: format!("{a} and {b} are both set, to different values; set only one"),
                         });
                     }
                     Some(Override {
@@ -194,10 +189,7 @@ pub fn parse_yaml_with(text: &str, ctx: &ValidationContext) -> Result<Config, Co
     if !doc.is_mapping() {
         v.err(
             "",
-            format!(
-                "the configuration must be a mapping of sections, not {}",
-                kind(&doc)
-            ),
+            format!("the configuration must be a mapping of sections, not {}", kind(&doc)),
         );
         return Err(ConfigErrors(v.errors));
     }
@@ -227,9 +219,7 @@ pub fn parse_yaml_with(text: &str, ctx: &ValidationContext) -> Result<Config, Co
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error(
-        "must be a duration with a unit, such as \"30s\", \"5m\", \"1h\", \"1m30s\" or \"250ms\""
-    )]
+    #[error("must be a duration with a unit, such as \"30s\", \"5m\", \"1h\", \"1m30s\" or \"250ms\"")]
     Malformed,
     #[error("must not be negative")]
     Negative,
@@ -279,9 +269,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         } else {
             int.parse().map_err(|_| DurationError::Overflow)?
         };
-        let mut term = int_val
-            .checked_mul(nanos_per)
-            .ok_or(DurationError::Overflow)?;
+        let mut term = int_val.checked_mul(nanos_per).ok_or(DurationError::Overflow)?;
         // Fractional digits beyond nanosecond precision are truncated, as in Go.
         let mut scale = nanos_per;
         for digit in frac.bytes() {
@@ -361,10 +349,7 @@ fn type_message(v: &Yaml, schema: &Json) -> String {
         return "YAML tags are not supported".to_owned();
     }
     match ty {
-        "string"
-            if schema.get("pattern").and_then(Json::as_str)
-                == Some(super::schema::DURATION_PATTERN) =>
-        {
+        "string" if schema.get("pattern").and_then(Json::as_str) == Some(super::schema::DURATION_PATTERN) => {
             format!("must be a duration string with a unit, such as \"30s\" or \"5m\", not {got}")
         }
         "string" if matches!(v, Yaml::Number(_) | Yaml::Bool(_)) => {
@@ -390,15 +375,9 @@ fn unsupported(path: &str) -> Option<&'static str> {
             "OAuth2 client-credentials token acquisition is not supported by this provider; \
              use auth.jwt.source: file with a jwtFile kept fresh by your token issuer"
         }
-        "auth.cert.spiffe" => {
-            "the spiffe certificate source is not supported; use source: pkcs11 or source: file"
-        }
-        "server.adminAddress" | "server.unsafeDebugEndpoints" => {
-            "was removed from configVersion v1alpha1; delete it"
-        }
-        "transit.useAssociatedData" => {
-            "was removed: associated data (AAD) is always used; delete it"
-        }
+        "auth.cert.spiffe" => "the spiffe certificate source is not supported; use source: pkcs11 or source: file",
+        "server.adminAddress" | "server.unsafeDebugEndpoints" => "was removed from configVersion v1alpha1; delete it",
+        "transit.useAssociatedData" => "was removed: associated data (AAD) is always used; delete it",
         "logging.redactOpenBaoPaths" => "was removed; delete it",
         "performance" => "is not supported (decrypt micro-batching does not exist); delete it",
         "auth.tokenStorage" => "was removed: tokens are only ever kept in memory; delete it",
@@ -447,17 +426,11 @@ fn sanitize(doc: &mut Yaml, schema: &Json, path: &str, v: &mut Validator<'_>) {
         return;
     };
     let empty = serde_json::Map::new();
-    let props = schema
-        .get("properties")
-        .and_then(Json::as_object)
-        .unwrap_or(&empty);
+    let props = schema.get("properties").and_then(Json::as_object).unwrap_or(&empty);
     let old = std::mem::take(map);
     for (key, mut value) in old {
         let Some(name) = key.as_str().map(str::to_owned) else {
-            v.err(
-                path,
-                format!("field names must be strings, found {}", kind(&key)),
-            );
+            v.err(path, format!("field names must be strings, found {}", kind(&key)));
             continue;
         };
         let shown: String = name.escape_debug().collect();
@@ -500,10 +473,7 @@ fn sanitize(doc: &mut Yaml, schema: &Json, path: &str, v: &mut Validator<'_>) {
                 if let Some(items) = value.as_sequence() {
                     for (i, item) in items.iter().enumerate() {
                         if !type_ok(item, item_ty) {
-                            v.err(
-                                &format!("{child_path}[{i}]"),
-                                type_message(item, item_schema),
-                            );
+                            v.err(&format!("{child_path}[{i}]"), type_message(item, item_schema));
                             bad = true;
                         }
                     }
@@ -560,9 +530,7 @@ fn mount_path_problem(s: &str) -> Option<&'static str> {
         return Some(p);
     }
     if s.starts_with('/') {
-        return Some(
-            "must be relative (no leading '/'); paths are relative to /v1/ and to the namespace",
-        );
+        return Some("must be relative (no leading '/'); paths are relative to /v1/ and to the namespace");
     }
     if s.contains("//") {
         return Some("must not contain '//'");
@@ -573,9 +541,7 @@ fn mount_path_problem(s: &str) -> Option<&'static str> {
     if s.split('/').any(|seg| seg == "." || seg == "..") {
         return Some("must not contain '.' or '..' segments");
     }
-    if s.chars()
-        .any(|c| c.is_whitespace() || matches!(c, '%' | '?' | '#'))
-    {
+    if s.chars().any(|c| c.is_whitespace() || matches!(c, '%' | '?' | '#')) {
         return Some("must not contain whitespace, '%', '?' or '#'");
     }
     None
@@ -603,9 +569,7 @@ fn namespace_problem(s: &str) -> Option<&'static str> {
     if s.chars().any(char::is_whitespace) {
         return Some("must not contain whitespace");
     }
-    if s.split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
+    if s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
         return Some("must not contain empty, '.' or '..' segments (no trailing '/')");
     }
     None
@@ -628,18 +592,14 @@ fn hostname_ok(h: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
 }
 
 /// Splits `host:port`; IPv6 hosts are bracketed. Returns the host without brackets.
 fn split_host_port(s: &str) -> Result<(&str, Option<&str>), &'static str> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("has an unterminated '[' in the host")?;
+        let (host, after) = rest.split_once(']').ok_or("has an unterminated '[' in the host")?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("has an invalid IPv6 address in brackets");
         }
@@ -652,9 +612,7 @@ fn split_host_port(s: &str) -> Result<(&str, Option<&str>), &'static str> {
         }
     } else {
         match s.rsplit_once(':') {
-            Some((host, _)) if host.contains(':') => {
-                Err("must put an IPv6 host in brackets, e.g. [::1]:8081")
-            }
+            Some((host, _)) if host.contains(':') => Err("must put an IPv6 host in brackets, e.g. [::1]:8081"),
             Some((host, port)) => Ok((host, Some(port))),
             None => Ok((s, None)),
         }
@@ -679,12 +637,8 @@ fn listen_address_problem(s: &str) -> Option<&'static str> {
     }
     match split_host_port(s) {
         Err(e) => Some(e),
-        Ok((_, None)) => {
-            Some("must be host:port, e.g. 127.0.0.1:8081 (empty disables the listener)")
-        }
-        Ok(("", Some(_))) => {
-            Some("must name a host, e.g. 127.0.0.1:8081 or 0.0.0.0:8081 for every interface")
-        }
+        Ok((_, None)) => Some("must be host:port, e.g. 127.0.0.1:8081 (empty disables the listener)"),
+        Ok(("", Some(_))) => Some("must name a host, e.g. 127.0.0.1:8081 or 0.0.0.0:8081 for every interface"),
         Ok((host, Some(p))) => {
             if !s.starts_with('[') && !host_ok(host) {
                 Some("has an invalid host")
@@ -832,22 +786,13 @@ impl Validator<'_> {
             return None;
         }
         if auth && (!s.starts_with("auth/") || s.len() <= "auth/".len()) {
-            self.err(
-                path,
-                "must start with auth/ and name the mount, e.g. auth/jwt",
-            );
+            self.err(path, "must start with auth/ and name the mount, e.g. auth/jwt");
             return None;
         }
         Some(s.to_owned())
     }
 
-    fn duration(
-        &mut self,
-        path: &str,
-        v: &Option<String>,
-        default: Duration,
-        zero_ok: bool,
-    ) -> Option<Duration> {
+    fn duration(&mut self, path: &str, v: &Option<String>, default: Duration, zero_ok: bool) -> Option<Duration> {
         let Some(s) = v else { return Some(default) };
         match parse_duration(s) {
             Ok(d) if d.is_zero() && !zero_ok => {
@@ -873,13 +818,7 @@ impl Validator<'_> {
         }
     }
 
-    fn one_of<T: Copy>(
-        &mut self,
-        path: &str,
-        v: Option<&str>,
-        default: T,
-        options: &[(&str, T)],
-    ) -> Option<T> {
+    fn one_of<T: Copy>(&mut self, path: &str, v: Option<&str>, default: T, options: &[(&str, T)]) -> Option<T> {
         let Some(s) = v else { return Some(default) };
         if let Some((_, t)) = options.iter().find(|(name, _)| *name == s) {
             return Some(*t);
@@ -907,9 +846,7 @@ impl Validator<'_> {
         }
         let server = raw.server.as_ref().and_then(|s| self.server(s));
         let openbao = raw.openbao.as_ref().and_then(|o| self.openbao(o));
-        let timeout = openbao
-            .as_ref()
-            .map_or(Duration::from_secs(2), |o| o.timeout);
+        let timeout = openbao.as_ref().map_or(Duration::from_secs(2), |o| o.timeout);
         let auth = raw.auth.as_ref().and_then(|a| self.auth(a, timeout));
         let transit = raw.transit.as_ref().and_then(|t| self.transit(t));
         let bootstrap = self.bootstrap(&raw.bootstrap.clone().unwrap_or_default());
@@ -931,11 +868,7 @@ impl Validator<'_> {
     }
 
     fn server(&mut self, r: &RawServer) -> Option<ServerConfig> {
-        let socket_path = self.socket_path(
-            r.socket_path
-                .as_deref()
-                .unwrap_or("/run/openbao-kms/kms.sock"),
-        );
+        let socket_path = self.socket_path(r.socket_path.as_deref().unwrap_or("/run/openbao-kms/kms.sock"));
         let socket_mode = self.socket_mode(r.socket_mode.as_deref().unwrap_or("0660"));
         let socket_group = self.socket_group(&r.socket_group);
         let o = &self.ctx.overrides;
@@ -965,27 +898,9 @@ impl Validator<'_> {
                 format!("must differ from server.metricsAddress ({m})"),
             );
         }
-        let status = self.int(
-            "server.maxConcurrentStatus",
-            r.max_concurrent_status,
-            16,
-            1,
-            1024,
-        );
-        let encrypt = self.int(
-            "server.maxConcurrentEncrypt",
-            r.max_concurrent_encrypt,
-            32,
-            1,
-            1024,
-        );
-        let decrypt = self.int(
-            "server.maxConcurrentDecrypt",
-            r.max_concurrent_decrypt,
-            64,
-            1,
-            1024,
-        );
+        let status = self.int("server.maxConcurrentStatus", r.max_concurrent_status, 16, 1, 1024);
+        let encrypt = self.int("server.maxConcurrentEncrypt", r.max_concurrent_encrypt, 32, 1, 1024);
+        let decrypt = self.int("server.maxConcurrentDecrypt", r.max_concurrent_decrypt, 64, 1, 1024);
         Some(ServerConfig {
             socket_path: socket_path?,
             socket_mode: socket_mode?,
@@ -1016,11 +931,7 @@ impl Validator<'_> {
         }
         let path = PathBuf::from(s);
         let parent = path.parent().unwrap_or(Path::new("/"));
-        let extra = self
-            .ctx
-            .extra_socket_dirs
-            .iter()
-            .filter(|d| d.is_absolute());
+        let extra = self.ctx.extra_socket_dirs.iter().filter(|d| d.is_absolute());
         let allowed = ALLOWED_SOCKET_DIRS
             .iter()
             .map(PathBuf::from)
@@ -1041,21 +952,15 @@ impl Validator<'_> {
 
     fn socket_mode(&mut self, s: &str) -> Option<u32> {
         const P: &str = "server.socketMode";
-        let digits_ok =
-            s.len() == 4 && s.starts_with('0') && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        let digits_ok = s.len() == 4 && s.starts_with('0') && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
         let Some(mode) = digits_ok.then(|| u32::from_str_radix(s, 8).ok()).flatten() else {
-            self.err(
-                P,
-                "must be a quoted octal mode with a leading zero, e.g. \"0660\"",
-            );
+            self.err(P, "must be a quoted octal mode with a leading zero, e.g. \"0660\"");
             return None;
         };
         if mode & 0o117 != 0 {
             self.err(
                 P,
-                format!(
-                    "{s} grants execute or world access; it must not intersect 0117 (use \"0660\")"
-                ),
+                format!("{s} grants execute or world access; it must not intersect 0117 (use \"0660\")"),
             );
             return None;
         }
@@ -1109,15 +1014,15 @@ impl Validator<'_> {
     }
 
     fn openbao(&mut self, r: &RawOpenBao) -> Option<OpenBaoConfig> {
-        let address =
-            self.required("openbao.address", &r.address)
-                .and_then(|s| match https_address(s) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        self.err("openbao.address", e);
-                        None
-                    }
-                });
+        let address = self
+            .required("openbao.address", &r.address)
+            .and_then(|s| match https_address(s) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.err("openbao.address", e);
+                    None
+                }
+            });
         let namespace = r.namespace.clone().unwrap_or_default();
         let namespace = match namespace_problem(&namespace) {
             Some(p) => {
@@ -1205,14 +1110,8 @@ impl Validator<'_> {
             match method {
                 "jwt" => r.jwt.as_ref().map(|j| self.jwt(j).map(AuthMethod::Jwt)),
                 "cert" => r.cert.as_ref().map(|c| self.cert(c).map(AuthMethod::Cert)),
-                "approle" => r
-                    .approle
-                    .as_ref()
-                    .map(|a| self.approle(a).map(AuthMethod::AppRole)),
-                _ => r
-                    .token
-                    .as_ref()
-                    .map(|t| self.token(t).map(AuthMethod::Token)),
+                "approle" => r.approle.as_ref().map(|a| self.approle(a).map(AuthMethod::AppRole)),
+                _ => r.token.as_ref().map(|t| self.token(t).map(AuthMethod::Token)),
             }
             .unwrap_or_else(|| {
                 self.err(
@@ -1308,10 +1207,7 @@ impl Validator<'_> {
             None => None,
             Some("pkcs11") => {
                 if r.file.is_some() {
-                    self.err(
-                        "auth.cert.file",
-                        "must not be set when auth.cert.source is pkcs11",
-                    );
+                    self.err("auth.cert.file", "must not be set when auth.cert.source is pkcs11");
                 }
                 match &r.pkcs11 {
                     None => {
@@ -1322,18 +1218,14 @@ impl Validator<'_> {
                         None
                     }
                     Some(k) => {
-                        let certificate_file =
-                            self.file("auth.cert.pkcs11.certificateFile", &k.certificate_file);
+                        let certificate_file = self.file("auth.cert.pkcs11.certificateFile", &k.certificate_file);
                         let module_path = self.file("auth.cert.pkcs11.modulePath", &k.module_path);
                         let token_label = self.label("auth.cert.pkcs11.tokenLabel", &k.token_label);
                         let key_label = self.label("auth.cert.pkcs11.keyLabel", &k.key_label);
                         let pin_file = self.file("auth.cert.pkcs11.pinFile", &k.pin_file);
                         let max_sessions = match k.max_sessions {
                             None => {
-                                self.err(
-                                    "auth.cert.pkcs11.maxSessions",
-                                    "is required (at least 2)",
-                                );
+                                self.err("auth.cert.pkcs11.maxSessions", "is required (at least 2)");
                                 None
                             }
                             some => self.int("auth.cert.pkcs11.maxSessions", some, 2, 2, 1024),
@@ -1353,22 +1245,15 @@ impl Validator<'_> {
             }
             Some("file") => {
                 if r.pkcs11.is_some() {
-                    self.err(
-                        "auth.cert.pkcs11",
-                        "must not be set when auth.cert.source is file",
-                    );
+                    self.err("auth.cert.pkcs11", "must not be set when auth.cert.source is file");
                 }
                 match &r.file {
                     None => {
-                        self.err(
-                            "auth.cert.file",
-                            "section is required when auth.cert.source is file",
-                        );
+                        self.err("auth.cert.file", "section is required when auth.cert.source is file");
                         None
                     }
                     Some(f) => {
-                        let certificate_file =
-                            self.file("auth.cert.file.certificateFile", &f.certificate_file);
+                        let certificate_file = self.file("auth.cert.file.certificateFile", &f.certificate_file);
                         let key_file = self.file("auth.cert.file.keyFile", &f.key_file);
                         Some(CertSource::File {
                             certificate_file: certificate_file?,
@@ -1378,10 +1263,7 @@ impl Validator<'_> {
                 }
             }
             Some("spiffe") => {
-                self.err(
-                    "auth.cert.source",
-                    "spiffe is not supported; use pkcs11 or file",
-                );
+                self.err("auth.cert.source", "spiffe is not supported; use pkcs11 or file");
                 None
             }
             Some(_) => {
@@ -1405,10 +1287,7 @@ impl Validator<'_> {
         if let (Some(a), Some(b)) = (&role_id_file, &secret_id_file)
             && a == b
         {
-            self.err(
-                "auth.approle.secretIdFile",
-                "must differ from auth.approle.roleIdFile",
-            );
+            self.err("auth.approle.secretIdFile", "must differ from auth.approle.roleIdFile");
         }
         Some(AppRoleAuth {
             mount_path: mount_path?,
@@ -1447,9 +1326,9 @@ impl Validator<'_> {
                     .and_then(|n| {
                         if n.contains(':') {
                             self.err(
-                            "transit.keyIdScope.providerName",
-                            "must not contain ':' (kube-apiserver refuses such KMS provider names)",
-                        );
+                                "transit.keyIdScope.providerName",
+                                "must not contain ':' (kube-apiserver refuses such KMS provider names)",
+                            );
                             None
                         } else {
                             Some(n)
@@ -1518,10 +1397,7 @@ impl Validator<'_> {
         {
             self.err(
                 "status.probeInterval",
-                format!(
-                    "must be less than status.statusMaxStaleness ({})",
-                    format_duration(s)
-                ),
+                format!("must be less than status.statusMaxStaleness ({})", format_duration(s)),
             );
         }
         Some(StatusConfig {
@@ -1541,9 +1417,7 @@ impl Validator<'_> {
                 self.err("state.path", p);
                 None
             }
-            None => Some(StateConfig {
-                path: PathBuf::from(s),
-            }),
+            None => Some(StateConfig { path: PathBuf::from(s) }),
         }
     }
 
@@ -1609,12 +1483,8 @@ impl Validator<'_> {
             &[("json", LogFormat::Json), ("text", LogFormat::Text)],
         );
         if let Some(dc) = &r.debug_correlation {
-            if let Some(ttl) = self.duration(
-                "logging.debugCorrelation.ttl",
-                &dc.ttl,
-                Duration::from_secs(900),
-                false,
-            ) && ttl > Duration::from_secs(3600)
+            if let Some(ttl) = self.duration("logging.debugCorrelation.ttl", &dc.ttl, Duration::from_secs(900), false)
+                && ttl > Duration::from_secs(3600)
             {
                 self.err("logging.debugCorrelation.ttl", "must be at most 1h");
             }
@@ -1622,10 +1492,7 @@ impl Validator<'_> {
                 if let Some(p) = label_problem(id) {
                     self.err("logging.debugCorrelation.incidentId", p);
                 } else if id.chars().count() > 64 {
-                    self.err(
-                        "logging.debugCorrelation.incidentId",
-                        "must be at most 64 characters",
-                    );
+                    self.err("logging.debugCorrelation.incidentId", "must be at most 64 characters");
                 }
             }
             if dc.enabled == Some(true) {
@@ -1654,10 +1521,7 @@ fn listeners_clash(a: &str, b: &str) -> bool {
     if pa == 0 || pb == 0 || pa != pb {
         return false;
     }
-    let unspecified = |h: &str| {
-        h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified())
-    };
+    let unspecified = |h: &str| h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
     ha.eq_ignore_ascii_case(hb) || unspecified(ha) || unspecified(hb)
 }
 
@@ -1778,8 +1642,7 @@ transit:
     fn fails_at(text: &str, path: &str, needle: &str) {
         let errs = errors(text);
         assert!(
-            errs.iter()
-                .any(|e| e.path == path && e.message.contains(needle)),
+            errs.iter().any(|e| e.path == path && e.message.contains(needle)),
             "expected {path}: ...{needle}...; got {}",
             ConfigErrors(errs.clone())
         );
@@ -1801,15 +1664,9 @@ transit:
     #[test]
     fn full_example_parses() {
         let c = parse_yaml(FULL).unwrap();
-        assert_eq!(
-            c.server.socket_path,
-            PathBuf::from("/run/openbao-kms/kms.sock")
-        );
+        assert_eq!(c.server.socket_path, PathBuf::from("/run/openbao-kms/kms.sock"));
         assert_eq!(c.server.socket_mode, 0o660);
-        assert_eq!(
-            c.server.socket_group,
-            SocketGroup::Name("openbao-kms-socket".into())
-        );
+        assert_eq!(c.server.socket_group, SocketGroup::Name("openbao-kms-socket".into()));
         assert_eq!(c.server.metrics_address.as_deref(), Some("127.0.0.1:8081"));
         assert_eq!(c.openbao.address, "https://bao.example.internal:8200");
         assert_eq!(c.openbao.timeout, Duration::from_secs(2));
@@ -1818,10 +1675,7 @@ transit:
         };
         assert_eq!(j.mount_path, "auth/k8s-workload-a-jwt");
         assert_eq!(j.min_remaining_ttl, Duration::from_secs(120));
-        assert_eq!(
-            c.transit.key_id_scope.key_lineage_id,
-            "01HXEXAMPLEKEYLINEAGEID"
-        );
+        assert_eq!(c.transit.key_id_scope.key_lineage_id, "01HXEXAMPLEKEYLINEAGEID");
         assert_eq!(
             c.identity_scope().fingerprint(),
             "cfg1.iWfCItBef04qDNcnEXME76HSYDWTVfhtoTlg2YQpdPg",
@@ -1915,20 +1769,13 @@ transit:
         // serde_yaml_ng reads a leading-zero scalar as the string written.
         assert_eq!(set_ok("transit.keyName", "0123").transit.key_name, "0123");
         set_fails("transit.keyName", "true", "quote the value");
-        assert_eq!(
-            set_ok("transit.keyName", "\"0123\"").transit.key_name,
-            "0123"
-        );
+        assert_eq!(set_ok("transit.keyName", "\"0123\"").transit.key_name, "0123");
         set_fails("openbao.timeout", "120", "duration string with a unit");
         set_fails("openbao.timeout", "\"120\"", "with a unit");
         set_fails("server.maxConcurrentStatus", "\"16\"", "without quotes");
         set_fails("server.maxConcurrentStatus", "1.5", "integer");
         set_fails("rotation.rejectVersionRollback", "yes", "true or false");
-        set_fails(
-            "rotation.rejectVersionRollback",
-            "\"true\"",
-            "true or false",
-        );
+        set_fails("rotation.rejectVersionRollback", "\"true\"", "true or false");
         set_fails("server", "[]", "mapping");
         set_fails("auth.jwt.expectedAudience", "a", "list");
         fails_at(
@@ -1945,11 +1792,7 @@ transit:
         assert_eq!(c.openbao.namespace, "");
         let c = parse_yaml(&with(MINIMAL, "bootstrap", "~")).unwrap();
         assert_eq!(c.bootstrap.grace_timeout, Duration::from_secs(60));
-        fails_at(
-            &with(MINIMAL, "transit.keyName", "~"),
-            "transit.keyName",
-            "required",
-        );
+        fails_at(&with(MINIMAL, "transit.keyName", "~"), "transit.keyName", "required");
     }
 
     #[test]
@@ -1981,11 +1824,7 @@ transit:
             "removed",
         );
         fails_at(&with(FULL, "auth.role", "x"), "auth.role", "legacy");
-        fails_at(
-            &with(FULL, "performance", "{}"),
-            "performance",
-            "not supported",
-        );
+        fails_at(&with(FULL, "performance", "{}"), "performance", "not supported");
     }
 
     #[test]
@@ -2022,11 +1861,7 @@ transit:
         assert_eq!(errors("").len(), 4);
         fails_at("- a\n- b\n", "", "mapping");
         fails_at("server: [", "", "not valid YAML");
-        fails_at(
-            &with(FULL, "configVersion", "v1"),
-            "configVersion",
-            "v1alpha1",
-        );
+        fails_at(&with(FULL, "configVersion", "v1"), "configVersion", "v1alpha1");
         assert!(parse_yaml(&without(FULL, "configVersion")).is_ok());
         let errs = errors("server: {socketGroup: x}\nserver: {socketGroup: y}\n");
         assert!(errs[0].message.contains("duplicate"), "{errs:?}");
@@ -2034,16 +1869,8 @@ transit:
 
     #[test]
     fn server_rules() {
-        set_fails(
-            "server.socketPath",
-            "/tmp/kms.sock",
-            "must be inside /run/openbao-kms",
-        );
-        set_fails(
-            "server.socketPath",
-            "/run/openbao-kms-evil/kms.sock",
-            "must be inside",
-        );
+        set_fails("server.socketPath", "/tmp/kms.sock", "must be inside /run/openbao-kms");
+        set_fails("server.socketPath", "/run/openbao-kms-evil/kms.sock", "must be inside");
         set_fails("server.socketPath", "/run/openbao-kms/../kms.sock", "'..'");
         set_fails("server.socketPath", "run/openbao-kms/kms.sock", "absolute");
         set_fails(
@@ -2057,30 +1884,18 @@ transit:
         set_fails("server.socketMode", "\"0680\"", "octal");
         set_fails("server.socketMode", "\"0770\"", "0117");
         set_fails("server.socketMode", "\"0661\"", "0117");
-        assert_eq!(
-            set_ok("server.socketMode", "\"0600\"").server.socket_mode,
-            0o600
-        );
+        assert_eq!(set_ok("server.socketMode", "\"0600\"").server.socket_mode, 0o600);
         set_fails("server.socketGroup", "\"\"", "empty");
         set_fails("server.socketGroup", "\"a b\"", "group name");
         set_fails("server.socketGroup", "\"4294967296\"", "GID");
-        fails_at(
-            &without(FULL, "server.socketGroup"),
-            "server.socketGroup",
-            "required",
-        );
+        fails_at(&without(FULL, "server.socketGroup"), "server.socketGroup", "required");
         set_fails("server.metricsAddress", "\"8081\"", "host:port");
         set_fails("server.metricsAddress", "\":8081\"", "name a host");
         set_fails("server.metricsAddress", "\"127.0.0.1:99999\"", "port");
         set_fails("server.metricsAddress", "\"::1:8081\"", "brackets");
         set_ok("server.metricsAddress", "\"[::1]:8081\"");
         set_ok("server.metricsAddress", "\"localhost:0\"");
-        assert_eq!(
-            set_ok("server.metricsAddress", "\"\"")
-                .server
-                .metrics_address,
-            None
-        );
+        assert_eq!(set_ok("server.metricsAddress", "\"\"").server.metrics_address, None);
         set_fails(
             "server.healthAddress",
             "\"127.0.0.1:8081\"",
@@ -2094,11 +1909,7 @@ transit:
             "\"127.0.0.1:0\"",
         );
         assert!(parse_yaml(&t).is_ok(), "two ephemeral ports do not clash");
-        for f in [
-            "maxConcurrentStatus",
-            "maxConcurrentEncrypt",
-            "maxConcurrentDecrypt",
-        ] {
+        for f in ["maxConcurrentStatus", "maxConcurrentEncrypt", "maxConcurrentDecrypt"] {
             set_fails(&format!("server.{f}"), "0", "between 1 and 1024");
             set_fails(&format!("server.{f}"), "1025", "between 1 and 1024");
             set_fails(&format!("server.{f}"), "-3", "between 1 and 1024");
@@ -2122,13 +1933,7 @@ transit:
             extra_socket_dirs: vec![PathBuf::from("tmp/test-xyz")],
             ..Default::default()
         };
-        assert!(
-            parse_yaml_with(
-                &with(FULL, "server.socketPath", "/tmp/test-xyz/kms.sock"),
-                &rel
-            )
-            .is_err()
-        );
+        assert!(parse_yaml_with(&with(FULL, "server.socketPath", "/tmp/test-xyz/kms.sock"), &rel).is_err());
     }
 
     #[test]
@@ -2145,18 +1950,12 @@ transit:
         set_fails("openbao.address", "https://-bao", "invalid host");
         set_ok("openbao.address", "https://bao_1.internal");
         assert_eq!(
-            set_ok("openbao.address", "https://bao:8200/")
-                .openbao
-                .address,
+            set_ok("openbao.address", "https://bao:8200/").openbao.address,
             "https://bao:8200"
         );
         set_ok("openbao.address", "https://[::1]:8200");
         set_ok("openbao.address", "https://127.0.0.1");
-        fails_at(
-            &without(FULL, "openbao.address"),
-            "openbao.address",
-            "required",
-        );
+        fails_at(&without(FULL, "openbao.address"), "openbao.address", "required");
         set_fails("openbao.namespace", "/admin", "relative");
         set_fails("openbao.namespace", "admin//a", "'//'");
         set_fails("openbao.namespace", "admin/", "segments");
@@ -2165,17 +1964,11 @@ transit:
         set_fails("openbao.namespace", "\" admin\"", "whitespace");
         set_fails("openbao.namespace", "\"ad\\tmin\"", "control");
         assert_eq!(
-            set_ok("openbao.namespace", "admin/workload-a")
-                .openbao
-                .namespace,
+            set_ok("openbao.namespace", "admin/workload-a").openbao.namespace,
             "admin/workload-a"
         );
         set_fails("openbao.caCertFile", "tls/ca.crt", "absolute");
-        fails_at(
-            &without(FULL, "openbao.caCertFile"),
-            "openbao.caCertFile",
-            "required",
-        );
+        fails_at(&without(FULL, "openbao.caCertFile"), "openbao.caCertFile", "required");
         set_fails("openbao.tlsServerName", "\"\"", "empty");
         set_fails("openbao.tlsServerName", "\"bao example\"", "DNS name");
         set_fails("openbao.timeout", "0s", "positive");
@@ -2192,10 +1985,7 @@ transit:
         let t = with(&t, "auth.method", "token");
         fails_at(&t, "auth.jwt", "must not be set when auth.method is token");
         let t = without(&t, "auth.jwt");
-        assert!(matches!(
-            parse_yaml(&t).unwrap().auth.method,
-            AuthMethod::Token(_)
-        ));
+        assert!(matches!(parse_yaml(&t).unwrap().auth.method, AuthMethod::Token(_)));
         fails_at(
             &without(FULL, "auth.jwt"),
             "auth.jwt",
@@ -2237,11 +2027,7 @@ transit:
         set_fails("auth.jwt.mountPath", "auth/./jwt", "'.'");
         set_fails("auth.jwt.role", "\" r\"", "whitespace");
         fails_at(&without(FULL, "auth.jwt.role"), "auth.jwt.role", "required");
-        fails_at(
-            &without(FULL, "auth.jwt.jwtFile"),
-            "auth.jwt.jwtFile",
-            "required",
-        );
+        fails_at(&without(FULL, "auth.jwt.jwtFile"), "auth.jwt.jwtFile", "required");
         set_fails("auth.jwt.jwtFile", "identity.jwt", "absolute");
         fails_at(
             &with(FULL, "auth.jwt.expectedAudience", "[a, \"\"]"),
@@ -2249,14 +2035,10 @@ transit:
             "empty",
         );
         let c = set_ok("auth.jwt.expectedAudience", "[a, b]");
-        let AuthMethod::Jwt(j) = c.auth.method else {
-            panic!()
-        };
+        let AuthMethod::Jwt(j) = c.auth.method else { panic!() };
         assert_eq!(j.expected_audience, ["a", "b"]);
         let c = set_ok("auth.jwt.expectedIssuer", "https://issuer");
-        let AuthMethod::Jwt(j) = c.auth.method else {
-            panic!()
-        };
+        let AuthMethod::Jwt(j) = c.auth.method else { panic!() };
         assert_eq!(j.expected_issuer.as_deref(), Some("https://issuer"));
     }
 
@@ -2279,15 +2061,10 @@ transit:
         };
         assert_eq!(cert.min_remaining_ttl, Duration::from_secs(86_400));
         assert_eq!(cert.name, "");
-        let CertSource::Pkcs11(p) = cert.source else {
-            panic!()
-        };
+        let CertSource::Pkcs11(p) = cert.source else { panic!() };
         assert_eq!(p.max_sessions, 2);
         fails_at(
-            &cert_doc(
-                "pkcs11",
-                &PKCS11.replace("maxSessions: 2", "maxSessions: 1"),
-            ),
+            &cert_doc("pkcs11", &PKCS11.replace("maxSessions: 2", "maxSessions: 1")),
             "auth.cert.pkcs11.maxSessions",
             "between 2",
         );
@@ -2334,16 +2111,8 @@ transit:
             "must not be set",
         );
         fails_at(&cert_doc("file", "name: x"), "auth.cert.file", "required");
-        fails_at(
-            &cert_doc("spiffe", "name: x"),
-            "auth.cert.source",
-            "not supported",
-        );
-        fails_at(
-            &cert_doc("hsm", "name: x"),
-            "auth.cert.source",
-            "pkcs11, file",
-        );
+        fails_at(&cert_doc("spiffe", "name: x"), "auth.cert.source", "not supported");
+        fails_at(&cert_doc("hsm", "name: x"), "auth.cert.source", "pkcs11, file");
         let t = with(&without(FULL, "auth.jwt"), "auth.method", "cert");
         fails_at(
             &with(&t, "auth.cert", "{mountPath: auth/cert}"),
@@ -2368,12 +2137,7 @@ transit:
         for good in ["a", "_", "a.b-c_d", "0123", "A9"] {
             set_ok("transit.keyName", &format!("{good:?}"));
         }
-        for f in [
-            "providerName",
-            "clusterId",
-            "transitMountId",
-            "keyLineageId",
-        ] {
+        for f in ["providerName", "clusterId", "transitMountId", "keyLineageId"] {
             let p = format!("transit.keyIdScope.{f}");
             set_fails(&p, "\"\"", "must not be empty");
             set_fails(&p, "\"x \"", "whitespace");
@@ -2381,27 +2145,17 @@ transit:
             fails_at(&without(FULL, &p), &p, "required");
         }
         set_fails("transit.keyIdScope.providerName", "a:b", "':'");
-        fails_at(
-            &without(FULL, "transit.keyIdScope"),
-            "transit.keyIdScope",
-            "required",
-        );
+        fails_at(&without(FULL, "transit.keyIdScope"), "transit.keyIdScope", "required");
     }
 
     #[test]
     fn other_sections() {
-        set_fails(
-            "status.probeInterval",
-            "2m",
-            "less than status.statusMaxStaleness",
-        );
+        set_fails("status.probeInterval", "2m", "less than status.statusMaxStaleness");
         set_ok("status.probeInterval", "119s");
         set_fails("status.deepProbeInterval", "0s", "positive");
         set_fails("bootstrap.retryInterval", "0s", "positive");
         assert_eq!(
-            set_ok("bootstrap.graceTimeout", "0s")
-                .bootstrap
-                .grace_timeout,
+            set_ok("bootstrap.graceTimeout", "0s").bootstrap.grace_timeout,
             Duration::ZERO
         );
         set_fails("state.path", "state.json", "absolute");
@@ -2417,10 +2171,7 @@ transit:
         set_fails("logging.level", "trace", "removed");
         set_fails("logging.level", "verbose", "debug, info, warn, error");
         set_fails("logging.format", "xml", "json, text");
-        assert_eq!(
-            set_ok("logging.level", "warn").logging.level,
-            LogLevel::Warn
-        );
+        assert_eq!(set_ok("logging.level", "warn").logging.level, LogLevel::Warn);
         assert!(
             !set_ok("logging.logOpenBaoRequestIDs", "false")
                 .logging
@@ -2442,22 +2193,13 @@ transit:
             &format!("{:?}", "x".repeat(65)),
             "64",
         );
-        set_fails(
-            "logging.debugCorrelation.incidentId",
-            "\" x\"",
-            "whitespace",
-        );
+        set_fails("logging.debugCorrelation.incidentId", "\" x\"", "whitespace");
     }
 
     #[test]
     fn overrides() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
         };
         let o = Overrides::from_env(env(&[
             ("BAO_KMS_PROVIDER_LOGGING_LEVEL", "debug"),
@@ -2488,10 +2230,7 @@ transit:
         };
         let merged = o.overridden_by(flags);
         assert_eq!(merged.log_level.as_ref().unwrap().value, "error");
-        assert_eq!(
-            merged.metrics_address.as_ref().unwrap().value,
-            "127.0.0.1:9091"
-        );
+        assert_eq!(merged.metrics_address.as_ref().unwrap().value, "127.0.0.1:9091");
 
         let bad = Overrides::from_env(env(&[
             ("BAO_KMS_PROVIDER_LOG_LEVEL", "loud"),
@@ -2508,8 +2247,8 @@ transit:
         .unwrap_err()
         .0;
         assert!(
-            errs.iter().any(|e| e.path == "logging.level"
-                && e.message.contains("(set by BAO_KMS_PROVIDER_LOG_LEVEL)")),
+            errs.iter()
+                .any(|e| e.path == "logging.level" && e.message.contains("(set by BAO_KMS_PROVIDER_LOG_LEVEL)")),
             "{errs:?}"
         );
         assert!(
@@ -2564,12 +2303,7 @@ transit:
             3_723_004_005_006,
         ] {
             let d = Duration::from_nanos(d);
-            assert_eq!(
-                parse_duration(&format_duration(d)),
-                Ok(d),
-                "{}",
-                format_duration(d)
-            );
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{}", format_duration(d));
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
