@@ -300,20 +300,11 @@ impl Engine {
         Ok(engine)
     }
 
-    async fn gather(bao: &OpenBao, token: &SecretString) -> Result<ProbeFacts, Reason> {
+    async fn gather(bao: &OpenBao, token: &SecretString) -> Result<ProbeFacts, BaoError> {
         let t = token.expose_secret();
-        let meta = bao
-            .key_metadata(t)
-            .await
-            .map_err(|e| Reason::new("metadata_read_failed", e.to_string()))?;
-        let cluster_id = bao
-            .cluster_id()
-            .await
-            .map_err(|e| Reason::new("metadata_read_failed", e.to_string()))?;
-        let (accessor, uuid) = bao
-            .mount_identity(t)
-            .await
-            .map_err(|e| Reason::new("metadata_read_failed", e.to_string()))?;
+        let meta = bao.key_metadata(t).await?;
+        let cluster_id = bao.cluster_id().await?;
+        let (accessor, uuid) = bao.mount_identity(t).await?;
         let upsert_disabled = bao.disable_upsert(t).await;
         Ok(ProbeFacts {
             meta,
@@ -375,7 +366,15 @@ impl Engine {
             .token()
             .await
             .map_err(|e| Attempt::Retry(vec![Reason::new("auth_failed", e.to_string())]))?;
-        let facts = Self::gather(bao, &token).await.map_err(|r| Attempt::Retry(vec![r]))?;
+        let facts = match Self::gather(bao, &token).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.http_status == Some(403) {
+                    auth.invalidate(&token).await;
+                }
+                return Err(Attempt::Retry(vec![Reason::new("metadata_read_failed", e.to_string())]));
+            }
+        };
         let state = match state {
             Some(s) => s.clone(),
             None => match bootstrap_decision(&facts.meta) {
@@ -455,16 +454,17 @@ impl Engine {
         };
         if let Some(token) = token {
             match Self::gather(&self.bao, &token).await {
-                Err(reason) => {
-                    if reason.detail.contains("HTTP 403") || reason.detail.contains("permission denied") {
+                Err(e) => {
+                    // 403: the token expired, was revoked or replaced; log in again next time.
+                    if e.http_status == Some(403) {
                         self.auth.invalidate(&token).await;
                     }
                     self.metrics
                         .transit_metadata_observation
                         .get_or_create(&StatusLabel { status: "error" })
                         .inc();
-                    next.metadata_error_class = Some("metadata_read_failed");
-                    next.reasons = vec![reason];
+                    next.metadata_error_class = Some(e.class.as_str());
+                    next.reasons = vec![Reason::new("metadata_read_failed", e.to_string())];
                     // Unknown until OpenBao answers again; the last key stays in place.
                     next.rotation_state = RotationState::Unknown;
                 }
