@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 use crate::auth::{self, Auth};
 use crate::metrics::{Metrics, Reason as ReasonLabel, Status as StatusLabel};
 use crate::openbao::{BaoError, ClientSettings, OpenBao};
+use crate::singleflight::SingleFlight;
 use crate::state::RegistryStore;
 
 /// Rotation state as Status and metrics report it.
@@ -173,6 +174,8 @@ pub struct Engine {
     pins: IdentityPins,
     plugin_version: String,
     published: watch::Sender<Arc<Published>>,
+    /// Identical concurrent Decrypts (same key_id and ciphertext) share one Transit call.
+    decrypts: SingleFlight<(String, Vec<u8>), DecryptResult>,
 }
 
 /// Outcome of the checks one probe runs against OpenBao.
@@ -295,6 +298,7 @@ impl Engine {
             pins,
             plugin_version,
             published: tx,
+            decrypts: SingleFlight::default(),
         });
         engine.export_metrics(&engine.published.borrow().clone());
         Ok(engine)
@@ -681,11 +685,17 @@ impl Engine {
                 )
             })?;
         let aad = aad::canonical(&self.scope, &snap);
-        self.with_token(|t| {
-            let (bao, aad) = (&self.bao, &aad);
-            async move { bao.decrypt(t.expose_secret(), text, aad).await }
-        })
-        .await
+        // Only requests that passed every check above reach here, so callers
+        // that share a result asked for the same key_id and ciphertext.
+        let key = (snap.key_id.as_str().to_owned(), ciphertext.to_vec());
+        self.decrypts
+            .run(key, || {
+                self.with_token(|t| {
+                    let (bao, aad) = (&self.bao, &aad);
+                    async move { bao.decrypt(t.expose_secret(), text, aad).await }
+                })
+            })
+            .await
     }
 
     pub fn config(&self) -> &Config {
@@ -700,6 +710,8 @@ impl Engine {
         &self.store.paths
     }
 }
+
+type DecryptResult = Result<Zeroizing<Vec<u8>>, KmsError>;
 
 enum Attempt {
     /// Retried until the grace timeout.

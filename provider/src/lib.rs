@@ -20,6 +20,7 @@ pub mod probe_cmd;
 pub mod report;
 pub mod serve;
 pub mod service;
+pub mod singleflight;
 pub mod socket;
 pub mod state;
 
