@@ -1,1 +1,36 @@
-//! placeholder
+//! Harness for the system tests: the real `bao-kms-provider` binary, serving
+//! on a real Unix socket, against a real OpenBao server, driven by a client
+//! that behaves like kube-apiserver.
+//!
+//! Layout, in the order a test uses it:
+//! - [`openbao`]: start an OpenBao dev server (TLS, in memory) or a persistent
+//!   raft server (own CA, 1-of-1 unseal key) on free loopback ports; run the
+//!   real `bao` CLI against it; stop, restart, seal and unseal it.
+//! - [`openbao::provision`]: Transit mount, aes256-gcm96 key,
+//!   `disable_upsert`, the documented least-privilege policy and a token that
+//!   holds only that policy.
+//! - [`provider`]: a temp directory with config, token file, state and socket
+//!   directories ([`provider::ProviderEnv`]), and the provider process
+//!   ([`provider::Provider`]) with its health, status and metrics endpoints.
+//! - [`kms_client`]: the kube-apiserver side of KMS v2 over the socket, with
+//!   the same per-call deadline and the same checks of every response.
+//! - [`metrics`]: reading samples out of Prometheus text.
+//! - [`net`], [`wait`]: free loopback ports and bounded polling.
+//!
+//! Every child process is killed when its handle is dropped, and every file
+//! lives in a temp directory removed at the end of the test.
+
+pub mod kms_client;
+pub mod metrics;
+pub mod net;
+pub mod openbao;
+pub mod provider;
+pub mod wait;
+
+pub use kms_client::{EncryptedSeed, KmsClient};
+pub use metrics::{counter, increase, metric};
+pub use openbao::{KeyMetadata, OpenBao, Provisioned, provision};
+pub use provider::{Provider, ProviderEnv};
+
+/// Deadline kube-apiserver puts on every KMS call (`kms.timeout` default).
+pub const KMS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

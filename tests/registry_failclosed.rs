@@ -1,0 +1,160 @@
+//! The key registry fails closed (DESIGN 4): when the state file is missing
+//! beside its checkpoint, rolled back, or replaced, and when the Transit key
+//! is not an unrotated initial key at first start, `serve` exits with code 5
+//! and the reason, never creates the socket, and never rewrites the state.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use bao_kms_core::hash::h;
+use bao_kms_system_tests::provider::dev_setup;
+use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision};
+use serde_json::Value;
+
+/// `serve` exit code for a runtime (fail-closed) failure.
+const EXIT_RUNTIME: i32 = 5;
+/// A fail-closed decision is immediate; this only bounds a hung process.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One healthy run that leaves a state file and checkpoint behind.
+async fn run_once(env: &ProviderEnv) -> anyhow::Result<()> {
+    let mut provider = Provider::start(env).await?;
+    provider.client().await?.prime().await?;
+    let code = provider.terminate().await?;
+    anyhow::ensure!(code == 0, "clean shutdown exited {code}: {}", provider.stderr());
+    Ok(())
+}
+
+/// Starts `serve` and waits for it to exit, failing if the socket ever
+/// appears meanwhile. Returns the exit code and stderr.
+async fn refused_start(env: &ProviderEnv) -> anyhow::Result<(i32, String)> {
+    let mut provider = Provider::spawn(env)?;
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    loop {
+        if env.socket_path().exists() {
+            bail!("the provider created its socket; stderr:\n{}", provider.stderr());
+        }
+        if let Some(code) = provider.try_exit_code()? {
+            return Ok((code, provider.stderr()));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the provider is still running after {EXIT_TIMEOUT:?}; stderr:\n{}",
+                provider.stderr()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    Ok(serde_json::from_slice(&fs::read(path)?)?)
+}
+
+fn write_json(path: &Path, doc: &Value) -> anyhow::Result<()> {
+    Ok(fs::write(path, serde_json::to_vec_pretty(doc)?)?)
+}
+
+#[tokio::test]
+async fn missing_state_beside_its_checkpoint_fails_closed() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup().await?;
+    run_once(&env).await?;
+    fs::remove_file(env.state_path())?;
+    let checkpoint = fs::read(env.checkpoint_path())?;
+
+    let (code, stderr) = refused_start(&env).await?;
+    assert_eq!(code, EXIT_RUNTIME, "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("checkpoint"),
+        "the reason must name the checkpoint; stderr:\n{stderr}"
+    );
+    assert!(!env.state_path().exists(), "the state file must not be recreated");
+    assert_eq!(
+        fs::read(env.checkpoint_path())?,
+        checkpoint,
+        "the checkpoint must be left untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn state_older_than_its_checkpoint_fails_closed() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup().await?;
+    run_once(&env).await?;
+    // The checkpoint says a newer generation was written than the state
+    // file holds: the state was restored from an older copy.
+    let state = fs::read(env.state_path())?;
+    let generation = read_json(env.state_path())?["generation"].as_u64().unwrap_or_default();
+    assert!(generation >= 1, "state generation {generation}");
+    let mut checkpoint = read_json(&env.checkpoint_path())?;
+    checkpoint["generation"] = Value::from(generation + 1);
+    write_json(&env.checkpoint_path(), &checkpoint)?;
+
+    let (code, stderr) = refused_start(&env).await?;
+    assert_eq!(code, EXIT_RUNTIME, "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("rolled back") || stderr.contains("rollback"),
+        "the reason must say the state was rolled back; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        fs::read(env.state_path())?,
+        state,
+        "the state file must be left untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn state_replaced_at_the_same_generation_fails_closed() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup().await?;
+    run_once(&env).await?;
+    let state = fs::read(env.state_path())?;
+    let mut checkpoint = read_json(&env.checkpoint_path())?;
+    // Same generation, well-formed hash of some other state.
+    checkpoint["currentHash"] = Value::from(format!("krs1.{}", h("a different state file")));
+    write_json(&env.checkpoint_path(), &checkpoint)?;
+
+    let (code, stderr) = refused_start(&env).await?;
+    assert_eq!(code, EXIT_RUNTIME, "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("rolled back") || stderr.contains("rollback") || stderr.contains("replaced"),
+        "the reason must say the state was rolled back or replaced; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        fs::read(env.state_path())?,
+        state,
+        "the state file must be left untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotated_key_without_state_is_not_auto_bootstrapped() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev().await?;
+    let p = provision(&bao, "transit", "k8s-workload-a-etcd")?;
+    // A brownfield key: rotated before this provider ever ran, so data may
+    // exist under version 1 that a fresh registry would not know about.
+    bao.rotate_key(&p)?;
+    assert_eq!(bao.key_metadata(&p)?.latest_version, 2);
+    let env = ProviderEnv::new(&bao, &p)?;
+
+    let (code, stderr) = refused_start(&env).await?;
+    assert_eq!(code, EXIT_RUNTIME, "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("auto-bootstrap"),
+        "the reason must name auto-bootstrap; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("denied"),
+        "auto-bootstrap must be reported as denied; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("latest_version=2"),
+        "the reason must cite latest_version=2; stderr:\n{stderr}"
+    );
+    assert!(!env.state_path().exists(), "no state file may be written");
+    assert!(!env.checkpoint_path().exists(), "no checkpoint may be written");
+    Ok(())
+}
