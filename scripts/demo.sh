@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# make demo: a local OpenBao dev server (TLS), a Transit key with the
+# least-privilege policy, bao-kms-provider serving KMS v2 on a Unix socket,
+# and a first encrypt/decrypt through that socket the way kube-apiserver
+# does it. Everything lives under .demo/ and keeps running in the background;
+# `make demo-stop` stops it. Running it again starts from scratch.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DEMO="$ROOT/.demo"
+MOUNT="transit"
+KEY="k8s-workload-a-etcd"
+POLICY="bao-kms-provider"
+PROVIDER_NAME="openbao-kms-workload-a"
+READY_TIMEOUT_SECS=60
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+# True when nothing listens on 127.0.0.1:$1.
+port_free() {
+	python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+PY
+}
+
+# Prints a free loopback port p with p+1 also free (OpenBao dev puts its
+# cluster listener on the next port).
+free_port_pair() {
+	python3 <<'PY'
+import socket
+for _ in range(200):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    try:
+        t = socket.socket(); t.bind(("127.0.0.1", p)); u = socket.socket(); u.bind(("127.0.0.1", p + 1))
+        t.close(); u.close(); print(p); break
+    except OSError:
+        pass
+PY
+}
+
+# $1 if free, else a free port.
+port_or_free() {
+	if port_free "$1"; then echo "$1"; else python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; fi
+}
+
+# Polls a URL until it answers HTTP 200 or the timeout passes.
+wait_http_200() {
+	local url="$1" timeout="$2" pid="$3"; shift 3
+	local deadline=$((SECONDS + timeout))
+	while ((SECONDS < deadline)); do
+		kill -0 "$pid" 2>/dev/null || return 1
+		[ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)" = 200 ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# --- clean slate ------------------------------------------------------------
+"$ROOT/scripts/demo-stop.sh" --quiet
+rm -rf "$DEMO/openbao" "$DEMO/provider" "$DEMO/run" "$DEMO/encryption-config.yaml"
+mkdir -p "$DEMO"
+chmod 0700 "$DEMO"
+
+command -v bao >/dev/null || die "bao not found: run 'make deps'"
+for tool in openssl curl python3; do command -v "$tool" >/dev/null || die "$tool not found: run 'make deps'"; done
+
+# --- build ------------------------------------------------------------------
+say "building bao-kms-provider"
+(cd "$ROOT" && cargo build --locked --quiet -p bao-kms-provider --bin bao-kms-provider)
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BIN="$TARGET_DIR/debug/bao-kms-provider"
+[ -x "$BIN" ] || die "$BIN was not built"
+
+# --- OpenBao dev server (TLS) -------------------------------------------------
+BAO_DIR="$DEMO/openbao"
+mkdir -p "$BAO_DIR/tls"
+chmod 0700 "$BAO_DIR"
+if port_free 8200 && port_free 8201; then BAO_PORT=8200; else BAO_PORT="$(free_port_pair)"; fi
+[ -n "$BAO_PORT" ] || die "no free port for OpenBao"
+ROOT_TOKEN="$(openssl rand -hex 16)"
+(umask 077 && printf '%s\n' "$ROOT_TOKEN" >"$BAO_DIR/root-token")
+say "starting OpenBao dev server on https://127.0.0.1:$BAO_PORT"
+nohup bao server -dev -dev-tls -dev-tls-cert-dir="$BAO_DIR/tls" \
+	-dev-listen-address="127.0.0.1:$BAO_PORT" -dev-root-token-id="$ROOT_TOKEN" -dev-no-store-token \
+	>"$BAO_DIR/openbao.log" 2>&1 </dev/null &
+echo $! >"$DEMO/openbao.pid"
+echo "$BAO_PORT" >"$DEMO/openbao.port"
+
+export BAO_ADDR="https://127.0.0.1:$BAO_PORT"
+export BAO_CACERT="$BAO_DIR/tls/vault-ca.pem"
+export BAO_TOKEN="$ROOT_TOKEN"
+deadline=$((SECONDS + 30))
+until [ -f "$BAO_CACERT" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$BAO_CACERT" "$BAO_ADDR/v1/sys/health" || true)" = 200 ]; do
+	if ! kill -0 "$(cat "$DEMO/openbao.pid")" 2>/dev/null || ((SECONDS >= deadline)); then
+		tail -n 20 "$BAO_DIR/openbao.log" >&2
+		die "OpenBao did not become healthy"
+	fi
+	sleep 0.2
+done
+
+# --- Transit key, policy, token ------------------------------------------------
+say "enabling Transit at $MOUNT/, creating aes256-gcm96 key $KEY"
+bao secrets enable -path="$MOUNT" transit >/dev/null
+bao write -f "$MOUNT/keys/$KEY" type=aes256-gcm96 >/dev/null
+bao write "$MOUNT/config/keys" disable_upsert=true >/dev/null
+
+# Least privilege: read key metadata, encrypt and decrypt with this key,
+# read the mount's upsert setting, check own capabilities, renew and look up
+# own token, read the mount accessor for identity pinning. Never rotate,
+# export, backup, or write key or mount config.
+cat >"$BAO_DIR/policy.hcl" <<EOF
+path "$MOUNT/keys/$KEY" {
+  capabilities = ["read"]
+}
+path "$MOUNT/encrypt/$KEY" {
+  capabilities = ["update"]
+}
+path "$MOUNT/decrypt/$KEY" {
+  capabilities = ["update"]
+}
+path "$MOUNT/config/keys" {
+  capabilities = ["read"]
+}
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "sys/internal/ui/mounts/$MOUNT" {
+  capabilities = ["read"]
+}
+EOF
+say "writing policy $POLICY and issuing a token that holds only it"
+bao policy write "$POLICY" "$BAO_DIR/policy.hcl" >/dev/null
+PROVIDER_DIR="$DEMO/provider"
+mkdir -p "$PROVIDER_DIR/state" "$DEMO/run"
+chmod 0700 "$PROVIDER_DIR" "$PROVIDER_DIR/state"
+chmod 0750 "$DEMO/run"
+TOKEN_FILE="$PROVIDER_DIR/token"
+(umask 077 && bao token create -no-default-policy -policy="$POLICY" -period=24h -field=token >"$TOKEN_FILE")
+unset BAO_TOKEN
+
+# --- provider config -----------------------------------------------------------
+SOCKET="$DEMO/run/kms.sock"
+HEALTH_PORT="$(port_or_free 8082)"
+METRICS_PORT="$(port_or_free 8081)"
+[ "$HEALTH_PORT" != "$METRICS_PORT" ] || METRICS_PORT="$(port_or_free 0)"
+KEY_LINEAGE_ID="$(openssl rand -hex 16)"
+CONFIG="$PROVIDER_DIR/config.yaml"
+(umask 027 && cat >"$CONFIG" <<EOF
+configVersion: v1alpha1
+server:
+  socketPath: $SOCKET
+  socketMode: "0660"
+  socketGroup: "$(id -g)"
+  metricsAddress: "127.0.0.1:$METRICS_PORT"
+  healthAddress: "127.0.0.1:$HEALTH_PORT"
+openbao:
+  address: $BAO_ADDR
+  caCertFile: $BAO_CACERT
+  tlsServerName: localhost
+  timeout: 2s
+  instanceId: bao-demo-a
+auth:
+  method: token
+  token:
+    tokenFile: $TOKEN_FILE
+transit:
+  mountPath: $MOUNT
+  keyName: $KEY
+  keyIdScope:
+    providerName: $PROVIDER_NAME
+    clusterId: workload-a
+    transitMountId: transit-demo-primary
+    keyLineageId: "$KEY_LINEAGE_ID"
+bootstrap:
+  graceTimeout: 30s
+  retryInterval: 1s
+status:
+  probeInterval: 10s
+  deepProbeInterval: 1m
+  statusMaxStaleness: 1m
+state:
+  path: $PROVIDER_DIR/state/key-registry.json
+logging:
+  level: info
+  format: json
+EOF
+)
+chmod 0640 "$CONFIG"
+
+# What kube-apiserver would load to use this provider for Secrets.
+cat >"$DEMO/encryption-config.yaml" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources:
+      - secrets
+    providers:
+      - kms:
+          apiVersion: v2
+          name: $PROVIDER_NAME
+          endpoint: unix://$SOCKET
+          timeout: 3s
+      - identity: {}
+EOF
+
+# --- provider ------------------------------------------------------------------
+say "starting bao-kms-provider (socket $SOCKET)"
+BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR="$DEMO/run" nohup "$BIN" serve --config "$CONFIG" \
+	>"$PROVIDER_DIR/provider.log" 2>&1 </dev/null &
+echo $! >"$DEMO/provider.pid"
+if ! wait_http_200 "http://127.0.0.1:$HEALTH_PORT/ready" "$READY_TIMEOUT_SECS" "$(cat "$DEMO/provider.pid")"; then
+	echo "--- provider log (last 30 lines) ---" >&2
+	tail -n 30 "$PROVIDER_DIR/provider.log" >&2
+	die "the provider did not become ready within ${READY_TIMEOUT_SECS}s"
+fi
+
+# --- first round trip, as kube-apiserver does it ------------------------------
+say "first encrypt/decrypt through the socket (Status -> Encrypt -> Decrypt)"
+if ! "$BIN" probe --socket "$SOCKET" --output text; then
+	echo "--- provider log (last 30 lines) ---" >&2
+	tail -n 30 "$PROVIDER_DIR/provider.log" >&2
+	die "the round trip through the socket failed"
+fi
+
+curl -s "http://127.0.0.1:$HEALTH_PORT/status" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print()
+print("key_id:         ", s.get("keyID"))
+print("key_id hash:    ", s.get("keyIDHash"))
+print("Transit version:", s.get("activeVersion"))
+print("generation:     ", s.get("generation"))
+'
+
+cat <<EOF
+
+Running in the background:
+  OpenBao        $BAO_ADDR  (CA $BAO_CACERT, log $BAO_DIR/openbao.log)
+  provider       socket $SOCKET
+                 http://127.0.0.1:$HEALTH_PORT/ready  /status   http://127.0.0.1:$METRICS_PORT/metrics
+                 config $CONFIG, log $PROVIDER_DIR/provider.log
+  kube-apiserver EncryptionConfiguration: $DEMO/encryption-config.yaml
+
+Stop everything with: make demo-stop
+EOF
