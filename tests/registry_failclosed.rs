@@ -5,9 +5,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
 use bao_kms_core::hash::h;
 use bao_kms_system_tests::provider::dev_setup;
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision};
@@ -27,26 +26,9 @@ async fn run_once(env: &ProviderEnv) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `serve` and waits for it to exit, failing if the socket ever
-/// appears meanwhile. Returns the exit code and stderr.
+/// Starts `serve`, which must exit without ever creating its socket.
 async fn refused_start(env: &ProviderEnv) -> anyhow::Result<(i32, String)> {
-    let mut provider = Provider::spawn(env)?;
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    loop {
-        if env.socket_path().exists() {
-            bail!("the provider created its socket; stderr:\n{}", provider.stderr());
-        }
-        if let Some(code) = provider.try_exit_code()? {
-            return Ok((code, provider.stderr()));
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the provider is still running after {EXIT_TIMEOUT:?}; stderr:\n{}",
-                provider.stderr()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Provider::spawn(env)?.wait_exit_without_socket(EXIT_TIMEOUT).await
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {

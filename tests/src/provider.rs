@@ -193,6 +193,12 @@ impl ProviderEnv {
         write_file(&self.config_path, self.config_yaml().as_bytes(), 0o640)
     }
 
+    /// Replaces the config file with `yaml` (mode 0640), e.g. an edited
+    /// [`Self::config_yaml`] for negative tests.
+    pub fn write_config_text(&self, yaml: &str) -> anyhow::Result<()> {
+        write_file(&self.config_path, yaml.as_bytes(), 0o640)
+    }
+
     /// The config, in the reference product's `v1alpha1` schema.
     pub fn config_yaml(&self) -> String {
         let s = &self.settings;
@@ -492,6 +498,28 @@ impl Provider {
                 );
             }
             tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits for a start that must be refused: the process must exit within
+    /// `timeout` and must never create its socket meanwhile (checked every
+    /// 20 ms). Returns the exit code and stderr.
+    pub async fn wait_exit_without_socket(&mut self, timeout: Duration) -> anyhow::Result<(i32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.socket_path.exists() {
+                bail!("the provider created its socket; stderr:\n{}", tail(&self.stderr(), 30));
+            }
+            if let Some(code) = self.try_exit_code()? {
+                return Ok((code, self.stderr()));
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "provider still running after {timeout:?}; stderr:\n{}",
+                    tail(&self.stderr(), 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
