@@ -333,7 +333,7 @@ impl Engine {
         }
         let active = state.active().transit_version;
         for f in profile_findings(&facts.meta, &state.retained_versions(), Some(active)) {
-            reasons.push(Reason::new("profile_invalid", f.to_string()));
+            reasons.push(Reason::new("profile_invalid", format!("{f} [{}]", f.code)));
         }
         let mut drifted = false;
         for problem in state.drift_against(&facts.meta) {
@@ -427,6 +427,12 @@ impl Engine {
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.changed() => return,
             }
+            self.auth
+                .maintain(
+                    self.cfg.auth.login_before_token_expiry,
+                    self.cfg.auth.token_renewal_increment,
+                )
+                .await;
             let deep_due = deep_failed || last_deep.elapsed() >= deep_interval;
             let (ran_deep, deep_ok) = self.probe_once(deep_due).await;
             if ran_deep {

@@ -44,8 +44,9 @@ enum LogLevelArg {
 enum Command {
     /// Serve the KMS v2 API on the configured Unix socket.
     Serve {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "BAO_KMS_PROVIDER_CONFIG")]
-        config: PathBuf,
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Overrides logging.level.
         #[arg(long, value_enum)]
         log_level: Option<LogLevelArg>,
@@ -71,8 +72,9 @@ enum Command {
     },
     /// Print the resolved configuration and identity fingerprint, or `config schema`.
     Config {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "BAO_KMS_PROVIDER_CONFIG")]
-        config: PathBuf,
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         what: Option<ConfigWhat>,
     },
@@ -123,6 +125,12 @@ fn print_or_exit(text: &str) {
     }
 }
 
+/// `--config`, else the environment, else the default path.
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(config_file::config_path_from_env)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -151,20 +159,23 @@ fn main() -> ExitCode {
             print_or_exit(&bao_kms_core::config::schema::json_schema_pretty());
             ExitCode::SUCCESS
         }
-        Command::Config { config, what: None } => match config_file::load(&config) {
-            Ok(cfg) => {
-                print_or_exit(&format!(
-                    "{}# identity fingerprint: {}",
-                    config_file::resolved_yaml(&cfg),
-                    cfg.identity_scope().fingerprint()
-                ));
-                ExitCode::SUCCESS
+        Command::Config { config, what: None } => {
+            let config = config_path(config);
+            match config_file::load(&config) {
+                Ok(cfg) => {
+                    print_or_exit(&format!(
+                        "{}# identity fingerprint: {}",
+                        config_file::resolved_yaml(&cfg),
+                        cfg.identity_scope().fingerprint()
+                    ));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("configuration {}:\n{e}", config.display());
+                    ExitCode::from(EXIT_CONFIG)
+                }
             }
-            Err(e) => {
-                eprintln!("configuration {}:\n{e}", config.display());
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        }
         Command::Probe {
             socket,
             timeout,
@@ -191,6 +202,7 @@ fn main() -> ExitCode {
             metrics_address,
             health_address,
         } => {
+            let config = config_path(config);
             let flags = flag_overrides(log_level, metrics_address, health_address);
             let cfg = match config_file::load_with(&config, &|k| std::env::var(k).ok(), flags) {
                 Ok(cfg) => cfg,

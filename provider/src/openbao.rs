@@ -38,6 +38,7 @@ pub enum Op {
     TransitEncrypt,
     TransitDecrypt,
     TokenLookupSelf,
+    TokenRenewSelf,
     OpenBaoHealth,
     MountRead,
 }
@@ -50,6 +51,7 @@ impl Op {
             Self::TransitEncrypt => "transit_encrypt",
             Self::TransitDecrypt => "transit_decrypt",
             Self::TokenLookupSelf => "token_lookup_self",
+            Self::TokenRenewSelf => "token_renew_self",
             Self::OpenBaoHealth => "openbao_health",
             Self::MountRead => "mount_read",
         }
@@ -279,7 +281,8 @@ impl OpenBao {
         if let Some(token) = token {
             req = req.header("X-Vault-Token", token);
         }
-        if !self.settings.namespace.is_empty() {
+        // sys/health lives in the root namespace; everything else is namespace-relative.
+        if !self.settings.namespace.is_empty() && op != Op::OpenBaoHealth {
             req = req.header("X-Vault-Namespace", &self.settings.namespace);
         }
         req = req.header("X-Vault-Request", "true");
@@ -493,7 +496,13 @@ impl OpenBao {
     /// `GET sys/health` (unauthenticated): the OpenBao `cluster_id`.
     pub async fn cluster_id(&self) -> Result<String, BaoError> {
         let v = self
-            .call_json(Op::OpenBaoHealth, Method::GET, "sys/health", None, DEFAULT_BODY_LIMIT)
+            .call_json(
+                Op::OpenBaoHealth,
+                Method::GET,
+                "sys/health?standbyok=true&perfstandbyok=true",
+                None,
+                DEFAULT_BODY_LIMIT,
+            )
             .await?;
         match v.get("cluster_id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => Ok(id.to_owned()),
@@ -526,8 +535,8 @@ impl OpenBao {
         Ok((accessor, uuid))
     }
 
-    /// `GET auth/token/lookup-self`: remaining TTL in seconds (0 = no expiry).
-    pub async fn token_ttl(&self, token: &str) -> Result<u64, BaoError> {
+    /// `GET auth/token/lookup-self`: remaining TTL and whether it renews.
+    pub async fn token_lookup(&self, token: &str) -> Result<TokenInfo, BaoError> {
         let v = self
             .call_json(
                 Op::TokenLookupSelf,
@@ -537,8 +546,39 @@ impl OpenBao {
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        Ok(v.pointer("/data/ttl").and_then(Value::as_u64).unwrap_or(0))
+        Ok(TokenInfo {
+            ttl_secs: v.pointer("/data/ttl").and_then(Value::as_u64).unwrap_or(0),
+            renewable: v.pointer("/data/renewable").and_then(Value::as_bool).unwrap_or(false),
+        })
     }
+
+    /// `POST auth/token/renew-self` with `increment`: the new lease.
+    pub async fn token_renew(&self, token: &str, increment: Duration) -> Result<TokenInfo, BaoError> {
+        let body = serde_json::to_vec(&json!({"increment": format!("{}s", increment.as_secs())})).unwrap_or_default();
+        let bytes = self
+            .call(
+                Op::TokenRenewSelf,
+                Method::POST,
+                "auth/token/renew-self",
+                Some(token),
+                Some(&body),
+                DEFAULT_BODY_LIMIT,
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(TokenInfo {
+            ttl_secs: v.pointer("/auth/lease_duration").and_then(Value::as_u64).unwrap_or(0),
+            renewable: v.pointer("/auth/renewable").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+}
+
+/// Lease facts of the current token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Remaining lifetime; 0 means the token does not expire.
+    pub ttl_secs: u64,
+    pub renewable: bool,
 }
 
 /// Transit decrypt answer; the plaintext is wiped when dropped.
@@ -557,7 +597,7 @@ fn classify_status(op: Op, status: StatusCode, message: &str) -> ErrorClass {
         400 if message.contains("message authentication failed") => ErrorClass::IntegrityFailed,
         400 => ErrorClass::TransitBadRequest,
         401 => ErrorClass::AuthFailed,
-        403 if op == Op::TokenLookupSelf => ErrorClass::AuthFailed,
+        403 if matches!(op, Op::TokenLookupSelf | Op::TokenRenewSelf) => ErrorClass::AuthFailed,
         403 => ErrorClass::TransitPolicyDenied,
         404 if matches!(
             op,

@@ -53,6 +53,10 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
     let metrics = Arc::new(Metrics::new(build_info(), cfg.auth.method.name()));
     let gid = socket::resolve_group(&cfg.server.socket_group).map_err(|e| StartupError::Config(e.to_string()))?;
+    // Fail on a bad socket directory before the registry is touched.
+    if let Some(dir) = cfg.server.socket_path.parent() {
+        socket::check_parent(dir).map_err(|e| StartupError::FailClosed(e.to_string()))?;
+    }
     let engine = Engine::start(cfg.clone(), metrics.clone(), crate::VERSION.to_owned()).await?;
 
     let health = match &cfg.server.health_address {

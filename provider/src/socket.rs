@@ -49,7 +49,9 @@ pub fn resolve_group(group: &SocketGroup) -> Result<u32, SocketError> {
     }
 }
 
-fn check_parent(dir: &Path) -> Result<(), SocketError> {
+/// Checks the socket's parent directory: a real directory owned by this
+/// user and not group- or world-writable.
+pub fn check_parent(dir: &Path) -> Result<(), SocketError> {
     let err = |why: String| SocketError::Directory {
         path: dir.display().to_string(),
         why,

@@ -62,8 +62,8 @@ impl IdentityPins {
         }
         if self.mount_accessor != live.mount_accessor || self.mount_uuid != live.mount_uuid {
             out.push(format!(
-                "Transit mount accessor is {} but {} was pinned at bootstrap (mount re-created?)",
-                live.mount_accessor, self.mount_accessor
+                "Transit mount is accessor {} uuid {} but accessor {} uuid {} was pinned at bootstrap (mount re-created?)",
+                live.mount_accessor, live.mount_uuid, self.mount_accessor, self.mount_uuid
             ));
         }
         out
