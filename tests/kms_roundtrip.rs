@@ -31,6 +31,16 @@ async fn round_trip_reports_the_independently_derived_key_id() -> anyhow::Result
     assert_eq!(status["healthy"], true, "/status: {status}");
     assert_eq!(status["rotationState"], "active", "/status: {status}");
     assert_eq!(status["reasons"].as_array().map(Vec::len), Some(0), "/status: {status}");
+    assert_eq!(status["generation"], 1, "/status: {status}");
+    assert!(
+        status["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "/status: {status}"
+    );
+    let cache_age = status["cacheAgeSeconds"].as_f64();
+    assert!(
+        cache_age.is_some_and(|age| (0.0..=3.0).contains(&age)),
+        "/status cache age: {status}"
+    );
 
     let (ready, body) = provider.ready().await?;
     assert_eq!(ready, 200, "/ready: {body}");
