@@ -67,6 +67,8 @@ pub struct Settings {
     pub probe_interval: String,
     pub deep_probe_interval: String,
     pub status_max_staleness: String,
+    pub login_before_token_expiry: String,
+    pub token_renewal_increment: String,
     pub log_level: String,
 }
 
@@ -87,6 +89,8 @@ impl Default for Settings {
             probe_interval: "1s".into(),
             deep_probe_interval: "2s".into(),
             status_max_staleness: "3s".into(),
+            login_before_token_expiry: "5m".into(),
+            token_renewal_increment: "1h".into(),
             log_level: "debug".into(),
         }
     }
@@ -193,6 +197,11 @@ impl ProviderEnv {
         write_file(&self.config_path, self.config_yaml().as_bytes(), 0o640)
     }
 
+    /// Replaces the token file (mode 0600) with `token`.
+    pub fn write_token(&self, token: &str) -> anyhow::Result<()> {
+        write_file(&self.token_file, token.as_bytes(), 0o600)
+    }
+
     /// Replaces the config file with `yaml` (mode 0640), e.g. an edited
     /// [`Self::config_yaml`] for negative tests.
     pub fn write_config_text(&self, yaml: &str) -> anyhow::Result<()> {
@@ -219,6 +228,8 @@ openbao:
   instanceId: {instance_id}
 auth:
   method: token
+  loginBeforeTokenExpiry: {login_before_token_expiry}
+  tokenRenewalIncrement: {token_renewal_increment}
   token:
     tokenFile: {token}
 transit:
@@ -250,6 +261,8 @@ logging:
             openbao_timeout = s.openbao_timeout,
             instance_id = s.instance_id,
             token = self.token_file.display(),
+            login_before_token_expiry = s.login_before_token_expiry,
+            token_renewal_increment = s.token_renewal_increment,
             mount = self.mount,
             key = self.key,
             provider_name = s.provider_name,

@@ -1,0 +1,79 @@
+//! The provider keeps a short-lived token alive: inside
+//! `auth.loginBeforeTokenExpiry` it renews with `auth.tokenRenewalIncrement`,
+//! so it serves well past the token's original lifetime without an outage
+//! and without logging in again.
+
+use std::time::{Duration, Instant};
+
+use bao_kms_system_tests::provider::dev_setup_with;
+use bao_kms_system_tests::{Provider, counter};
+
+/// The token's lifetime when issued; the provider must outlive it.
+const TOKEN_TTL_SECS: u64 = 6;
+const RENEWALS_WITHIN: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn short_lived_token_is_renewed_before_it_expires() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup_with(|b| {
+        b.with(|s| {
+            s.login_before_token_expiry = "4s".into();
+            s.token_renewal_increment = "8s".into();
+        })
+    })
+    .await?;
+    let short = bao
+        .bao(&[
+            "token",
+            "create",
+            "-no-default-policy",
+            &format!("-policy={}", p.policy_name),
+            &format!("-ttl={TOKEN_TTL_SECS}s"),
+            "-field=token",
+        ])?
+        .trim()
+        .to_owned();
+    env.write_token(&short)?;
+    let issued = Instant::now();
+
+    let provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+
+    // Two renewals: the second one extends a lease that was itself renewed.
+    let deadline = Instant::now() + RENEWALS_WITHIN;
+    loop {
+        let text = provider.metrics_text().await?;
+        if counter(&text, "openbao_kms_auth_renewal_total", &[("status", "ok")]) >= 2.0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no two renewals within {RENEWALS_WITHIN:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Outlive the token's original lifetime, then prove it still works.
+    let original_expiry = Duration::from_secs(TOKEN_TTL_SECS + 1);
+    if let Some(left) = original_expiry.checked_sub(issued.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    kms.decrypt(&stored).await?;
+    let again = kms.prime().await?;
+    assert_eq!(again.key_id, stored.key_id);
+
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(&text, "openbao_kms_auth_renewal_total", &[("status", "error")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        counter(&text, "openbao_kms_auth_login_total", &[("status", "ok")]),
+        1.0,
+        "{text}"
+    );
+    let status = provider.status_json().await?;
+    assert_eq!(status["healthy"], true, "{status}");
+    assert!(!provider.stderr().contains(&short), "the token must never be logged");
+    Ok(())
+}
