@@ -14,7 +14,6 @@
 //! still-valid token stays in use.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,17 +61,9 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, AuthError> {
         path: path.display().to_string(),
         why,
     };
-    let meta = fs::symlink_metadata(path).map_err(|e| err(e.to_string()))?;
-    if meta.file_type().is_symlink() {
-        return Err(err("is a symlink".into()));
-    }
-    if !meta.is_file() {
-        return Err(err("is not a regular file".into()));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o037 != 0 {
-        return Err(err(format!("mode {mode:04o} is unsafe; use 0640 or stricter")));
-    }
+    let meta = crate::fsutil::regular_file(path, 0o037, "0640 or stricter")
+        .map_err(err)?
+        .ok_or_else(|| err("does not exist".into()))?;
     if meta.len() > 64 * 1024 {
         return Err(err("is larger than 64 KiB".into()));
     }

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config_file;
 pub mod engine;
+pub mod fsutil;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -68,6 +68,18 @@ pub struct BaoError {
     pub message: String,
 }
 
+impl BaoError {
+    /// OpenBao answered 200 with something that is not what the API promises.
+    fn invalid_response(op: Op, message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::InvalidResponse,
+            op,
+            http_status: Some(200),
+            message: message.into(),
+        }
+    }
+}
+
 /// Client construction failures (configuration problems).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -361,12 +373,7 @@ impl OpenBao {
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&bytes).map_err(|_| BaoError {
-            class: ErrorClass::InvalidResponse,
-            op,
-            http_status: Some(200),
-            message: "response is not JSON".into(),
-        })
+        serde_json::from_slice(&bytes).map_err(|_| BaoError::invalid_response(op, "response is not JSON"))
     }
 
     /// `GET <mount>/keys/<key>`.
@@ -381,12 +388,8 @@ impl OpenBao {
                 METADATA_BODY_LIMIT,
             )
             .await?;
-        parse_key_metadata(v.get("data").unwrap_or(&Value::Null)).map_err(|e| BaoError {
-            class: ErrorClass::InvalidResponse,
-            op: Op::TransitMetadataRead,
-            http_status: Some(200),
-            message: e.to_string(),
-        })
+        parse_key_metadata(v.get("data").unwrap_or(&Value::Null))
+            .map_err(|e| BaoError::invalid_response(Op::TransitMetadataRead, e.to_string()))
     }
 
     /// `GET <mount>/config/keys` → `disable_upsert`.
@@ -403,12 +406,7 @@ impl OpenBao {
             .await?;
         v.pointer("/data/disable_upsert")
             .and_then(Value::as_bool)
-            .ok_or_else(|| BaoError {
-                class: ErrorClass::InvalidResponse,
-                op: Op::TransitDisableUpsertRead,
-                http_status: Some(200),
-                message: "data.disable_upsert missing".into(),
-            })
+            .ok_or_else(|| BaoError::invalid_response(Op::TransitDisableUpsertRead, "data.disable_upsert missing"))
     }
 
     /// `POST <mount>/encrypt/<key>` with an explicit `key_version`. Returns
@@ -441,12 +439,7 @@ impl OpenBao {
             )
             .await?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let invalid = |m: &str| BaoError {
-            class: ErrorClass::InvalidResponse,
-            op: Op::TransitEncrypt,
-            http_status: Some(200),
-            message: m.to_owned(),
-        };
+        let invalid = |m: &str| BaoError::invalid_response(Op::TransitEncrypt, m);
         let returned = v.pointer("/data/key_version").and_then(Value::as_u64).unwrap_or(0);
         if returned != 0 && returned != key_version {
             return Err(invalid("Transit encrypted with a different key version than requested"));
@@ -476,21 +469,12 @@ impl OpenBao {
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        let parsed: DecryptBody = serde_json::from_slice(&bytes).map_err(|_| BaoError {
-            class: ErrorClass::InvalidResponse,
-            op: Op::TransitDecrypt,
-            http_status: Some(200),
-            message: "data.plaintext missing".into(),
-        })?;
+        let parsed: DecryptBody = serde_json::from_slice(&bytes)
+            .map_err(|_| BaoError::invalid_response(Op::TransitDecrypt, "data.plaintext missing"))?;
         STANDARD
             .decode(parsed.data.plaintext.as_bytes())
             .map(Zeroizing::new)
-            .map_err(|_| BaoError {
-                class: ErrorClass::InvalidResponse,
-                op: Op::TransitDecrypt,
-                http_status: Some(200),
-                message: "data.plaintext is not base64".into(),
-            })
+            .map_err(|_| BaoError::invalid_response(Op::TransitDecrypt, "data.plaintext is not base64"))
     }
 
     /// `GET sys/health` (unauthenticated): the OpenBao `cluster_id`.
@@ -506,12 +490,10 @@ impl OpenBao {
             .await?;
         match v.get("cluster_id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => Ok(id.to_owned()),
-            _ => Err(BaoError {
-                class: ErrorClass::InvalidResponse,
-                op: Op::OpenBaoHealth,
-                http_status: Some(200),
-                message: "sys/health has no cluster_id".into(),
-            }),
+            _ => Err(BaoError::invalid_response(
+                Op::OpenBaoHealth,
+                "sys/health has no cluster_id",
+            )),
         }
     }
 
@@ -690,34 +672,35 @@ mod tests {
 
     #[test]
     fn http_statuses_map_to_classes() {
-        let s = |c| StatusCode::from_u16(c).unwrap();
-        assert_eq!(
-            classify_status(Op::TransitDecrypt, s(400), "cipher: message authentication failed"),
-            ErrorClass::IntegrityFailed
-        );
-        assert_eq!(
-            classify_status(Op::TransitMetadataRead, s(404), ""),
-            ErrorClass::TransitKeyMissing
-        );
-        assert_eq!(
-            classify_status(Op::TransitEncrypt, s(403), "permission denied"),
-            ErrorClass::TransitPolicyDenied
-        );
-        assert_eq!(
-            classify_status(Op::TokenLookupSelf, s(403), "permission denied"),
-            ErrorClass::AuthFailed
-        );
-        assert_eq!(
-            classify_status(Op::TransitEncrypt, s(503), "Vault is sealed"),
-            ErrorClass::OpenBaoSealed
-        );
-        assert_eq!(
-            classify_status(Op::TransitEncrypt, s(429), ""),
-            ErrorClass::OpenBaoRateLimited
-        );
-        assert_eq!(
-            classify_status(Op::TransitEncrypt, s(502), ""),
-            ErrorClass::OpenBaoUnavailable
-        );
+        let cases = [
+            (
+                Op::TransitDecrypt,
+                400,
+                "cipher: message authentication failed",
+                ErrorClass::IntegrityFailed,
+            ),
+            (
+                Op::TransitDecrypt,
+                400,
+                "invalid ciphertext",
+                ErrorClass::TransitBadRequest,
+            ),
+            (Op::TransitMetadataRead, 404, "", ErrorClass::TransitKeyMissing),
+            (
+                Op::TransitEncrypt,
+                403,
+                "permission denied",
+                ErrorClass::TransitPolicyDenied,
+            ),
+            (Op::TokenLookupSelf, 403, "permission denied", ErrorClass::AuthFailed),
+            (Op::TokenRenewSelf, 403, "permission denied", ErrorClass::AuthFailed),
+            (Op::TransitEncrypt, 503, "Vault is sealed", ErrorClass::OpenBaoSealed),
+            (Op::TransitEncrypt, 429, "", ErrorClass::OpenBaoRateLimited),
+            (Op::TransitEncrypt, 502, "", ErrorClass::OpenBaoUnavailable),
+        ];
+        for (op, code, message, want) in cases {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(classify_status(op, status, message), want, "{op:?} {code} {message:?}");
+        }
     }
 }

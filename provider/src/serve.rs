@@ -48,6 +48,16 @@ async fn bind_http(addr: &str, what: &str) -> Result<tokio::net::TcpListener, St
         .map_err(|e| StartupError::FailClosed(format!("binding the {what} listener on {addr}: {e}")))
 }
 
+/// Serves an HTTP router until `stop` changes.
+async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        tracing::error!(message = "serve.http_failed", error = %e);
+    }
+}
+
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let cfg = Arc::new(cfg);
     tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
@@ -79,30 +89,15 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(engine.clone().run_probes(stop_rx.clone()));
     if let Some(l) = health {
-        let router = health_router(HealthState {
+        let state = HealthState {
             engine: engine.clone(),
             live: live.clone(),
             version: crate::VERSION,
-        });
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(l, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-        });
+        };
+        tasks.spawn(serve_http(l, health_router(state), stop_rx.clone()));
     }
     if let Some(l) = metrics_listener {
-        let router = metrics_router(engine.clone());
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(l, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-        });
+        tasks.spawn(serve_http(l, metrics_router(engine.clone()), stop_rx.clone()));
     }
 
     let service = KeyManagementServiceServer::new(KmsService::new(engine.clone()))

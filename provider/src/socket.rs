@@ -52,31 +52,10 @@ pub fn resolve_group(group: &SocketGroup) -> Result<u32, SocketError> {
 /// Checks the socket's parent directory: a real directory owned by this
 /// user and not group- or world-writable.
 pub fn check_parent(dir: &Path) -> Result<(), SocketError> {
-    let err = |why: String| SocketError::Directory {
+    crate::fsutil::check_private_dir(dir, "2750").map_err(|why| SocketError::Directory {
         path: dir.display().to_string(),
         why,
-    };
-    let meta = fs::symlink_metadata(dir).map_err(|e| err(e.to_string()))?;
-    if meta.file_type().is_symlink() {
-        return Err(err("is a symlink".into()));
-    }
-    if !meta.is_dir() {
-        return Err(err("is not a directory".into()));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(err(format!(
-            "mode {mode:04o} is group- or world-writable; expected 2750"
-        )));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(err(format!(
-            "is owned by uid {} but the provider runs as uid {euid}",
-            meta.uid()
-        )));
-    }
-    Ok(())
+    })
 }
 
 /// Removes a leftover socket only if nothing accepts connections on it.

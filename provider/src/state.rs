@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bao_kms_core::registry::{Checkpoint, IdentityPins, StateFile};
@@ -65,54 +65,19 @@ impl RegistryPaths {
 /// Checks that the state directory is safe to trust: a real directory, not a
 /// symlink, owned by this process's user, not group- or world-writable.
 pub fn check_directory(dir: &Path) -> Result<(), StoreError> {
-    let err = |why: String| StoreError::Directory {
+    crate::fsutil::check_private_dir(dir, "0750 or 0700").map_err(|why| StoreError::Directory {
         path: dir.display().to_string(),
         why,
-    };
-    let meta = fs::symlink_metadata(dir).map_err(|e| err(e.to_string()))?;
-    if meta.file_type().is_symlink() {
-        return Err(err("is a symlink".into()));
-    }
-    if !meta.is_dir() {
-        return Err(err("is not a directory".into()));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(err(format!(
-            "mode {mode:04o} is group- or world-writable; use 0750 or 0700"
-        )));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(err(format!(
-            "is owned by uid {} but the provider runs as uid {euid}",
-            meta.uid()
-        )));
-    }
-    Ok(())
+    })
 }
 
 /// Reads a registry file if present. A present file must be a regular file
 /// (not a symlink) whose mode grants no group write, no execute and no world access.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(file_err(path, e)),
+    let Some(meta) = crate::fsutil::regular_file(path, 0o137, "0640 or stricter").map_err(|why| file_err(path, why))?
+    else {
+        return Ok(None);
     };
-    if meta.file_type().is_symlink() {
-        return Err(file_err(path, "is a symlink; registry files must be regular files"));
-    }
-    if !meta.is_file() {
-        return Err(file_err(path, "is not a regular file"));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o137 != 0 {
-        return Err(file_err(
-            path,
-            format!("mode {mode:04o} is unsafe; registry files must be 0640 or stricter"),
-        ));
-    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -239,6 +204,7 @@ mod tests {
     use super::*;
     use bao_kms_core::identity::IdentityScope;
     use bao_kms_core::snapshot::KeySnapshot;
+    use std::os::unix::fs::PermissionsExt;
 
     fn state() -> StateFile {
         let scope = IdentityScope {

@@ -1,0 +1,89 @@
+//! File-system trust checks shared by every place that reads or creates
+//! security-relevant files (socket directory, registry, credentials).
+
+use std::fs::{self, Metadata};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// A directory we create files in must be a real directory (not a symlink),
+/// owned by this process's user, and not group- or world-writable.
+/// `recommended` names the mode to suggest in the error.
+pub fn check_private_dir(dir: &Path, recommended: &str) -> Result<(), String> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if meta.file_type().is_symlink() {
+        return Err("is a symlink".into());
+    }
+    if !meta.is_dir() {
+        return Err("is not a directory".into());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "mode {mode:04o} is group- or world-writable; use {recommended}"
+        ));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(format!(
+            "is owned by uid {} but the provider runs as uid {euid}",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
+/// A file we trust must be a regular file (not a symlink) whose mode has
+/// none of the `forbidden` bits. `recommended` names the mode to suggest.
+/// `Ok(None)` when it does not exist.
+pub fn regular_file(path: &Path, forbidden: u32, recommended: &str) -> Result<Option<Metadata>, String> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if meta.file_type().is_symlink() {
+        return Err("is a symlink; a regular file is required".into());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & forbidden != 0 {
+        return Err(format!("mode {mode:04o} is unsafe; use {recommended}"));
+    }
+    Ok(Some(meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_and_file_rules() {
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(check_private_dir(d.path(), "0750").is_ok());
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(
+            check_private_dir(d.path(), "0750")
+                .unwrap_err()
+                .contains("group- or world-writable")
+        );
+
+        let f = d.path().join("f");
+        assert!(regular_file(&f, 0o137, "0640").unwrap().is_none());
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(regular_file(&f, 0o137, "0640").unwrap().is_some());
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(regular_file(&f, 0o137, "0640").unwrap_err().contains("0644"));
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(regular_file(&link, 0o137, "0640").unwrap_err().contains("symlink"));
+        assert!(
+            regular_file(d.path(), 0o137, "0640")
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+    }
+}
