@@ -1,26 +1,36 @@
 //! OpenBao authentication: obtains the token every OpenBao call carries,
-//! keeps it only in memory, and replaces it when OpenBao rejects it.
+//! keeps it only in memory, renews it before it expires, and logs in again
+//! when OpenBao rejects it.
 //!
-//! `token` (development): the token is read from `auth.token.tokenFile`,
-//! validated with `lookup-self`, and re-read when OpenBao answers 403, so a
-//! replaced file takes effect without a restart. Logins are single-flight:
-//! concurrent callers wait for the one login in progress.
+//! Methods (`auth.method`), each re-reading its material at every login so
+//! externally rotated files take effect without a restart:
+//! - `jwt`: `POST <mountPath>/login {role, jwt}`; the JWT file is read and its
+//!   claims checked locally (`exp` window, `nbf`/`iat`, expected iss/aud/sub).
+//! - `approle`: `POST <mountPath>/login {role_id, secret_id}` from two files.
+//! - `cert`: `POST <mountPath>/login {name}` over mTLS with the client
+//!   certificate; the key is a PEM file or stays in a PKCS#11 token.
+//! - `token` (development): the token file, checked with `lookup-self`.
 //!
-//! Lifecycle: [`Auth::maintain`] runs before every background probe. Once
-//! the remaining lease is inside `auth.loginBeforeTokenExpiry`, a renewable
-//! token is renewed with `auth.tokenRenewalIncrement`; a token that cannot
-//! renew (or whose renewal fails or no longer extends past the window) is
-//! replaced by a fresh login. Until then, and while a login fails, the
-//! still-valid token stays in use.
+//! Lifecycle: one login at a time (callers wait for the one in flight); a
+//! failed login backs off (1 s doubling to 60 s, ±25 % jitter) and callers
+//! get the last error meanwhile without calling OpenBao. [`Auth::maintain`]
+//! runs before every background probe: inside `auth.loginBeforeTokenExpiry`
+//! a renewable token is renewed with `auth.tokenRenewalIncrement`, otherwise
+//! (or when renewal fails or is exhausted) a fresh login replaces it; the
+//! still-valid token stays in use until then. A 403 from OpenBao drops the
+//! token ([`Auth::invalidate`]) so the next caller logs in again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bao_kms_core::config::AuthMethod;
+use bao_kms_core::config::{AuthMethod, CertSource, JwtAuth};
 use bao_kms_core::errors::ErrorClass;
+use bao_kms_core::jwt;
+use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::metrics::{Metrics, Status};
@@ -33,24 +43,23 @@ pub enum AuthError {
     Material { path: String, why: String },
     #[error("login failed: {0}")]
     Login(BaoError),
-    #[error("auth.method {0} is not available in this release")]
-    Unsupported(&'static str),
+    #[error("{0}")]
+    Jwt(jwt::JwtProblem),
+    #[error("client certificate {path}: {why}")]
+    Certificate { path: String, why: String },
+    #[error("PKCS#11: {0}")]
+    Pkcs11(String),
+    #[error("{last} (next login attempt in {wait_ms} ms)")]
+    BackingOff { last: Box<AuthError>, wait_ms: u64 },
 }
 
 impl AuthError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Login(e) if e.class != ErrorClass::TransitPolicyDenied => e.class,
+            Self::BackingOff { last, .. } => last.class(),
             _ => ErrorClass::AuthFailed,
         }
-    }
-}
-
-/// Checks the configured method can run in this release.
-pub fn check_supported(method: &AuthMethod) -> Result<(), AuthError> {
-    match method {
-        AuthMethod::Token(_) => Ok(()),
-        other => Err(AuthError::Unsupported(other.name())),
     }
 }
 
@@ -75,12 +84,62 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, AuthError> {
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
+/// What a login presents, per method.
+enum Login {
+    Token {
+        file: PathBuf,
+    },
+    Jwt(JwtAuth),
+    AppRole {
+        mount: String,
+        role_id_file: PathBuf,
+        secret_id_file: PathBuf,
+    },
+    Cert {
+        mount: String,
+        name: String,
+        source: CertSource,
+        min_remaining_ttl: Duration,
+    },
+}
+
+impl Login {
+    fn method(&self) -> &'static str {
+        match self {
+            Self::Token { .. } => "token",
+            Self::Jwt(_) => "jwt",
+            Self::AppRole { .. } => "approle",
+            Self::Cert { .. } => "cert",
+        }
+    }
+}
+
+/// Failed-login backoff state.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last: Option<AuthError>,
+}
+
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Backoff {
+    fn delay(failures: u32) -> Duration {
+        let exp = BACKOFF_BASE
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(6))
+            .min(BACKOFF_MAX);
+        exp.mul_f64(rand::rng().random_range(0.75..=1.25))
+    }
+}
+
 pub struct Auth {
     bao: OpenBao,
     metrics: Arc<Metrics>,
-    token_file: PathBuf,
+    login: Login,
     current: RwLock<Option<Held>>,
-    login_lock: Mutex<()>,
+    login_lock: Mutex<Backoff>,
 }
 
 /// The token in use and its lease as last reported by OpenBao.
@@ -98,53 +157,95 @@ impl Held {
     }
 }
 
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 impl Auth {
     pub fn new(method: &AuthMethod, bao: OpenBao, metrics: Arc<Metrics>) -> Result<Self, AuthError> {
-        let AuthMethod::Token(token) = method else {
-            return Err(AuthError::Unsupported(method.name()));
+        let login = match method {
+            AuthMethod::Token(t) => Login::Token {
+                file: t.token_file.clone(),
+            },
+            AuthMethod::Jwt(j) => Login::Jwt(j.clone()),
+            AuthMethod::AppRole(a) => Login::AppRole {
+                mount: a.mount_path.clone(),
+                role_id_file: a.role_id_file.clone(),
+                secret_id_file: a.secret_id_file.clone(),
+            },
+            AuthMethod::Cert(c) => Login::Cert {
+                mount: c.mount_path.clone(),
+                name: c.name.clone(),
+                source: c.source.clone(),
+                min_remaining_ttl: c.min_remaining_ttl,
+            },
         };
         Ok(Self {
             bao,
             metrics,
-            token_file: token.token_file.clone(),
+            login,
             current: RwLock::new(None),
-            login_lock: Mutex::new(()),
+            login_lock: Mutex::new(Backoff::default()),
         })
     }
 
-    /// The current token, logging in first if there is none.
+    /// The current token, logging in first if there is none. While a failed
+    /// login backs off, returns its error without calling OpenBao.
     pub async fn token(&self) -> Result<SecretString, AuthError> {
         if let Some(h) = self.current.read().await.as_ref() {
             return Ok(h.token.clone());
         }
-        let _guard = self.login_lock.lock().await;
+        let mut backoff = self.login_lock.lock().await;
         // Another caller may have logged in while we waited.
         if let Some(h) = self.current.read().await.as_ref() {
             return Ok(h.token.clone());
         }
-        Ok(self.login_recorded().await?.token)
+        if let (Some(at), Some(last)) = (backoff.retry_at, backoff.last.as_ref()) {
+            let now = Instant::now();
+            if now < at {
+                return Err(AuthError::BackingOff {
+                    last: Box::new(last.clone()),
+                    wait_ms: (at - now).as_millis() as u64,
+                });
+            }
+        }
+        Ok(self.login_recorded(&mut backoff).await?.token)
     }
 
-    /// Logs in, records the metric and log line, and stores the new token.
-    /// Callers hold `login_lock`.
-    async fn login_recorded(&self) -> Result<Held, AuthError> {
+    /// Logs in, records the metric, log line and backoff, and stores the
+    /// new token. The caller holds `login_lock` (passed in as `backoff`).
+    async fn login_recorded(&self, backoff: &mut Backoff) -> Result<Held, AuthError> {
+        let method = self.login.method();
         let result = self.login().await;
         let status = if result.is_ok() { "ok" } else { "error" };
         self.metrics.auth_login.get_or_create(&Status { status }).inc();
         match &result {
-            Ok(h) => tracing::info!(
-                message = "auth.login",
-                status,
-                auth_method = "token",
-                ttl_secs = h.lease.ttl_secs
-            ),
-            Err(e) => tracing::warn!(
-                message = "auth.login",
-                status,
-                auth_method = "token",
-                error_class = e.class().as_str(),
-                error = %e
-            ),
+            Ok(h) => {
+                *backoff = Backoff::default();
+                tracing::info!(
+                    message = "auth.login",
+                    status,
+                    auth_method = method,
+                    ttl_secs = h.lease.ttl_secs
+                );
+            }
+            Err(e) => {
+                backoff.failures += 1;
+                let delay = Backoff::delay(backoff.failures);
+                backoff.retry_at = Some(Instant::now() + delay);
+                backoff.last = Some(e.clone());
+                tracing::warn!(
+                    message = "auth.login",
+                    status,
+                    auth_method = method,
+                    error_class = e.class().as_str(),
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64
+                );
+            }
         }
         let held = result?;
         *self.current.write().await = Some(held.clone());
@@ -152,13 +253,62 @@ impl Auth {
     }
 
     async fn login(&self) -> Result<Held, AuthError> {
-        let token = read_secret_file(&self.token_file)?;
-        let lease = self.bao.token_lookup(token.expose_secret()).await.map_err(|mut e| {
-            if e.op == Op::TokenLookupSelf && e.http_status == Some(403) {
-                e.message = "OpenBao rejected the token (expired, revoked or lacking auth/token/lookup-self)".into();
+        let (token, lease) = match &self.login {
+            Login::Token { file } => {
+                let token = read_secret_file(file)?;
+                let lease = self.bao.token_lookup(token.expose_secret()).await.map_err(|mut e| {
+                    if e.http_status == Some(403) {
+                        e.message =
+                            "OpenBao rejected the token (expired, revoked or lacking auth/token/lookup-self)".into();
+                    }
+                    AuthError::Login(e)
+                })?;
+                (token, lease)
             }
-            AuthError::Login(e)
-        })?;
+            Login::Jwt(j) => {
+                let jwt = read_secret_file(&j.jwt_file)?;
+                check_jwt(jwt.expose_secret(), j)?;
+                let body = json!({"role": j.role, "jwt": jwt.expose_secret()});
+                self.bao
+                    .login(Op::JwtLogin, &j.mount_path, &body)
+                    .await
+                    .map_err(AuthError::Login)?
+            }
+            Login::AppRole {
+                mount,
+                role_id_file,
+                secret_id_file,
+            } => {
+                let role_id = read_secret_file(role_id_file)?;
+                let secret_id = read_secret_file(secret_id_file)?;
+                let body = json!({"role_id": role_id.expose_secret(), "secret_id": secret_id.expose_secret()});
+                self.bao
+                    .login(Op::AppRoleLogin, mount, &body)
+                    .await
+                    .map_err(AuthError::Login)?
+            }
+            Login::Cert {
+                mount,
+                name,
+                source,
+                min_remaining_ttl,
+            } => {
+                let identity = crate::certauth::identity(source, *min_remaining_ttl, now_unix())?;
+                let client = self.bao.with_identity(identity).map_err(|e| AuthError::Certificate {
+                    path: String::new(),
+                    why: e.to_string(),
+                })?;
+                let body = if name.is_empty() {
+                    json!({})
+                } else {
+                    json!({"name": name})
+                };
+                client
+                    .login(Op::CertLogin, mount, &body)
+                    .await
+                    .map_err(AuthError::Login)?
+            }
+        };
         self.metrics
             .token_ttl_seconds
             .set(i64::try_from(lease.ttl_secs).unwrap_or(i64::MAX));
@@ -185,7 +335,7 @@ impl Auth {
         if remaining > refresh_window {
             return;
         }
-        let _guard = self.login_lock.lock().await;
+        let mut backoff = self.login_lock.lock().await;
         // Someone replaced the token while we waited.
         let replaced = self
             .current
@@ -231,7 +381,10 @@ impl Auth {
                 ),
             }
         }
-        if let Err(e) = self.login_recorded().await {
+        if backoff.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        if let Err(e) = self.login_recorded(&mut backoff).await {
             tracing::warn!(
                 message = "auth.login",
                 remaining_secs = remaining.as_secs(),
@@ -242,7 +395,7 @@ impl Auth {
     }
 
     /// Drops `rejected` so the next caller logs in again (OpenBao answered
-    /// 403: the token expired, was revoked, or the file was replaced).
+    /// 403: the token expired, was revoked, or the material was replaced).
     pub async fn invalidate(&self, rejected: &SecretString) {
         let mut current = self.current.write().await;
         if current
@@ -252,4 +405,21 @@ impl Auth {
             *current = None;
         }
     }
+}
+
+/// Decodes the JWT's claims (no signature check: OpenBao verifies it) and
+/// applies the local checks.
+fn check_jwt(token: &str, cfg: &JwtAuth) -> Result<(), AuthError> {
+    let data = jsonwebtoken::dangerous::insecure_decode::<jwt::Claims>(token).map_err(|e| AuthError::Material {
+        path: cfg.jwt_file.display().to_string(),
+        why: format!("is not a compact JWT with readable claims ({e})"),
+    })?;
+    let expectations = jwt::Expectations {
+        min_remaining_ttl_secs: cfg.min_remaining_ttl.as_secs() as i64,
+        clock_skew_leeway_secs: cfg.clock_skew_leeway.as_secs() as i64,
+        issuer: cfg.expected_issuer.clone(),
+        audience: cfg.expected_audience.clone(),
+        subject: cfg.expected_subject.clone(),
+    };
+    jwt::check(&data.claims, &expectations, now_unix()).map_err(AuthError::Jwt)
 }

@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use crate::auth::{self, Auth};
+use crate::auth::Auth;
 use crate::metrics::{Metrics, Reason as ReasonLabel, Status as StatusLabel};
 use crate::openbao::{BaoError, ClientSettings, OpenBao};
 use crate::singleflight::SingleFlight;
@@ -204,7 +204,6 @@ impl Engine {
             key_name: cfg.transit.key_name.clone(),
         };
         let bao = OpenBao::new(settings, metrics.clone()).map_err(|e| StartupError::Config(e.to_string()))?;
-        auth::check_supported(&cfg.auth.method).map_err(|e| StartupError::Config(e.to_string()))?;
         let auth = Auth::new(&cfg.auth.method, bao.clone(), metrics.clone())
             .map_err(|e| StartupError::Config(e.to_string()))?;
         let store = RegistryStore::open(&cfg.state.path).map_err(|e| StartupError::FailClosed(e.to_string()))?;

@@ -10,6 +10,7 @@
 //! client side used by `bao-kms-provider probe`.
 
 pub mod auth;
+pub mod certauth;
 pub mod config_file;
 pub mod engine;
 pub mod fsutil;

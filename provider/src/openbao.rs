@@ -20,6 +20,7 @@ use reqwest::{Method, StatusCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -39,11 +40,19 @@ pub enum Op {
     TransitDecrypt,
     TokenLookupSelf,
     TokenRenewSelf,
+    JwtLogin,
+    AppRoleLogin,
+    CertLogin,
     OpenBaoHealth,
     MountRead,
 }
 
 impl Op {
+    /// A login: its 400/401/403 answers are authentication failures.
+    pub fn is_login(self) -> bool {
+        matches!(self, Self::JwtLogin | Self::AppRoleLogin | Self::CertLogin)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TransitMetadataRead => "transit_metadata_read",
@@ -52,6 +61,9 @@ impl Op {
             Self::TransitDecrypt => "transit_decrypt",
             Self::TokenLookupSelf => "token_lookup_self",
             Self::TokenRenewSelf => "token_renew_self",
+            Self::JwtLogin => "jwt_login",
+            Self::AppRoleLogin => "approle_login",
+            Self::CertLogin => "cert_login",
             Self::OpenBaoHealth => "openbao_health",
             Self::MountRead => "mount_read",
         }
@@ -167,6 +179,53 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, ClientError> {
     Ok(roots)
 }
 
+/// The TLS client certificate a connection presents.
+pub enum ClientIdentity {
+    None,
+    /// Certificate chain and a private key held in memory (file source).
+    Key {
+        chain: Vec<CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    },
+    /// A resolver whose key signs elsewhere (PKCS#11).
+    Resolver(Arc<dyn rustls::client::ResolvesClientCert>),
+}
+
+fn tls_config(settings: &ClientSettings, identity: ClientIdentity) -> Result<rustls::ClientConfig, ClientError> {
+    let roots = load_roots(&settings.ca_cert_file)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| ClientError::Build(e.to_string()))?;
+    let name = ServerName::try_from(settings.tls_server_name.clone())
+        .map_err(|_| ClientError::ServerName(settings.tls_server_name.clone()))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ClientError::Build(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedNameVerifier { inner, name }));
+    let mut tls = match identity {
+        ClientIdentity::None => builder.with_no_client_auth(),
+        ClientIdentity::Key { chain, key } => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ClientError::Build(format!("client certificate: {e}")))?,
+        ClientIdentity::Resolver(r) => builder.with_client_cert_resolver(r),
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+fn http_client(settings: &ClientSettings, identity: ClientIdentity) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(settings, identity)?)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| ClientError::Build(e.to_string()))
+}
+
 /// The OpenBao client. Cheap to clone; connections are pooled and reused.
 #[derive(Clone)]
 pub struct OpenBao {
@@ -191,34 +250,22 @@ fn escape_segment(s: &str) -> String {
 
 impl OpenBao {
     pub fn new(settings: ClientSettings, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
-        let roots = load_roots(&settings.ca_cert_file)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
-        let name = ServerName::try_from(settings.tls_server_name.clone())
-            .map_err(|_| ClientError::ServerName(settings.tls_server_name.clone()))?;
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| ClientError::Build(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedNameVerifier { inner, name }))
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let http = http_client(&settings, ClientIdentity::None)?;
         let base = format!("{}/v1/", settings.address.trim_end_matches('/'));
         Ok(Self {
             http,
             base,
             settings: Arc::new(settings),
             metrics,
+        })
+    }
+
+    /// The same client presenting a TLS client certificate: for cert login
+    /// over mTLS. Other requests keep using the plain client.
+    pub fn with_identity(&self, identity: ClientIdentity) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http_client(&self.settings, identity)?,
+            ..self.clone()
         })
     }
 
@@ -517,6 +564,26 @@ impl OpenBao {
         Ok((accessor, uuid))
     }
 
+    /// `POST <auth mount>/login` with `body`: the client token and its lease.
+    /// The body (JWT, secret ID) and the answer are wiped after use.
+    pub async fn login(&self, op: Op, mount_path: &str, body: &Value) -> Result<(SecretString, TokenInfo), BaoError> {
+        let body = Zeroizing::new(serde_json::to_vec(body).unwrap_or_default());
+        let path = format!("{}/login", mount_path.trim_matches('/'));
+        let bytes = self
+            .call(op, Method::POST, &path, None, Some(&body), DEFAULT_BODY_LIMIT)
+            .await?;
+        let answer: LoginBody = serde_json::from_slice(&bytes)
+            .map_err(|_| BaoError::invalid_response(op, "login answer has no auth.client_token"))?;
+        if answer.auth.client_token.is_empty() {
+            return Err(BaoError::invalid_response(op, "login answer has an empty client token"));
+        }
+        let lease = TokenInfo {
+            ttl_secs: answer.auth.lease_duration,
+            renewable: answer.auth.renewable,
+        };
+        Ok((SecretString::from(answer.auth.client_token.as_str().to_owned()), lease))
+    }
+
     /// `GET auth/token/lookup-self`: remaining TTL and whether it renews.
     pub async fn token_lookup(&self, token: &str) -> Result<TokenInfo, BaoError> {
         let v = self
@@ -563,6 +630,21 @@ pub struct TokenInfo {
     pub renewable: bool,
 }
 
+/// Login answer; the client token is wiped when dropped.
+#[derive(serde::Deserialize)]
+struct LoginBody {
+    auth: LoginAuth,
+}
+
+#[derive(serde::Deserialize)]
+struct LoginAuth {
+    client_token: Zeroizing<String>,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
 /// Transit decrypt answer; the plaintext is wiped when dropped.
 #[derive(serde::Deserialize)]
 struct DecryptBody {
@@ -576,6 +658,7 @@ struct DecryptData {
 
 fn classify_status(op: Op, status: StatusCode, message: &str) -> ErrorClass {
     match status.as_u16() {
+        400 | 401 | 403 if op.is_login() => ErrorClass::AuthFailed,
         400 if message.contains("message authentication failed") => ErrorClass::IntegrityFailed,
         400 => ErrorClass::TransitBadRequest,
         401 => ErrorClass::AuthFailed,
@@ -694,6 +777,13 @@ mod tests {
             ),
             (Op::TokenLookupSelf, 403, "permission denied", ErrorClass::AuthFailed),
             (Op::TokenRenewSelf, 403, "permission denied", ErrorClass::AuthFailed),
+            (
+                Op::JwtLogin,
+                400,
+                "error validating token: token is expired",
+                ErrorClass::AuthFailed,
+            ),
+            (Op::CertLogin, 403, "permission denied", ErrorClass::AuthFailed),
             (Op::TransitEncrypt, 503, "Vault is sealed", ErrorClass::OpenBaoSealed),
             (Op::TransitEncrypt, 429, "", ErrorClass::OpenBaoRateLimited),
             (Op::TransitEncrypt, 502, "", ErrorClass::OpenBaoUnavailable),

@@ -21,6 +21,7 @@ pub mod errors;
 pub mod gojson;
 pub mod hash;
 pub mod identity;
+pub mod jwt;
 pub mod keyid;
 pub mod limits;
 pub mod registry;
