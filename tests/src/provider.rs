@@ -413,6 +413,12 @@ impl Provider {
     /// Starts `bao-kms-provider serve --config <env config>`; output goes to
     /// files in the env directory.
     pub fn spawn(env: &ProviderEnv) -> anyhow::Result<Self> {
+        Self::spawn_with_env(env, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables for the child
+    /// (e.g. `SOFTHSM2_CONF` for a PKCS#11 module).
+    pub fn spawn_with_env(env: &ProviderEnv, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
         let stdout_file = env.dir().join(format!("provider-{n}.stdout"));
         let stderr_file = env.dir().join(format!("provider-{n}.stderr"));
@@ -420,6 +426,7 @@ impl Provider {
         for var in PROVIDER_ENV_OVERRIDES {
             cmd.env_remove(var);
         }
+        cmd.envs(extra.iter().copied());
         let child = cmd
             .arg("serve")
             .arg("--config")

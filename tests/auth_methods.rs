@@ -1,0 +1,438 @@
+//! Every production auth method against a real OpenBao: JWT (with a
+//! rotated JWT file, a revoked token and an expired JWT), AppRole, TLS
+//! client certificates (valid, expired, signed by an unknown CA) and a
+//! PKCS#11 key in SoftHSM2 (right and wrong PIN).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bao_kms_system_tests::provider::dev_setup;
+use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter};
+use rcgen::{CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+const EXIT_RUNTIME: i32 = 5;
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "openbao";
+const SUBJECT: &str = "system:node:cp-1";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    fs::write(path, contents)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Replaces the `auth:` section of the harness config with `auth_yaml`.
+fn use_auth(env: &ProviderEnv, auth_yaml: &str) -> anyhow::Result<()> {
+    let yaml = env.config_yaml();
+    let start = yaml.find("auth:\n").ok_or_else(|| anyhow::anyhow!("no auth section"))?;
+    let end = yaml
+        .find("transit:\n")
+        .ok_or_else(|| anyhow::anyhow!("no transit section"))?;
+    env.write_config_text(&format!("{}{auth_yaml}{}", &yaml[..start], &yaml[end..]))
+}
+
+// ---------------------------------------------------------------- JWT
+
+struct JwtIssuer {
+    key: KeyPair,
+}
+
+impl JwtIssuer {
+    fn mint(&self, exp: i64) -> anyhow::Result<String> {
+        let claims = serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "sub": SUBJECT, "iat": now() - 5, "exp": exp});
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes())?;
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &key,
+        )?)
+    }
+}
+
+/// JWT auth at `auth/k8s-jwt` with a pinned public key and a role bound to
+/// the issuer, audience and subject.
+fn setup_jwt(bao: &OpenBao, p: &Provisioned) -> anyhow::Result<JwtIssuer> {
+    let key = KeyPair::generate()?;
+    let public = bao.dir().join("jwt-signer.pub.pem");
+    fs::write(&public, key.public_key_pem())?;
+    bao.bao(&["auth", "enable", "-path=k8s-jwt", "jwt"])?;
+    bao.bao(&[
+        "write",
+        "auth/k8s-jwt/config",
+        &format!("jwt_validation_pubkeys=@{}", public.display()),
+        &format!("bound_issuer={ISSUER}"),
+    ])?;
+    bao.bao(&[
+        "write",
+        "auth/k8s-jwt/role/kms",
+        "role_type=jwt",
+        &format!("bound_audiences={AUDIENCE}"),
+        "user_claim=sub",
+        &format!("bound_subject={SUBJECT}"),
+        &format!("token_policies={}", p.policy_name),
+        "token_no_default_policy=true",
+        "token_ttl=1h",
+    ])?;
+    Ok(JwtIssuer { key })
+}
+
+fn jwt_auth_yaml(jwt_file: &Path) -> String {
+    format!(
+        "auth:\n  method: jwt\n  jwt:\n    mountPath: auth/k8s-jwt\n    role: kms\n    jwtFile: {}\n    expectedIssuer: {ISSUER}\n    expectedAudience: [{AUDIENCE}]\n    expectedSubject: \"{SUBJECT}\"\n",
+        jwt_file.display()
+    )
+}
+
+#[tokio::test]
+async fn jwt_login_relogin_after_revocation_and_expired_jwt_recovery() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    let issuer = setup_jwt(&bao, &p)?;
+    let jwt_file = env.dir().join("identity.jwt");
+    let first = issuer.mint(now() + 3600)?;
+    write_private(&jwt_file, &first)?;
+    use_auth(&env, &jwt_auth_yaml(&jwt_file))?;
+
+    let provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(
+            &text,
+            "openbao_kms_openbao_requests_total",
+            &[("operation", "jwt_login"), ("status", "ok")]
+        ),
+        1.0
+    );
+
+    // The issuer rotates the JWT file, then every token of the JWT mount is
+    // revoked mid-traffic: the next request logs in again with the new JWT
+    // and succeeds.
+    let second = issuer.mint(now() + 7200)?;
+    write_private(&jwt_file, &second)?;
+    bao.bao(&["token", "revoke", "-mode=path", "auth/k8s-jwt/"])?;
+    kms.decrypt(&stored).await?;
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(&text, "openbao_kms_auth_login_total", &[("status", "ok")]),
+        2.0,
+        "{text}"
+    );
+
+    // An expired JWT replaces it and the token is revoked again: the
+    // provider cannot log in, says why, and turns unhealthy.
+    write_private(&jwt_file, &issuer.mint(now() - 600)?)?;
+    bao.bao(&["token", "revoke", "-mode=path", "auth/k8s-jwt/"])?;
+    let err = kms
+        .decrypt(&stored)
+        .await
+        .expect_err("decrypt must fail without a token");
+    assert!(format!("{err:#}").contains("JWT expired"), "{err:#}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = provider.status_json().await?;
+        if status["healthy"] == false {
+            let reasons = status["reasons"].to_string();
+            assert!(
+                reasons.contains("auth_failed") && reasons.contains("JWT expired"),
+                "{status}"
+            );
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "still healthy with an expired JWT: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !provider.stderr().contains(&first) && !provider.stderr().contains(&second),
+        "JWTs must never be logged"
+    );
+
+    // A fresh JWT appears: the provider recovers without a restart (within
+    // the login backoff).
+    write_private(&jwt_file, &issuer.mint(now() + 3600)?)?;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if provider.status_json().await?["healthy"] == true && kms.decrypt(&stored).await.is_ok() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no recovery after a fresh JWT appeared");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- AppRole
+
+#[tokio::test]
+async fn approle_login() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    bao.bao(&["auth", "enable", "approle"])?;
+    bao.bao(&[
+        "write",
+        "auth/approle/role/kms",
+        &format!("token_policies={}", p.policy_name),
+        "token_no_default_policy=true",
+        "token_ttl=1h",
+    ])?;
+    let role_id = bao.bao(&["read", "-field=role_id", "auth/approle/role/kms/role-id"])?;
+    let secret_id = bao.bao(&["write", "-f", "-field=secret_id", "auth/approle/role/kms/secret-id"])?;
+    let (role_file, secret_file) = (env.dir().join("role-id"), env.dir().join("secret-id"));
+    write_private(&role_file, role_id.trim())?;
+    write_private(&secret_file, secret_id.trim())?;
+    use_auth(
+        &env,
+        &format!(
+            "auth:\n  method: approle\n  approle:\n    mountPath: auth/approle\n    roleIdFile: {}\n    secretIdFile: {}\n",
+            role_file.display(),
+            secret_file.display()
+        ),
+    )?;
+    let provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    kms.decrypt(&kms.prime().await?).await?;
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(
+            &text,
+            "openbao_kms_openbao_requests_total",
+            &[("operation", "approle_login"), ("status", "ok")]
+        ),
+        1.0
+    );
+    assert!(
+        !provider.stderr().contains(secret_id.trim()),
+        "the secret ID must never be logged"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- certificates
+
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> anyhow::Result<Self> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        Ok(Self {
+            ca: CertifiedIssuer::self_signed(params, KeyPair::generate()?)?,
+        })
+    }
+
+    /// A client certificate and its key (PKCS#8 PEM) signed by this CA.
+    fn client(&self, expired: bool) -> anyhow::Result<(String, KeyPair)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["kms-client".to_owned()])?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let issuer: &Issuer<'_, KeyPair> = &self.ca;
+        Ok((params.signed_by(&key, issuer)?.pem(), key))
+    }
+}
+
+/// Cert auth at `auth/cert` trusting `pki`'s CA for the provider's policy.
+fn setup_cert_auth(bao: &OpenBao, p: &Provisioned, pki: &Pki) -> anyhow::Result<()> {
+    let ca = bao.dir().join("client-ca.pem");
+    fs::write(&ca, pki.ca.pem())?;
+    bao.bao(&["auth", "enable", "cert"])?;
+    bao.bao(&[
+        "write",
+        "auth/cert/certs/kms",
+        &format!("certificate=@{}", ca.display()),
+        &format!("token_policies={}", p.policy_name),
+        "token_no_default_policy=true",
+        "token_ttl=1h",
+    ])?;
+    Ok(())
+}
+
+fn cert_file_yaml(cert: &Path, key: &Path) -> String {
+    format!(
+        "auth:\n  method: cert\n  cert:\n    mountPath: auth/cert\n    name: kms\n    source: file\n    file:\n      certificateFile: {}\n      keyFile: {}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+fn write_client(env: &ProviderEnv, name: &str, cert: &str, key: &KeyPair) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (c, k) = (
+        env.dir().join(format!("{name}.crt")),
+        env.dir().join(format!("{name}.key")),
+    );
+    write_private(&c, cert)?;
+    write_private(&k, &key.serialize_pem())?;
+    Ok((c, k))
+}
+
+#[tokio::test]
+async fn cert_login_valid_expired_and_unknown_ca() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    let pki = Pki::new()?;
+    setup_cert_auth(&bao, &p, &pki)?;
+
+    let (cert, key) = pki.client(false)?;
+    let (c, k) = write_client(&env, "valid", &cert, &key)?;
+    use_auth(&env, &cert_file_yaml(&c, &k))?;
+    let mut provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    kms.decrypt(&kms.prime().await?).await?;
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(
+            &text,
+            "openbao_kms_openbao_requests_total",
+            &[("operation", "cert_login"), ("status", "ok")]
+        ),
+        1.0
+    );
+    provider.terminate().await?;
+
+    // Expired: refused locally with the reason, before any login attempt.
+    let (cert, key) = pki.client(true)?;
+    let (c, k) = write_client(&env, "expired", &cert, &key)?;
+    use_auth(&env, &cert_file_yaml(&c, &k))?;
+    let (code, stderr) = Provider::spawn(&env)?
+        .wait_exit_without_socket(Duration::from_secs(20))
+        .await?;
+    assert_eq!(code, EXIT_RUNTIME, "{stderr}");
+    assert!(stderr.contains("expired at"), "{stderr}");
+
+    // Signed by a CA OpenBao does not trust: OpenBao refuses the login.
+    let (cert, key) = Pki::new()?.client(false)?;
+    let (c, k) = write_client(&env, "stranger", &cert, &key)?;
+    use_auth(&env, &cert_file_yaml(&c, &k))?;
+    let (code, stderr) = Provider::spawn(&env)?
+        .wait_exit_without_socket(Duration::from_secs(20))
+        .await?;
+    assert_eq!(code, EXIT_RUNTIME, "{stderr}");
+    assert!(
+        stderr.contains("cert_login") && stderr.contains("auth_failed"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- PKCS#11
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token `kms` (user PIN 1234) in a private directory holding the
+/// client key as `kms-client`.
+fn softhsm_token(dir: &Path, key: &KeyPair) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        Path::new(SOFTHSM_MODULE).exists(),
+        "SoftHSM2 is not installed ({SOFTHSM_MODULE} missing): run `make deps`"
+    );
+    let tokens = dir.join("softhsm-tokens");
+    fs::create_dir_all(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    let key_pem = dir.join("hsm-import.key");
+    write_private(&key_pem, &key.serialize_pem())?;
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("softhsm2-util")
+            .args(args)
+            .env("SOFTHSM2_CONF", &conf)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "softhsm2-util {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    run(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "kms",
+        "--pin",
+        "1234",
+        "--so-pin",
+        "123456",
+    ])?;
+    let key_path = key_pem.display().to_string();
+    run(&[
+        "--import",
+        &key_path,
+        "--token",
+        "kms",
+        "--label",
+        "kms-client",
+        "--id",
+        "01",
+        "--pin",
+        "1234",
+    ])?;
+    fs::remove_file(&key_pem)?;
+    Ok(conf)
+}
+
+fn pkcs11_yaml(cert: &Path, pin: &Path) -> String {
+    format!(
+        "auth:\n  method: cert\n  cert:\n    mountPath: auth/cert\n    name: kms\n    source: pkcs11\n    pkcs11:\n      certificateFile: {}\n      modulePath: {SOFTHSM_MODULE}\n      tokenLabel: kms\n      keyLabel: kms-client\n      pinFile: {}\n      maxSessions: 2\n",
+        cert.display(),
+        pin.display()
+    )
+}
+
+#[tokio::test]
+async fn pkcs11_login_with_softhsm_and_wrong_pin() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    let pki = Pki::new()?;
+    setup_cert_auth(&bao, &p, &pki)?;
+    let (cert, key) = pki.client(false)?;
+    let conf = softhsm_token(env.dir(), &key)?;
+    drop(key);
+    let conf = conf.display().to_string();
+    let cert_file = env.dir().join("hsm-client.crt");
+    write_private(&cert_file, &cert)?;
+    let pin_file = env.dir().join("pin");
+
+    write_private(&pin_file, "1234")?;
+    use_auth(&env, &pkcs11_yaml(&cert_file, &pin_file))?;
+    let mut provider = Provider::spawn_with_env(&env, &[("SOFTHSM2_CONF", conf.as_str())])?;
+    provider.wait_ready(Duration::from_secs(20)).await?;
+    let kms = provider.client().await?;
+    kms.decrypt(&kms.prime().await?).await?;
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(
+            &text,
+            "openbao_kms_openbao_requests_total",
+            &[("operation", "cert_login"), ("status", "ok")]
+        ),
+        1.0
+    );
+    provider.terminate().await?;
+
+    write_private(&pin_file, "9999")?;
+    let (code, stderr) = Provider::spawn_with_env(&env, &[("SOFTHSM2_CONF", conf.as_str())])?
+        .wait_exit_without_socket(Duration::from_secs(20))
+        .await?;
+    assert_eq!(code, EXIT_RUNTIME, "{stderr}");
+    assert!(stderr.contains("wrong PIN"), "{stderr}");
+    assert!(!stderr.contains("9999"), "the PIN must never be logged");
+    Ok(())
+}
