@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: a local OpenBao dev server (TLS), a Transit key with the
-# least-privilege policy, bao-kms-provider serving KMS v2 on a Unix socket,
+# least-privilege policy, JWT auth with a pinned local issuer key (the
+# recommended production method), bao-kms-provider serving KMS v2 on a Unix socket,
 # and a first encrypt/decrypt through that socket the way kube-apiserver
 # does it. Everything lives under .demo/ and keeps running in the background;
 # `make demo-stop` stops it. Running it again starts from scratch.
@@ -12,6 +13,8 @@ MOUNT="transit"
 KEY="k8s-workload-a-etcd"
 POLICY="bao-kms-provider"
 PROVIDER_NAME="openbao-kms-workload-a"
+JWT_MOUNT="k8s-workload-a-jwt"
+JWT_ROLE="openbao-kms-control-plane"
 READY_TIMEOUT_SECS=60
 
 say() { printf '==> %s\n' "$*"; }
@@ -141,14 +144,33 @@ path "sys/internal/ui/mounts/$MOUNT" {
   capabilities = ["read"]
 }
 EOF
-say "writing policy $POLICY and issuing a token that holds only it"
+say "writing policy $POLICY"
 bao policy write "$POLICY" "$BAO_DIR/policy.hcl" >/dev/null
 PROVIDER_DIR="$DEMO/provider"
-mkdir -p "$PROVIDER_DIR/state" "$DEMO/run"
-chmod 0700 "$PROVIDER_DIR" "$PROVIDER_DIR/state"
-chmod 0750 "$DEMO/run"
-TOKEN_FILE="$PROVIDER_DIR/token"
-(umask 077 && bao token create -no-default-policy -policy="$POLICY" -period=24h -field=token >"$TOKEN_FILE")
+mkdir -p "$PROVIDER_DIR/state" "$PROVIDER_DIR/credentials" "$DEMO/run" "$DEMO/issuer"
+chmod 0700 "$PROVIDER_DIR" "$PROVIDER_DIR/state" "$DEMO/issuer"
+chmod 0750 "$DEMO/run" "$PROVIDER_DIR/credentials"
+
+# JWT auth with a pinned public key: a local signing key stands in for the
+# external issuer (in production: an OIDC/JWT issuer outside the cluster).
+say "enabling JWT auth at auth/$JWT_MOUNT with a pinned issuer key, role $JWT_ROLE"
+(umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DEMO/issuer/issuer.key" 2>/dev/null)
+openssl pkey -in "$DEMO/issuer/issuer.key" -pubout -out "$DEMO/issuer/issuer.pub.pem" 2>/dev/null
+bao auth enable -path="$JWT_MOUNT" jwt >/dev/null
+bao write "auth/$JWT_MOUNT/config" \
+	jwt_validation_pubkeys=@"$DEMO/issuer/issuer.pub.pem" \
+	bound_issuer="https://issuer.demo.invalid" >/dev/null
+bao write "auth/$JWT_MOUNT/role/$JWT_ROLE" \
+	role_type=jwt \
+	bound_audiences=openbao \
+	user_claim=sub \
+	bound_subject="system:openbao-kms:control-plane" \
+	token_policies="$POLICY" \
+	token_no_default_policy=true \
+	token_ttl=30m \
+	token_max_ttl=1h >/dev/null
+"$ROOT/scripts/demo-mint-jwt.sh" >/dev/null
+JWT_FILE="$PROVIDER_DIR/credentials/identity.jwt"
 unset BAO_TOKEN
 
 # --- provider config -----------------------------------------------------------
@@ -173,9 +195,16 @@ openbao:
   timeout: 2s
   instanceId: bao-demo-a
 auth:
-  method: token
-  token:
-    tokenFile: $TOKEN_FILE
+  method: jwt
+  loginBeforeTokenExpiry: 5m
+  tokenRenewalIncrement: 30m
+  jwt:
+    mountPath: auth/$JWT_MOUNT
+    role: $JWT_ROLE
+    jwtFile: $JWT_FILE
+    expectedIssuer: https://issuer.demo.invalid
+    expectedAudience: [openbao]
+    expectedSubject: "system:openbao-kms:control-plane"
 transit:
   mountPath: $MOUNT
   keyName: $KEY
@@ -252,6 +281,8 @@ Running in the background:
   provider       socket $SOCKET
                  http://127.0.0.1:$HEALTH_PORT/ready  /status   http://127.0.0.1:$METRICS_PORT/metrics
                  config $CONFIG, log $PROVIDER_DIR/provider.log
+                 auth: JWT (auth/$JWT_MOUNT, role $JWT_ROLE), JWT file $JWT_FILE
+                 rotate the JWT as an external issuer would: scripts/demo-mint-jwt.sh
   kube-apiserver EncryptionConfiguration: $DEMO/encryption-config.yaml
 
 Stop everything with: make demo-stop
