@@ -11,12 +11,15 @@
 //! - [`transit`]: Transit key metadata, profile findings, bootstrap decision.
 //! - [`registry`]: the persisted key registry (state file + checkpoint),
 //!   its hash chain and rollback rules.
+//! - [`encryption_config`]: kube-apiserver's EncryptionConfiguration, its
+//!   validation rules and the cross-check against [`config::Config`].
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
 //! - [`gojson`]: Go-identical JSON bytes for every hashed body.
 
 pub mod aad;
 pub mod annotations;
 pub mod config;
+pub mod encryption_config;
 pub mod errors;
 pub mod gojson;
 pub mod hash;
