@@ -683,6 +683,15 @@ fn error_chain<'a>(
     std::iter::successors(Some(e), |e| e.source())
 }
 
+/// How rustls' errors describe themselves (its `Display` prefixes).
+const RUSTLS_ERROR_TEXTS: [&str; 5] = [
+    "invalid peer certificate",
+    "received fatal alert",
+    "peer is incompatible",
+    "peer misbehaved",
+    "no server certificate chain resolved",
+];
+
 fn classify_transport(e: &reqwest::Error) -> ErrorClass {
     if e.is_timeout() {
         return ErrorClass::Timeout;
@@ -707,8 +716,14 @@ fn classify_transport(e: &reqwest::Error) -> ErrorClass {
                 return ErrorClass::OpenBaoConnectionFailed;
             }
         }
-        if cause.to_string().contains("dns error") {
+        let text = cause.to_string();
+        if text.contains("dns error") {
             return ErrorClass::OpenBaoDnsFailed;
+        }
+        // The TLS connector may wrap rustls' error in an io::Error that is
+        // not reachable through `source()`; its text is rustls' own.
+        if RUSTLS_ERROR_TEXTS.iter().any(|t| text.contains(t)) {
+            return ErrorClass::OpenBaoTlsFailed;
         }
     }
     if e.is_connect() {
