@@ -49,6 +49,8 @@ pub enum AuthError {
     Certificate { path: String, why: String },
     #[error("PKCS#11: {0}")]
     Pkcs11(String),
+    #[error("PKCS#11: {0}")]
+    KeyMismatch(String),
     #[error("{last} (next login attempt in {wait_ms} ms)")]
     BackingOff { last: Box<AuthError>, wait_ms: u64 },
 }

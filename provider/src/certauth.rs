@@ -206,7 +206,7 @@ impl Pkcs11Key {
         ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &public_key)
             .verify(&challenge, &signature)
             .map_err(|_| {
-                AuthError::Pkcs11(format!(
+                AuthError::KeyMismatch(format!(
                     "key {:?} does not match the certificate {}",
                     src.key_label,
                     src.certificate_file.display()

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod certauth;
 pub mod config_file;
+pub mod doctor;
 pub mod engine;
 pub mod fsutil;
 pub mod health;

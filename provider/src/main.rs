@@ -70,6 +70,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Check configuration, socket, auth, OpenBao, Transit key and registry, one line each.
+    Doctor {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Print the resolved configuration and identity fingerprint, or `config schema`.
     Config {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
@@ -174,6 +182,22 @@ fn main() -> ExitCode {
                     eprintln!("configuration {}:\n{e}", config.display());
                     ExitCode::from(EXIT_CONFIG)
                 }
+            }
+        }
+        Command::Doctor { config, output } => {
+            let config = config_path(config);
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return ExitCode::from(EXIT_UNCLASSIFIED);
+            };
+            let report = rt.block_on(bao_kms_provider::doctor::run(&config));
+            match output {
+                Output::Text => print!("{}", report.to_text()),
+                Output::Json => print!("{}", report.to_json()),
+            }
+            if report.failed() {
+                ExitCode::from(EXIT_DIAGNOSTIC)
+            } else {
+                ExitCode::SUCCESS
             }
         }
         Command::Probe {

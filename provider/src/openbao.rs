@@ -43,6 +43,7 @@ pub enum Op {
     JwtLogin,
     AppRoleLogin,
     CertLogin,
+    CapabilitiesSelf,
     OpenBaoHealth,
     MountRead,
 }
@@ -64,6 +65,7 @@ impl Op {
             Self::JwtLogin => "jwt_login",
             Self::AppRoleLogin => "approle_login",
             Self::CertLogin => "cert_login",
+            Self::CapabilitiesSelf => "capabilities_self",
             Self::OpenBaoHealth => "openbao_health",
             Self::MountRead => "mount_read",
         }
@@ -582,6 +584,35 @@ impl OpenBao {
             renewable: answer.auth.renewable,
         };
         Ok((SecretString::from(answer.auth.client_token.as_str().to_owned()), lease))
+    }
+
+    /// `POST sys/capabilities-self`: the token's capabilities on each path.
+    pub async fn capabilities(&self, token: &str, paths: &[String]) -> Result<Vec<(String, Vec<String>)>, BaoError> {
+        let body = serde_json::to_vec(&json!({ "paths": paths })).unwrap_or_default();
+        let bytes = self
+            .call(
+                Op::CapabilitiesSelf,
+                Method::POST,
+                "sys/capabilities-self",
+                Some(token),
+                Some(&body),
+                DEFAULT_BODY_LIMIT,
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let data = v.get("data").unwrap_or(&v);
+        paths
+            .iter()
+            .map(|p| {
+                let caps = data.get(p.as_str()).and_then(Value::as_array).ok_or_else(|| {
+                    BaoError::invalid_response(Op::CapabilitiesSelf, format!("no answer for path {p}"))
+                })?;
+                Ok((
+                    p.clone(),
+                    caps.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                ))
+            })
+            .collect()
     }
 
     /// `GET auth/token/lookup-self`: remaining TTL and whether it renews.

@@ -20,6 +20,7 @@
 //! Every child process is killed when its handle is dropped, and every file
 //! lives in a temp directory removed at the end of the test.
 
+pub mod doctor;
 pub mod kms_client;
 pub mod metrics;
 pub mod net;

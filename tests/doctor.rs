@@ -1,0 +1,96 @@
+//! `bao-kms-provider doctor` against a real OpenBao: every check passes on a
+//! healthy setup (exit 0), and each broken layer fails its own check with a
+//! one-line reason (exit 4) while earlier layers still pass.
+
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor};
+use bao_kms_system_tests::provider::dev_setup;
+use bao_kms_system_tests::{Provider, ProviderEnv};
+use serde_json::Value;
+
+fn doctor(env: &ProviderEnv) -> anyhow::Result<(i32, Vec<Value>)> {
+    run_doctor(env, &[])
+}
+
+#[tokio::test]
+async fn healthy_setup_passes_every_check() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup().await?;
+    let mut provider = Provider::start(&env).await?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, 0, "{checks:#?}");
+    for id in [
+        "config.load",
+        "config.validate",
+        "socket.group",
+        "auth.token.local",
+        "openbao.tls",
+        "openbao.auth",
+        "transit.capabilities",
+        "transit.metadata",
+        "registry.state",
+        "transit.profile",
+        "transit.disable_upsert",
+        "transit.probe",
+        "key_id.deterministic",
+    ] {
+        assert_eq!(check(&checks, id)["status"], "pass", "{id}: {checks:#?}");
+    }
+    let status = provider.status_json().await?;
+    let hash = status["keyIDHash"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        check(&checks, "key_id.deterministic")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&hash)
+    );
+    provider.terminate().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_broken_layer_is_named() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+
+    // A revoked token: local material is fine, OpenBao refuses the login.
+    bao.bao(&["token", "revoke", &p.token])?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_eq!(check(&checks, "openbao.tls")["status"], "pass");
+    assert_fails(&checks, "openbao.auth", "rejected the token");
+
+    // A token that may rotate the key and the mount allowing implicit key
+    // creation: both named.
+    let wide = format!("{}-wide", p.policy_name);
+    let hcl = env.dir().join("wide.hcl");
+    std::fs::write(
+        &hcl,
+        format!(
+            "{}\npath \"{m}/keys/{k}/rotate\" {{ capabilities = [\"update\"] }}\n",
+            bao.bao(&["policy", "read", &p.policy_name])?,
+            m = p.mount,
+            k = p.key
+        ),
+    )?;
+    bao.bao(&["policy", "write", &wide, &hcl.display().to_string()])?;
+    let token = bao.bao(&[
+        "token",
+        "create",
+        "-no-default-policy",
+        &format!("-policy={wide}"),
+        "-field=token",
+    ])?;
+    env.write_token(token.trim())?;
+    bao.bao(&["write", &format!("{}/config/keys", p.mount), "disable_upsert=false"])?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_eq!(check(&checks, "openbao.auth")["status"], "pass");
+    assert_fails(&checks, "transit.capabilities", "can rotate the key");
+    assert_fails(&checks, "transit.disable_upsert", "disable_upsert is false");
+
+    // A rotated key and no registry: auto-bootstrap is denied, with the field.
+    bao.bao(&["write", &format!("{}/config/keys", p.mount), "disable_upsert=true"])?;
+    bao.rotate_key(&p)?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "registry.state", "latest_version=2 is not initial version 1");
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Runs `bao-kms-provider doctor --output json` against a test env and
+//! inspects its checks.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::provider::{ALLOWED_SOCKET_DIR_ENV, ProviderEnv, provider_binary};
+
+/// Exit code of a failed diagnostic.
+pub const EXIT_DIAGNOSTIC: i32 = 4;
+
+/// Runs doctor (with `extra` environment variables); returns the exit code
+/// and the checks of its JSON report.
+pub fn run_doctor(env: &ProviderEnv, extra: &[(&str, &str)]) -> anyhow::Result<(i32, Vec<Value>)> {
+    let out = Command::new(provider_binary())
+        .args(["doctor", "--output", "json", "--config"])
+        .arg(env.config_path())
+        .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
+        .envs(extra.iter().copied())
+        .output()?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("doctor printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))?;
+    anyhow::ensure!(report["name"] == "doctor", "not a doctor report: {report}");
+    let checks = report["checks"].as_array().cloned().unwrap_or_default();
+    Ok((out.status.code().unwrap_or(-1), checks))
+}
+
+/// The check with `id`; panics with the whole report when absent.
+pub fn check<'a>(checks: &'a [Value], id: &str) -> &'a Value {
+    checks
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {checks:#?}"))
+}
+
+/// Asserts that check `id` failed with a one-line message containing `needle`.
+pub fn assert_fails(checks: &[Value], id: &str, needle: &str) {
+    let c = check(checks, id);
+    assert_eq!(c["status"], "fail", "{id} in {checks:#?}");
+    let message = c["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{id}: {message:?} should mention {needle:?}");
+    assert!(!message.contains('\n'), "{id}: one line expected: {message:?}");
+}
