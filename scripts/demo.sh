@@ -74,8 +74,8 @@ command -v bao >/dev/null || die "bao not found: run 'make deps'"
 for tool in openssl curl python3; do command -v "$tool" >/dev/null || die "$tool not found: run 'make deps'"; done
 
 # --- build ------------------------------------------------------------------
-say "building bao-kms-provider"
-(cd "$ROOT" && cargo build --locked --quiet -p bao-kms-provider --bin bao-kms-provider)
+say "building bao-kms-provider and bao-kms-preflight"
+(cd "$ROOT" && cargo build --locked --quiet -p bao-kms-provider --bin bao-kms-provider -p bao-kms-preflight --bin bao-kms-preflight)
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 BIN="$TARGET_DIR/debug/bao-kms-provider"
@@ -149,7 +149,9 @@ bao policy write "$POLICY" "$BAO_DIR/policy.hcl" >/dev/null
 PROVIDER_DIR="$DEMO/provider"
 mkdir -p "$PROVIDER_DIR/state" "$PROVIDER_DIR/credentials" "$DEMO/run" "$DEMO/issuer"
 chmod 0700 "$PROVIDER_DIR" "$PROVIDER_DIR/state" "$DEMO/issuer"
-chmod 0750 "$DEMO/run" "$PROVIDER_DIR/credentials"
+chmod 0750 "$PROVIDER_DIR/credentials"
+# Socket directory as on a node: setgid, so the socket inherits the socket group.
+chmod 2750 "$DEMO/run"
 
 # JWT auth with a pinned public key: a local signing key stands in for the
 # external issuer (in production: an OIDC/JWT issuer outside the cluster).
@@ -262,6 +264,13 @@ if ! "$BIN" probe --socket "$SOCKET" --output text; then
 	echo "--- provider log (last 30 lines) ---" >&2
 	tail -n 30 "$PROVIDER_DIR/provider.log" >&2
 	die "the round trip through the socket failed"
+fi
+
+# --- node preflight, as a bootstrap hook runs it ---------------------------------
+say "node preflight: configuration, EncryptionConfiguration, socket, /ready, /status"
+if ! "$TARGET_DIR/debug/bao-kms-preflight" node --config "$CONFIG" --encryption-config "$DEMO/encryption-config.yaml" \
+	--allowed-socket-dir "$DEMO/run"; then
+	die "node preflight failed"
 fi
 
 curl -s "http://127.0.0.1:$HEALTH_PORT/status" | python3 -c '

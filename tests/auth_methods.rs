@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bao_kms_system_tests::doctor::{assert_fails, run_doctor};
 use bao_kms_system_tests::provider::dev_setup;
-use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter};
+use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, provision};
 use rcgen::{CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
 const EXIT_RUNTIME: i32 = 5;
@@ -94,6 +94,19 @@ fn jwt_auth_yaml(jwt_file: &Path) -> String {
     )
 }
 
+/// Waits until the provider has logged in successfully `n` times.
+async fn wait_for_logins(provider: &Provider, n: f64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = provider.metrics_text().await?;
+        if counter(&text, "openbao_kms_auth_login_total", &[("status", "ok")]) >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "fewer than {n} logins:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn jwt_login_relogin_after_revocation_and_expired_jwt_recovery() -> anyhow::Result<()> {
     let (bao, p, env) = dev_setup().await?;
@@ -116,17 +129,21 @@ async fn jwt_login_relogin_after_revocation_and_expired_jwt_recovery() -> anyhow
         1.0
     );
 
-    // The issuer rotates the JWT file, then every token of the JWT mount is
-    // revoked mid-traffic: the next request logs in again with the new JWT
-    // and succeeds.
+    // The issuer rotates the JWT file: the provider notices the changed
+    // material and logs in with the new JWT on its own.
     let second = issuer.mint(now() + 7200)?;
     write_private(&jwt_file, &second)?;
+    wait_for_logins(&provider, 2.0).await?;
+    assert!(provider.stderr().contains("auth.material_changed"));
+
+    // Every token of the JWT mount is revoked mid-traffic: the next request
+    // gets a 403, logs in again and succeeds.
     bao.bao(&["token", "revoke", "-mode=path", "auth/k8s-jwt/"])?;
     kms.decrypt(&stored).await?;
     let text = provider.metrics_text().await?;
     assert_eq!(
         counter(&text, "openbao_kms_auth_login_total", &[("status", "ok")]),
-        2.0,
+        3.0,
         "{text}"
     );
 
@@ -278,9 +295,18 @@ fn write_client(env: &ProviderEnv, name: &str, cert: &str, key: &KeyPair) -> any
     Ok((c, k))
 }
 
+/// A non-dev OpenBao (raft storage, its own CA, a TLS listener that
+/// requests client certificates), provisioned like the dev setups.
+async fn raft_setup() -> anyhow::Result<(OpenBao, Provisioned, ProviderEnv)> {
+    let bao = OpenBao::start_raft().await?;
+    let p = provision(&bao, "transit", "k8s-workload-a-etcd")?;
+    let env = ProviderEnv::new(&bao, &p)?;
+    Ok((bao, p, env))
+}
+
 #[tokio::test]
 async fn cert_login_valid_expired_and_unknown_ca() -> anyhow::Result<()> {
-    let (bao, p, env) = dev_setup().await?;
+    let (bao, p, env) = raft_setup().await?;
     let pki = Pki::new()?;
     setup_cert_auth(&bao, &p, &pki)?;
 
@@ -399,7 +425,7 @@ fn pkcs11_yaml(cert: &Path, pin: &Path) -> String {
 
 #[tokio::test]
 async fn pkcs11_login_with_softhsm_and_wrong_pin() -> anyhow::Result<()> {
-    let (bao, p, env) = dev_setup().await?;
+    let (bao, p, env) = raft_setup().await?;
     let pki = Pki::new()?;
     setup_cert_auth(&bao, &p, &pki)?;
     let (cert, key) = pki.client(false)?;

@@ -106,6 +106,44 @@ enum Login {
 }
 
 impl Login {
+    /// The files a login reads; a change to any of them triggers a new login.
+    fn material(&self) -> Vec<&Path> {
+        match self {
+            Self::Token { file } => vec![file],
+            Self::Jwt(j) => vec![&j.jwt_file],
+            Self::AppRole {
+                role_id_file,
+                secret_id_file,
+                ..
+            } => vec![role_id_file, secret_id_file],
+            Self::Cert {
+                source:
+                    CertSource::File {
+                        certificate_file,
+                        key_file,
+                    },
+                ..
+            } => vec![certificate_file, key_file],
+            Self::Cert {
+                source: CertSource::Pkcs11(p),
+                ..
+            } => vec![&p.certificate_file, &p.pin_file],
+        }
+    }
+
+    /// Identity of the material files now (inode, size, modification time).
+    fn fingerprint(&self) -> Vec<Option<(u64, u64, i64, i64)>> {
+        use std::os::unix::fs::MetadataExt;
+        self.material()
+            .into_iter()
+            .map(|p| {
+                fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect()
+    }
+
     fn method(&self) -> &'static str {
         match self {
             Self::Token { .. } => "token",
@@ -150,6 +188,8 @@ struct Held {
     token: SecretString,
     lease: TokenInfo,
     since: Instant,
+    /// The login material as it was when this token was obtained.
+    material: Vec<Option<(u64, u64, i64, i64)>>,
 }
 
 impl Held {
@@ -255,6 +295,7 @@ impl Auth {
     }
 
     async fn login(&self) -> Result<Held, AuthError> {
+        let material = self.login.fingerprint();
         let (token, lease) = match &self.login {
             Login::Token { file } => {
                 let token = read_secret_file(file)?;
@@ -318,6 +359,7 @@ impl Auth {
             token,
             lease,
             since: Instant::now(),
+            material,
         })
     }
 
@@ -328,6 +370,10 @@ impl Auth {
         let Some(held) = self.current.read().await.clone() else {
             return;
         };
+        if held.material != self.login.fingerprint() {
+            self.relogin_after_material_change(&held).await;
+            return;
+        }
         let Some(remaining) = held.remaining() else {
             return;
         };
@@ -363,9 +409,9 @@ impl Auth {
                         .token_ttl_seconds
                         .set(i64::try_from(lease.ttl_secs).unwrap_or(i64::MAX));
                     *self.current.write().await = Some(Held {
-                        token: held.token,
                         lease,
                         since: Instant::now(),
+                        ..held
                     });
                     return;
                 }
@@ -392,6 +438,29 @@ impl Auth {
                 remaining_secs = remaining.as_secs(),
                 error = %e,
                 detail = "keeping the current token until it expires"
+            );
+        }
+    }
+
+    /// The JWT, certificate, PIN or secret files changed since `held` was
+    /// obtained: log in with the new material, keeping `held` if that fails.
+    async fn relogin_after_material_change(&self, held: &Held) {
+        let mut backoff = self.login_lock.lock().await;
+        let replaced = self
+            .current
+            .read()
+            .await
+            .as_ref()
+            .is_none_or(|h| h.token.expose_secret() != held.token.expose_secret());
+        if replaced || backoff.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        tracing::info!(message = "auth.material_changed", auth_method = self.login.method());
+        if let Err(e) = self.login_recorded(&mut backoff).await {
+            tracing::warn!(
+                message = "auth.login",
+                error = %e,
+                detail = "the changed login material was refused; keeping the current token"
             );
         }
     }

@@ -1,0 +1,3 @@
+//! Pure checks: facts in, [`crate::report::Check`]s out. No I/O here.
+
+pub mod node;

@@ -1,0 +1,26 @@
+//! bao-kms-preflight: node-local checks, a node agent, and a kubectl-style
+//! cluster checker for bao-kms-provider (DESIGN §9).
+//!
+//! Data flow: [`cli`] -> collect ([`collect`]: files, local `/status`)
+//! -> [`checks`] (pure, calling the provider core for configuration and
+//! EncryptionConfiguration rules) -> [`report`] -> exit code.
+//!
+//! - [`node`]: `bao-kms-preflight node`, the node checks in dependency order.
+
+pub mod checks;
+pub mod cli;
+pub mod collect;
+pub mod node;
+pub mod report;
+
+/// Version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Exit codes (the provider CLI's): 0 every check passed, 2 usage,
+/// 4 a check failed, 5 a runtime failure (e.g. the API server unreachable).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 2;
+    pub const CHECK_FAILED: u8 = 4;
+    pub const RUNTIME: u8 = 5;
+}

@@ -1,0 +1,203 @@
+//! `bao-kms-preflight node`: collect the node's facts in dependency order
+//! (configuration first; the socket, manifest and health address come from
+//! it) and run the pure node checks on them.
+
+use std::path::{Path, PathBuf};
+
+use bao_kms_core::config::{Config, Override, Overrides, ValidationContext};
+
+use crate::checks::node::{self as checks, id};
+use crate::collect::{self, ProviderStatus};
+use crate::report::Report;
+
+/// Same knob as the provider's: one extra directory the socket may live in
+/// (tests and `make demo`), in addition to `/run/openbao-kms`.
+pub const ALLOWED_SOCKET_DIR_ENV: &str = "BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR";
+
+/// What `node` checks, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    pub config: PathBuf,
+    pub encryption_config: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    /// `sha256:<hex>` the manifest's image must be pinned to.
+    pub expected_digest: Option<String>,
+    /// `/etc/group`-format file used to resolve a group name.
+    pub group_file: PathBuf,
+    /// Overrides `server.healthAddress`.
+    pub health_address: Option<String>,
+    /// Extra allowed socket directory (also from [`ALLOWED_SOCKET_DIR_ENV`]).
+    pub allowed_socket_dir: Option<PathBuf>,
+    /// Skip the socket and `/ready`, `/status` (before the provider runs).
+    pub no_live: bool,
+}
+
+/// The node report and the facts the agent publishes.
+#[derive(Debug, Clone)]
+pub struct NodeOutcome {
+    pub report: Report,
+    pub config: Option<Config>,
+    pub status: Option<ProviderStatus>,
+    /// The provider image from the manifest, and its digest when pinned.
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+}
+
+fn text_of(r: &Result<String, String>) -> Result<&str, &str> {
+    r.as_deref().map_err(String::as_str)
+}
+
+/// Runs every node check. Never fails: problems are checks.
+pub async fn run(opts: &NodeOptions) -> NodeOutcome {
+    let mut report = Report::new("node");
+    let mut out = NodeOutcome {
+        report: Report::new("node"),
+        config: None,
+        status: None,
+        image: None,
+        image_digest: None,
+    };
+
+    // Configuration.
+    let facts = collect::stat(&opts.config);
+    let file_check = checks::config_file(&facts);
+    let file_ok = file_check.status == crate::report::CheckStatus::Pass;
+    report.push(file_check);
+    let cfg = if file_ok {
+        let ctx = ValidationContext {
+            extra_socket_dirs: opts.allowed_socket_dir.iter().cloned().collect(),
+            overrides: Overrides {
+                health_address: opts.health_address.as_ref().map(|v| Override {
+                    value: v.clone(),
+                    origin: "--health-address".into(),
+                }),
+                ..Overrides::default()
+            },
+        };
+        let text = collect::read_text(&opts.config);
+        let (check, cfg) = checks::config_validate(text_of(&text), &ctx);
+        report.push(check);
+        cfg
+    } else {
+        report.push(checks::skipped(
+            id::CONFIG_VALIDATE,
+            checks::title(id::CONFIG_VALIDATE),
+            id::CONFIG_FILE,
+        ));
+        None
+    };
+
+    // Socket group, directory, socket.
+    let gid = match &cfg {
+        Some(cfg) => {
+            let text = collect::read_text(&opts.group_file);
+            let (check, gid) = checks::socket_group(cfg, &opts.group_file, text_of(&text));
+            report.push(check);
+            gid
+        }
+        None => {
+            report.push(checks::skipped(
+                id::SOCKET_GROUP,
+                checks::title(id::SOCKET_GROUP),
+                id::CONFIG_VALIDATE,
+            ));
+            None
+        }
+    };
+    match (&cfg, gid) {
+        (Some(cfg), Some(gid)) => {
+            let dir = cfg.server.socket_path.parent().unwrap_or(Path::new("/"));
+            report.push(checks::socket_directory(&collect::stat(dir), gid));
+            if opts.no_live {
+                report.push(crate::report::Check::skip(
+                    id::SOCKET_FILE,
+                    checks::title(id::SOCKET_FILE),
+                    "skipped: --no-live",
+                ));
+            } else {
+                report.push(checks::socket_file(&collect::stat(&cfg.server.socket_path), gid));
+            }
+        }
+        _ => {
+            let dep = if cfg.is_some() {
+                id::SOCKET_GROUP
+            } else {
+                id::CONFIG_VALIDATE
+            };
+            report.push(checks::skipped(
+                id::SOCKET_DIRECTORY,
+                checks::title(id::SOCKET_DIRECTORY),
+                dep,
+            ));
+            report.push(checks::skipped(id::SOCKET_FILE, checks::title(id::SOCKET_FILE), dep));
+        }
+    }
+
+    // EncryptionConfiguration.
+    if let Some(path) = &opts.encryption_config {
+        let text = collect::read_text(path);
+        for c in checks::encryption_config(path, text_of(&text), cfg.as_ref()) {
+            report.push(c);
+        }
+    }
+
+    // Static pod manifest.
+    if let Some(path) = &opts.manifest {
+        let text = collect::read_text(path);
+        let (found, facts) = checks::manifest(
+            path,
+            text_of(&text),
+            cfg.as_ref(),
+            &opts.config,
+            gid,
+            opts.expected_digest.as_deref(),
+        );
+        for c in found {
+            report.push(c);
+        }
+        out.image = facts.image;
+        out.image_digest = facts.digest;
+    }
+
+    // Live provider.
+    let health = cfg.as_ref().and_then(|c| c.server.health_address.clone());
+    match (&cfg, health) {
+        _ if opts.no_live => {
+            for i in [id::PROVIDER_READY, id::PROVIDER_STATUS] {
+                report.push(crate::report::Check::skip(i, checks::title(i), "skipped: --no-live"));
+            }
+        }
+        (Some(cfg), Some(addr)) => {
+            let target = checks::health_target(&addr);
+            let client = reqwest::Client::builder().no_proxy().build();
+            let (ready, status) = match &client {
+                Ok(client) => (
+                    collect::http_get(client, &target, "/ready").await,
+                    collect::http_get(client, &target, "/status").await,
+                ),
+                Err(e) => (Err(e.to_string()), Err(e.to_string())),
+            };
+            report.push(checks::provider_ready(ready.as_ref().map_err(String::as_str)));
+            let (check, status) = checks::provider_status(status.as_ref().map_err(String::as_str), cfg);
+            report.push(check);
+            out.status = status;
+        }
+        (Some(_), None) => {
+            for i in [id::PROVIDER_READY, id::PROVIDER_STATUS] {
+                report.push(crate::report::Check::skip(
+                    i,
+                    checks::title(i),
+                    "skipped: server.healthAddress is empty (listener disabled)",
+                ));
+            }
+        }
+        (None, _) => {
+            for i in [id::PROVIDER_READY, id::PROVIDER_STATUS] {
+                report.push(checks::skipped(i, checks::title(i), id::CONFIG_VALIDATE));
+            }
+        }
+    }
+    out.report = report;
+    out.config = cfg;
+    out
+}
