@@ -337,8 +337,17 @@ impl Auth {
                 min_remaining_ttl,
             } => {
                 let identity = crate::certauth::identity(source, *min_remaining_ttl, now_unix())?;
+                let material = match source {
+                    CertSource::File {
+                        certificate_file,
+                        key_file,
+                    } => {
+                        format!("{} with {}", certificate_file.display(), key_file.display())
+                    }
+                    CertSource::Pkcs11(p) => p.certificate_file.display().to_string(),
+                };
                 let client = self.bao.with_identity(identity).map_err(|e| AuthError::Certificate {
-                    path: String::new(),
+                    path: material,
                     why: e.to_string(),
                 })?;
                 let body = if name.is_empty() {
@@ -394,7 +403,10 @@ impl Auth {
         if replaced {
             return;
         }
-        if held.lease.renewable {
+        // A cert-auth token may be bound to the client certificate, and
+        // renew-self is sent without it: refresh such tokens by logging in.
+        let renew = held.lease.renewable && !matches!(self.login, Login::Cert { .. });
+        if renew {
             let renewed = self.bao.token_renew(held.token.expose_secret(), increment).await;
             let status = match &renewed {
                 Ok(lease) if lease.ttl_secs > refresh_window.as_secs() => "ok",

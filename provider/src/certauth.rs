@@ -143,7 +143,9 @@ impl std::fmt::Debug for Pkcs11Key {
     }
 }
 
-const P256_SPKI_OID: &str = "1.2.840.10045.2.1";
+/// id-ecPublicKey with the prime256v1 curve.
+const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
+const P256_CURVE_OID: &str = "1.2.840.10045.3.1.7";
 
 impl Pkcs11Key {
     fn open(src: &Pkcs11Source, leaf: &CertificateDer<'_>) -> Result<Self, AuthError> {
@@ -151,10 +153,16 @@ impl Pkcs11Key {
         let (_, cert) = X509Certificate::from_der(leaf.as_ref())
             .map_err(|e| cert_err(&src.certificate_file, format!("unparsable certificate: {e}")))?;
         let spki = cert.public_key();
-        if spki.algorithm.algorithm.to_id_string() != P256_SPKI_OID {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        if spki.algorithm.algorithm.to_id_string() != EC_PUBLIC_KEY_OID || curve.as_deref() != Some(P256_CURVE_OID) {
             return Err(cert_err(
                 &src.certificate_file,
-                "PKCS#11 keys must be ECDSA P-256 in this release (certificate key is not EC)",
+                "PKCS#11 keys must be ECDSA P-256 in this release (the certificate's key is not P-256)",
             ));
         }
         let public_key = spki.subject_public_key.data.to_vec();

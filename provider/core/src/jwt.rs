@@ -59,12 +59,17 @@ pub enum JwtProblem {
     NotYetValid { nbf: i64, now: i64 },
     #[error("JWT was issued in the future (iat {iat}, now {now}); check clock synchronization")]
     IssuedInFuture { iat: i64, now: i64 },
-    #[error("JWT iss is {got:?} but auth.jwt.expectedIssuer is {want:?}")]
+    #[error("JWT iss is {} but auth.jwt.expectedIssuer is {want:?}", shown(.got))]
     Issuer { got: Option<String>, want: String },
     #[error("JWT aud {got:?} contains none of auth.jwt.expectedAudience {want:?}")]
     Audience { got: Vec<String>, want: Vec<String> },
-    #[error("JWT sub is {got:?} but auth.jwt.expectedSubject is {want:?}")]
+    #[error("JWT sub is {} but auth.jwt.expectedSubject is {want:?}", shown(.got))]
     Subject { got: Option<String>, want: String },
+}
+
+/// A claim for messages: quoted, or `absent`.
+fn shown(claim: &Option<String>) -> String {
+    claim.as_ref().map_or_else(|| "absent".to_owned(), |c| format!("{c:?}"))
 }
 
 /// Checks `claims` at `now_unix`; the first problem found is returned.
@@ -193,6 +198,22 @@ mod tests {
         // remaining lifetime is below minRemainingTtl.
         c.exp = Some(NOW - 10);
         assert!(matches!(check(&c, &expect(), NOW), Err(JwtProblem::ExpiresSoon { .. })));
+    }
+
+    #[test]
+    fn messages_show_claims_plainly() {
+        let mut c = claims();
+        c.iss = None;
+        assert_eq!(
+            check(&c, &expect(), NOW).unwrap_err().to_string(),
+            "JWT iss is absent but auth.jwt.expectedIssuer is \"https://issuer.example\""
+        );
+        c.iss = Some("https://issuer.example".into());
+        c.sub = Some("other".into());
+        assert_eq!(
+            check(&c, &expect(), NOW).unwrap_err().to_string(),
+            "JWT sub is \"other\" but auth.jwt.expectedSubject is \"system:node:cp-1\""
+        );
     }
 
     #[test]
