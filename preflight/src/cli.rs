@@ -22,6 +22,71 @@ pub enum Command {
     /// Check this node's provider files, EncryptionConfiguration, static pod
     /// manifest, socket and local /ready, /status (no API server needed).
     Node(NodeArgs),
+    /// Run on a control-plane node (DaemonSet): re-run the node checks and
+    /// publish them with the local /status as this node's report Lease.
+    Agent(AgentArgs),
+    /// kubectl-style: check every control-plane node's report for
+    /// freshness and one key_id hash, generation and version.
+    Cluster(ClusterArgs),
+}
+
+/// Where the Kubernetes API is, like kubectl.
+#[derive(Debug, Clone, Args)]
+pub struct KubeFlags {
+    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace of the report Leases (default: the context's, or the pod's).
+    #[arg(short = 'n', long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub flags: NodeFlags,
+    #[command(flatten)]
+    pub kube: KubeFlags,
+    /// This node's name (the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Time between two reports.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Publish one report and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub kube: KubeFlags,
+    /// Rotation gate: before-rotation requires every node active and
+    /// converged; after-rotation requires every node on one new key_id.
+    #[arg(long, value_enum)]
+    pub phase: Option<crate::checks::cluster::Phase>,
+    /// The key_id hash in use before the rotation (after-rotation gate;
+    /// default: each node's own previous hash).
+    #[arg(long)]
+    pub before_key_id_hash: Option<String>,
+    /// A report older than this is stale.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub max_age: std::time::Duration,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match bao_kms_core::config::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be positive".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,10 +6,18 @@
 //! EncryptionConfiguration rules) -> [`report`] -> exit code.
 //!
 //! - [`node`]: `bao-kms-preflight node`, the node checks in dependency order.
+//! - [`agent`]: `bao-kms-preflight agent`, the node checks every interval,
+//!   published as one `coordination.k8s.io/v1` Lease per node ([`lease`]).
+//! - [`cluster`]: `bao-kms-preflight cluster`, every control-plane node's
+//!   report through the Kubernetes API ([`kube_api`]), cross-node checks.
 
+pub mod agent;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod collect;
+pub mod kube_api;
+pub mod lease;
 pub mod node;
 pub mod report;
 

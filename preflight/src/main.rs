@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use bao_kms_preflight::cli::{Cli, Command};
-use bao_kms_preflight::{exit, node};
+use bao_kms_preflight::cli::{Cli, Command, KubeFlags};
+use bao_kms_preflight::report::{OutputFormat, to_json, to_yaml};
+use bao_kms_preflight::{agent, cluster, exit, kube_api, node};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -17,20 +18,102 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::RUNTIME);
         }
     };
-    let code = runtime.block_on(async {
-        match cli.command {
-            Command::Node(args) => {
-                let outcome = node::run(&args.flags.options()).await;
-                print(&outcome.report.render(args.output));
-                if outcome.report.failed() {
-                    exit::CHECK_FAILED
-                } else {
-                    exit::OK
+    ExitCode::from(runtime.block_on(run(cli.command)))
+}
+
+async fn run(command: Command) -> u8 {
+    match command {
+        Command::Node(args) => {
+            let outcome = node::run(&args.flags.options()).await;
+            print(&outcome.report.render(args.output));
+            if outcome.report.failed() {
+                exit::CHECK_FAILED
+            } else {
+                exit::OK
+            }
+        }
+        Command::Agent(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let (client, namespace) = match connect(&args.kube).await {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let opts = agent::AgentOptions {
+                node: args.flags.options(),
+                node_name: args.node_name,
+                namespace,
+                interval: args.interval,
+                once: args.once,
+            };
+            match agent::run(client, opts, shutdown()).await {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("bao-kms-preflight agent: {e}");
+                    exit::RUNTIME
                 }
             }
         }
-    });
-    ExitCode::from(code)
+        Command::Cluster(args) => {
+            let (client, namespace) = match connect(&args.kube).await {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let opts = cluster::ClusterOptions {
+                namespace,
+                max_age: args.max_age,
+                phase: args.phase,
+                before_key_id_hash: args.before_key_id_hash,
+            };
+            match cluster::run(&client, &opts).await {
+                Ok(report) => {
+                    print(&match args.output {
+                        OutputFormat::Table => report.to_table(),
+                        OutputFormat::Json => to_json(&report),
+                        OutputFormat::Yaml => to_yaml(&report),
+                    });
+                    if report.passed { exit::OK } else { exit::CHECK_FAILED }
+                }
+                Err(e) => {
+                    eprintln!("bao-kms-preflight cluster: {e}");
+                    exit::RUNTIME
+                }
+            }
+        }
+    }
+}
+
+/// A client and the namespace of the report Leases (`-n`, else the
+/// kubeconfig context's).
+async fn connect(flags: &KubeFlags) -> Result<(kube::Client, String), u8> {
+    match kube_api::client(flags.kubeconfig.as_deref(), flags.context.as_deref()).await {
+        Ok((client, ns)) => Ok((client, flags.namespace.clone().unwrap_or(ns))),
+        Err(e) => {
+            eprintln!("bao-kms-preflight: {e}");
+            Err(exit::RUNTIME)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // Without signal handlers the agent runs until killed.
+        _ => std::future::pending().await,
+    }
 }
 
 fn print(text: &str) {

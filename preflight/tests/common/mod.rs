@@ -337,3 +337,4 @@ pub fn statuses(report: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+pub mod fake_api;

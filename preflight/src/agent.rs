@@ -1,0 +1,93 @@
+//! `bao-kms-preflight agent`: on every control-plane node (the chart's
+//! DaemonSet), re-run the node checks and read the local `/status` every
+//! interval, and publish the result as this node's report Lease. `--once`
+//! publishes one report and exits (tests, and a manual refresh).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::Client;
+
+use crate::kube_api::{self, ApiError};
+use crate::lease::{CheckResult, NodeSummary, timestamp_from_unix};
+use crate::node::{self, NodeOptions, NodeOutcome};
+
+/// What the agent does, from the command line.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node: NodeOptions,
+    pub node_name: String,
+    pub namespace: String,
+    pub interval: Duration,
+    pub once: bool,
+}
+
+/// The report of one round, from the node checks.
+pub fn summarize(node_name: &str, outcome: &NodeOutcome, now: SystemTime) -> NodeSummary {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    let status = outcome.status.clone().unwrap_or_default();
+    NodeSummary {
+        node: node_name.to_owned(),
+        key_id_hash: status.key_id_hash,
+        previous_key_id_hash: String::new(),
+        generation: status.generation,
+        rotation_state: if status.rotation_state.is_empty() {
+            "unknown".to_owned()
+        } else {
+            status.rotation_state
+        },
+        active_version: status.active_version,
+        provider_version: status.version,
+        provider_name: status.provider_name,
+        healthy: status.healthy,
+        image: outcome.image.clone().unwrap_or_default(),
+        image_digest: outcome.image_digest.clone().unwrap_or_default(),
+        preflight_version: crate::VERSION.to_owned(),
+        checks: outcome.report.checks.iter().map(CheckResult::from).collect(),
+        timestamp: timestamp_from_unix(secs, 0),
+    }
+}
+
+/// A report older than three intervals is stale for the cluster check; the
+/// Lease says so too.
+pub fn lease_duration(interval: Duration) -> Duration {
+    interval.saturating_mul(3)
+}
+
+/// One round: node checks, then publish.
+pub async fn round(client: &Client, opts: &AgentOptions) -> Result<NodeSummary, ApiError> {
+    let outcome = node::run(&opts.node).await;
+    let summary = summarize(&opts.node_name, &outcome, SystemTime::now());
+    kube_api::publish(client, &opts.namespace, &summary, lease_duration(opts.interval)).await?;
+    Ok(summary)
+}
+
+/// Runs until `stop` resolves (or once). A failed publication is logged
+/// and retried next round; with `--once` it is the result.
+pub async fn run(
+    client: Client,
+    opts: AgentOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ApiError> {
+    tokio::pin!(stop);
+    loop {
+        match round(&client, &opts).await {
+            Ok(s) => tracing::info!(
+                node = %s.node,
+                key_id_hash = %s.key_id_hash,
+                generation = s.generation,
+                failed_checks = s.failed_checks().len(),
+                "published the node report"
+            ),
+            Err(e) if opts.once => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "cannot publish the node report; retrying next round"),
+        }
+        if opts.once {
+            return Ok(());
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(opts.interval) => {}
+        }
+    }
+}

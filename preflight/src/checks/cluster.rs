@@ -1,0 +1,561 @@
+//! Cluster checks: every control-plane node's report (from its Lease) and
+//! its `Node.status.images`, in; per-node and cross-node checks out. Each
+//! failure names the node, the check and the fix.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::lease::NodeSummary;
+use crate::report::{Check, CheckStatus, align};
+
+/// `--phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Gate before rotating the Transit key: every node converged and `active`.
+    BeforeRotation,
+    /// Gate after a rotation: every node moved to one new key_id and settled.
+    AfterRotation,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BeforeRotation => "before-rotation",
+            Self::AfterRotation => "after-rotation",
+        }
+    }
+}
+
+/// One control-plane node as the API server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// Every name of every image in `Node.status.images`.
+    pub images: Vec<String>,
+}
+
+/// A node's report as read from the API: absent, unreadable, or parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportState {
+    Missing,
+    Invalid(String),
+    Present(Box<NodeSummary>),
+}
+
+/// Everything the cluster checks decide on.
+#[derive(Debug, Clone)]
+pub struct ClusterInputs {
+    pub namespace: String,
+    pub nodes: Vec<NodeInfo>,
+    /// By node name.
+    pub reports: BTreeMap<String, ReportState>,
+    pub now: Timestamp,
+    /// A report older than this is stale.
+    pub max_age: Duration,
+    pub phase: Option<Phase>,
+    /// The key_id hash in use before the rotation (`--before-key-id-hash`).
+    pub before_key_id_hash: Option<String>,
+}
+
+/// One row of the node table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub node: String,
+    /// `fresh`, `stale`, `missing` or `invalid`.
+    pub report: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<NodeSummary>,
+    /// Whether the pinned digest is in `Node.status.images`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_present: Option<bool>,
+}
+
+/// The cluster report (`-o json|yaml` prints it as is).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub name: String,
+    pub namespace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    pub passed: bool,
+    pub nodes: Vec<NodeRow>,
+    pub checks: Vec<Check>,
+}
+
+pub mod id {
+    pub const NODES_FOUND: &str = "nodes.found";
+    pub const REPORT_PRESENT: &str = "report.present";
+    pub const REPORT_FRESH: &str = "report.fresh";
+    pub const NODE_CHECKS: &str = "node.checks";
+    pub const PROVIDER_HEALTHY: &str = "provider.healthy";
+    pub const IMAGE_PRESENT: &str = "image.present";
+    pub const KEY_ID_CONVERGED: &str = "key_id.converged";
+    pub const GENERATION_CONVERGED: &str = "generation.converged";
+    pub const VERSION_CONVERGED: &str = "version.converged";
+    pub const ROTATION_ACTIVE: &str = "rotation.active";
+    pub const ROTATION_MOVED: &str = "rotation.moved";
+}
+
+const T_NODES_FOUND: &str = "Control-plane nodes are listed";
+const T_REPORT_PRESENT: &str = "The node publishes a report";
+const T_REPORT_FRESH: &str = "The node's report is fresh";
+const T_NODE_CHECKS: &str = "Every node check passes on the node";
+const T_PROVIDER_HEALTHY: &str = "The node's provider is healthy";
+const T_IMAGE_PRESENT: &str = "The pinned provider image is present on the node";
+const T_KEY_ID: &str = "Every node reports the same key_id hash";
+const T_GENERATION: &str = "Every node reports the same registry generation";
+const T_VERSION: &str = "Every node runs the same provider version";
+const T_ROTATION_ACTIVE: &str = "Rotation state is active on every node";
+const T_ROTATION_MOVED: &str = "Every node moved to a new key_id";
+
+fn short(hash: &str) -> String {
+    if hash.is_empty() {
+        "-".to_owned()
+    } else {
+        hash.chars().take(12).collect()
+    }
+}
+
+/// Fresh reports by node (stale and missing ones are excluded from the
+/// convergence checks, which they already fail).
+fn fresh_reports<'a>(inputs: &'a ClusterInputs, rows: &[NodeRow]) -> Vec<(&'a str, &'a NodeSummary)> {
+    rows.iter()
+        .filter(|r| r.report == "fresh")
+        .filter_map(|r| match inputs.reports.get(&r.node) {
+            Some(ReportState::Present(s)) => Some((r.node.as_str(), s.as_ref())),
+            _ => None,
+        })
+        .map(|(_, s)| {
+            (
+                inputs
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == s.node)
+                    .map(|n| n.name.as_str())
+                    .unwrap_or(&s.node),
+                s,
+            )
+        })
+        .collect()
+}
+
+/// One value per node must agree: a pass naming it, or one failure per
+/// node not on the most common value.
+fn converged(
+    out: &mut Vec<Check>,
+    check_id: &str,
+    title: &str,
+    what: &str,
+    values: &[(&str, String)],
+    shown: impl Fn(&str) -> String,
+    fix: &str,
+) {
+    if values.is_empty() {
+        out.push(Check::skip(check_id, title, "no fresh report"));
+        return;
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, v) in values {
+        *counts.entry(v.as_str()).or_default() += 1;
+    }
+    if counts.len() == 1 {
+        out.push(Check::pass(
+            check_id,
+            title,
+            format!("{} nodes report {what} {}", values.len(), shown(&values[0].1)),
+        ));
+        return;
+    }
+    // The most common value wins; ties go to the smallest value, so the
+    // output is stable.
+    let (majority, n) = counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(v, n)| (*v, *n))
+        .unwrap_or(("", 0));
+    for (node, v) in values {
+        if v != majority {
+            out.push(
+                Check::fail(
+                    check_id,
+                    title,
+                    format!(
+                        "{what} {} differs from {} on {n} of {} nodes",
+                        shown(v),
+                        shown(majority),
+                        values.len()
+                    ),
+                    fix,
+                )
+                .on_node(node),
+            );
+        }
+    }
+}
+
+/// Runs every cluster check.
+pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
+    let mut checks = Vec::new();
+    let mut rows = Vec::new();
+    let ns = &inputs.namespace;
+    if inputs.nodes.is_empty() {
+        checks.push(Check::fail(
+            id::NODES_FOUND,
+            T_NODES_FOUND,
+            "no node has the label node-role.kubernetes.io/control-plane",
+            "label the control-plane nodes (kubeadm does), or point --kubeconfig/--context at the right cluster",
+        ));
+    } else {
+        checks.push(Check::pass(
+            id::NODES_FOUND,
+            T_NODES_FOUND,
+            format!("{} control-plane nodes", inputs.nodes.len()),
+        ));
+    }
+
+    for node in &inputs.nodes {
+        let name = node.name.as_str();
+        let agent_pods = format!(
+            "kubectl -n {ns} get pods -l app.kubernetes.io/name=bao-kms-preflight -o wide --field-selector spec.nodeName={name}"
+        );
+        let mut row = NodeRow {
+            node: node.name.clone(),
+            report: "missing".into(),
+            age_seconds: None,
+            summary: None,
+            image_present: None,
+        };
+        let summary = match inputs.reports.get(name) {
+            None | Some(ReportState::Missing) => {
+                checks.push(
+                    Check::fail(
+                        id::REPORT_PRESENT,
+                        T_REPORT_PRESENT,
+                        format!("no Lease {} in namespace {ns}", crate::lease::lease_name(name)),
+                        format!("run the preflight agent on {name} (the chart's DaemonSet tolerates control-plane taints): {agent_pods}"),
+                    )
+                    .on_node(name),
+                );
+                rows.push(row);
+                continue;
+            }
+            Some(ReportState::Invalid(e)) => {
+                row.report = "invalid".into();
+                checks.push(
+                    Check::fail(
+                        id::REPORT_PRESENT,
+                        T_REPORT_PRESENT,
+                        format!("Lease {} is not a node report: {e}", crate::lease::lease_name(name)),
+                        format!("upgrade the agent on {name} to this preflight version: {agent_pods}"),
+                    )
+                    .on_node(name),
+                );
+                rows.push(row);
+                continue;
+            }
+            Some(ReportState::Present(s)) => s.as_ref(),
+        };
+        row.summary = Some(summary.clone());
+        let age = inputs.now.as_second() - summary.timestamp.as_second();
+        row.age_seconds = Some(age);
+        let max = i64::try_from(inputs.max_age.as_secs()).unwrap_or(i64::MAX);
+        if age > max {
+            row.report = "stale".into();
+            checks.push(
+                Check::fail(
+                    id::REPORT_FRESH,
+                    T_REPORT_FRESH,
+                    format!(
+                        "last report {} ago, at {} (older than {})",
+                        human_age(age),
+                        summary.timestamp,
+                        human_age(max)
+                    ),
+                    format!("the agent on {name} stopped reporting: {agent_pods}, then kubectl -n {ns} logs <pod>"),
+                )
+                .on_node(name),
+            );
+        } else {
+            row.report = "fresh".into();
+        }
+        let failed = summary.failed_checks();
+        if !failed.is_empty() {
+            checks.push(
+                Check::fail(
+                    id::NODE_CHECKS,
+                    T_NODE_CHECKS,
+                    format!("failing node checks: {}", failed.join(", ")),
+                    format!("run bao-kms-preflight node on {name} for each finding and its fix"),
+                )
+                .on_node(name),
+            );
+        }
+        if !summary.healthy {
+            checks.push(
+                Check::fail(
+                    id::PROVIDER_HEALTHY,
+                    T_PROVIDER_HEALTHY,
+                    "the provider's /status is not healthy",
+                    format!("curl the provider's /status on {name} for its reasons; see docs/operations.md"),
+                )
+                .on_node(name),
+            );
+        }
+        if summary.image_digest.is_empty() {
+            checks.push(
+                Check::fail(
+                    id::IMAGE_PRESENT,
+                    T_IMAGE_PRESENT,
+                    "the report names no pinned image digest",
+                    format!("pin the provider image by @sha256: in the static pod manifest on {name} and pass --manifest to the agent"),
+                )
+                .on_node(name),
+            );
+        } else {
+            let present = node
+                .images
+                .iter()
+                .any(|i| i.ends_with(&format!("@{}", summary.image_digest)));
+            row.image_present = Some(present);
+            if !present {
+                checks.push(
+                    Check::fail(
+                        id::IMAGE_PRESENT,
+                        T_IMAGE_PRESENT,
+                        format!("{} is not in Node.status.images", summary.image),
+                        format!(
+                            "preload the image on {name} (ctr -n k8s.io images import <archive>, or crictl pull {}) so the static pod starts without a registry",
+                            summary.image
+                        ),
+                    )
+                    .on_node(name),
+                );
+            }
+        }
+        rows.push(row);
+    }
+
+    let fresh = fresh_reports(inputs, &rows);
+    let values =
+        |f: &dyn Fn(&NodeSummary) -> String| -> Vec<(&str, String)> { fresh.iter().map(|(n, s)| (*n, f(s))).collect() };
+    converged(
+        &mut checks,
+        id::KEY_ID_CONVERGED,
+        T_KEY_ID,
+        "key_id hash",
+        &values(&|s| s.key_id_hash.clone()),
+        short,
+        "wait for the provider's rotation to settle (rotation.activationDelay) and compare bao-kms-provider rotation-plan on each node; a node on another Transit key or identity scope needs its configuration corrected",
+    );
+    converged(
+        &mut checks,
+        id::GENERATION_CONVERGED,
+        T_GENERATION,
+        "generation",
+        &values(&|s| s.generation.to_string()),
+        str::to_owned,
+        "the key registries diverged: compare bao-kms-provider rotation-plan on each node and let the lagging node observe the Transit key again",
+    );
+    converged(
+        &mut checks,
+        id::VERSION_CONVERGED,
+        T_VERSION,
+        "provider version",
+        &values(&|s| s.provider_version.clone()),
+        str::to_owned,
+        "roll every node's static pod manifest to the same release digest",
+    );
+
+    match inputs.phase {
+        None => {}
+        Some(Phase::BeforeRotation) => rotation_active(
+            &mut checks,
+            &fresh,
+            "finish the rotation in progress before starting another",
+        ),
+        Some(Phase::AfterRotation) => {
+            rotation_active(
+                &mut checks,
+                &fresh,
+                "wait for rotation.activationDelay and rotation.requireStableObservationCount, then run the gate again",
+            );
+            let mut moved_ok = true;
+            for (node, s) in &fresh {
+                let before = inputs.before_key_id_hash.as_deref().unwrap_or(&s.previous_key_id_hash);
+                let problem = if before.is_empty() {
+                    Some((
+                        "no earlier key_id was observed on this node".to_owned(),
+                        "pass --before-key-id-hash with the hash shown by the before-rotation gate",
+                    ))
+                } else if s.key_id_hash == before {
+                    Some((
+                        format!("still on key_id hash {} (the one before the rotation)", short(before)),
+                        "check that Transit rotated the key (bao read <mount>/keys/<key>) and that the provider observes it",
+                    ))
+                } else {
+                    None
+                };
+                if let Some((msg, fix)) = problem {
+                    moved_ok = false;
+                    checks.push(Check::fail(id::ROTATION_MOVED, T_ROTATION_MOVED, msg, fix).on_node(node));
+                }
+            }
+            if moved_ok && !fresh.is_empty() {
+                checks.push(Check::pass(
+                    id::ROTATION_MOVED,
+                    T_ROTATION_MOVED,
+                    format!("{} nodes moved to a new key_id", fresh.len()),
+                ));
+            }
+        }
+    }
+
+    let passed = !checks.iter().any(|c| c.status == CheckStatus::Fail);
+    ClusterReport {
+        name: "cluster".into(),
+        namespace: inputs.namespace.clone(),
+        phase: inputs.phase,
+        passed,
+        nodes: rows,
+        checks,
+    }
+}
+
+fn rotation_active(checks: &mut Vec<Check>, fresh: &[(&str, &NodeSummary)], fix: &str) {
+    let mut ok = true;
+    for (node, s) in fresh {
+        if s.rotation_state != "active" {
+            ok = false;
+            checks.push(
+                Check::fail(
+                    id::ROTATION_ACTIVE,
+                    T_ROTATION_ACTIVE,
+                    format!("rotation state {} (a rotation is in progress)", s.rotation_state),
+                    fix,
+                )
+                .on_node(node),
+            );
+        }
+    }
+    if ok && !fresh.is_empty() {
+        checks.push(Check::pass(
+            id::ROTATION_ACTIVE,
+            T_ROTATION_ACTIVE,
+            format!("{} nodes active", fresh.len()),
+        ));
+    }
+}
+
+/// `45s`, `3m`, `2h`.
+pub fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 0 => "0s".to_owned(),
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+impl ClusterReport {
+    /// kubectl-style node table, then the failures (node, check, message,
+    /// fix), then a summary line.
+    pub fn to_table(&self) -> String {
+        let mut rows = vec![
+            [
+                "NODE",
+                "REPORT",
+                "AGE",
+                "KEY-ID-HASH",
+                "GENERATION",
+                "ROTATION",
+                "VERSION",
+                "IMAGE",
+                "CHECKS",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>(),
+        ];
+        for r in &self.nodes {
+            let s = r.summary.as_ref();
+            let checks = s
+                .map(|s| {
+                    let pass = s.checks.iter().filter(|c| c.status == CheckStatus::Pass).count();
+                    format!("{pass}/{}", s.checks.len())
+                })
+                .unwrap_or_else(|| "-".into());
+            rows.push(vec![
+                r.node.clone(),
+                r.report.clone(),
+                r.age_seconds.map(human_age).unwrap_or_else(|| "-".into()),
+                s.map(|s| short(&s.key_id_hash)).unwrap_or_else(|| "-".into()),
+                s.map(|s| s.generation.to_string()).unwrap_or_else(|| "-".into()),
+                s.map(|s| s.rotation_state.clone()).unwrap_or_else(|| "-".into()),
+                s.map(|s| s.provider_version.clone()).unwrap_or_else(|| "-".into()),
+                match r.image_present {
+                    Some(true) => "present".into(),
+                    Some(false) => "absent".into(),
+                    None => "-".into(),
+                },
+                checks,
+            ]);
+        }
+        let mut out = align(&rows);
+        let failures: Vec<&Check> = self.checks.iter().filter(|c| c.status == CheckStatus::Fail).collect();
+        if !failures.is_empty() {
+            out.push_str("\nFAILURES\n");
+            let mut f = vec![vec!["NODE".to_owned(), "CHECK".to_owned(), "MESSAGE".to_owned()]];
+            for c in &failures {
+                f.push(vec![
+                    c.node.clone().unwrap_or_else(|| "-".into()),
+                    c.id.clone(),
+                    c.message.clone().unwrap_or_default(),
+                ]);
+            }
+            out.push_str(&align(&f));
+            out.push_str("\nFIXES\n");
+            for c in &failures {
+                out.push_str(&format!(
+                    "{} {}: {}\n",
+                    c.node.as_deref().unwrap_or("-"),
+                    c.id,
+                    c.fix.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        let phase = self
+            .phase
+            .map(|p| format!(" (phase {})", p.as_str()))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\ncluster{phase}: {} control-plane nodes, {} checks failed: {}\n",
+            self.nodes.len(),
+            failures.len(),
+            if self.passed { "PASS" } else { "FAIL" }
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(human_age(5), "5s");
+        assert_eq!(human_age(600), "10m");
+        assert_eq!(human_age(7200), "2h");
+        assert_eq!(human_age(-3), "0s");
+    }
+}

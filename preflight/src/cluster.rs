@@ -1,0 +1,43 @@
+//! `bao-kms-preflight cluster`: list the control-plane nodes, read every
+//! node's report Lease, and run the cluster checks.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::Client;
+
+use crate::checks::cluster::{self, ClusterInputs, ClusterReport, Phase};
+use crate::kube_api::{self, ApiError};
+use crate::lease::timestamp_from_unix;
+
+/// What `cluster` checks, from the command line.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub namespace: String,
+    pub max_age: Duration,
+    pub phase: Option<Phase>,
+    pub before_key_id_hash: Option<String>,
+}
+
+/// Reads the nodes and their reports, then evaluates.
+pub async fn run(client: &Client, opts: &ClusterOptions) -> Result<ClusterReport, ApiError> {
+    let nodes = kube_api::control_plane_nodes(client).await?;
+    let mut reports = BTreeMap::new();
+    for n in &nodes {
+        reports.insert(
+            n.name.clone(),
+            kube_api::node_report(client, &opts.namespace, &n.name).await?,
+        );
+    }
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let inputs = ClusterInputs {
+        namespace: opts.namespace.clone(),
+        nodes,
+        reports,
+        now: timestamp_from_unix(i64::try_from(since.as_secs()).unwrap_or(i64::MAX), 0),
+        max_age: opts.max_age,
+        phase: opts.phase,
+        before_key_id_hash: opts.before_key_id_hash.clone(),
+    };
+    Ok(cluster::evaluate(&inputs))
+}

@@ -1,0 +1,570 @@
+//! `bao-kms-preflight cluster` and `agent` against a fake Kubernetes API
+//! server: three control-plane nodes (and a worker that is ignored), each
+//! with a report Lease. Converged, one stale, one on another key_id, one
+//! missing the image, a rotation half-way and done; table and JSON output
+//! and exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bao_kms_preflight::lease::{CheckResult, NodeSummary, lease_name, timestamp_from_unix, to_lease};
+use bao_kms_preflight::report::CheckStatus;
+use common::fake_api::FakeApi;
+use common::*;
+use serde_json::Value;
+
+const NS: &str = "kube-system";
+const NODES: [&str; 3] = ["cp-1", "cp-2", "cp-3"];
+
+fn image() -> String {
+    format!("registry.example/bao-kms-provider@{DIGEST}")
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn summary(node: &str, hash: &str, age_secs: i64) -> NodeSummary {
+    NodeSummary {
+        node: node.into(),
+        key_id_hash: hash.into(),
+        previous_key_id_hash: String::new(),
+        generation: 3,
+        rotation_state: "active".into(),
+        active_version: 2,
+        provider_version: "0.1.0".into(),
+        provider_name: PROVIDER_NAME.into(),
+        healthy: true,
+        image: image(),
+        image_digest: DIGEST.into(),
+        preflight_version: "0.1.0".into(),
+        checks: ["config.file", "socket.directory", "provider.status"]
+            .iter()
+            .map(|id| CheckResult {
+                id: (*id).into(),
+                status: CheckStatus::Pass,
+                message: None,
+            })
+            .collect(),
+        timestamp: timestamp_from_unix(now_secs() - age_secs, 0),
+    }
+}
+
+/// Three control-plane nodes holding the pinned image, one worker, and a
+/// fresh converged report per control-plane node.
+struct Cluster {
+    api: FakeApi,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let api = FakeApi::start();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.write_kubeconfig(dir.path(), NS);
+        let image = image();
+        for n in NODES {
+            api.add_node(n, true, &[image.as_str(), "registry.example/bao-kms-provider:0.1.0"]);
+        }
+        api.add_node("worker-1", false, &[]);
+        let c = Self {
+            api,
+            _dir: dir,
+            kubeconfig,
+        };
+        for n in NODES {
+            c.report(summary(n, KEY_HASH_A, 5));
+        }
+        c
+    }
+
+    fn report(&self, s: NodeSummary) {
+        let previous = self
+            .api
+            .lease(NS, &lease_name(&s.node))
+            .map(|v| serde_json::from_value(v).unwrap());
+        self.api
+            .put_lease(NS, &to_lease(&s, NS, Duration::from_secs(90), previous.as_ref()));
+    }
+
+    fn cluster(&self, extra: &[&str]) -> (i32, String) {
+        let mut args = vec![
+            "cluster".to_owned(),
+            "--kubeconfig".to_owned(),
+            self.kubeconfig.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let (code, out, err) = run(&args, &[]);
+        assert!(code == 0 || code == 4, "exit {code}: {err}");
+        (code, out)
+    }
+
+    fn json(&self, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["-o", "json"];
+        args.extend_from_slice(extra);
+        let (code, out) = self.cluster(&args);
+        (
+            code,
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")),
+        )
+    }
+}
+
+/// `(node, id, message)` of every failing check.
+fn failures(report: &Value) -> Vec<(String, String, String)> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| {
+            (
+                c["node"].as_str().unwrap_or("-").to_owned(),
+                c["id"].as_str().unwrap().to_owned(),
+                c["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn f(node: &str, id: &str, msg: &str) -> (String, String, String) {
+    (node.into(), id.into(), msg.into())
+}
+
+#[test]
+fn converged_cluster_passes() {
+    let c = Cluster::new();
+    let (code, table) = c.cluster(&[]);
+    assert_eq!(code, 0, "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0],
+        "NODE   REPORT   AGE   KEY-ID-HASH    GENERATION   ROTATION   VERSION   IMAGE     CHECKS"
+    );
+    for (i, n) in NODES.iter().enumerate() {
+        let row = lines[i + 1];
+        assert!(row.starts_with(&format!("{n}   fresh    ")), "{row}");
+        assert!(
+            row.ends_with("AAAAAAAAAAAA   3            active     0.1.0     present   3/3"),
+            "{row}"
+        );
+    }
+    assert_eq!(
+        lines[4..],
+        ["", "cluster: 3 control-plane nodes, 0 checks failed: PASS"],
+        "{table}"
+    );
+
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["namespace"], NS);
+    assert_eq!(
+        report["nodes"].as_array().unwrap().len(),
+        3,
+        "the worker is not a control-plane node"
+    );
+    assert_eq!(report["nodes"][0]["summary"]["keyIdHash"], KEY_HASH_A);
+    let passes: Vec<(&str, &str)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        passes,
+        [
+            ("nodes.found", "3 control-plane nodes"),
+            ("key_id.converged", "3 nodes report key_id hash AAAAAAAAAAAA"),
+            ("generation.converged", "3 nodes report generation 3"),
+            ("version.converged", "3 nodes report provider version 0.1.0"),
+        ]
+    );
+    // YAML carries the same document.
+    let (_, yaml) = c.cluster(&["-o", "yaml"]);
+    let from_yaml: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(from_yaml["checks"], report["checks"]);
+    // Reads: one LIST of control-plane nodes, one GET per node's Lease.
+    let reqs = c.api.requests();
+    assert!(
+        reqs.iter().any(|r| r.starts_with("GET /api/v1/nodes?")
+            && r.contains("labelSelector=node-role.kubernetes.io%2Fcontrol-plane")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.contains(
+            &"GET /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/bao-kms-preflight-cp-2".to_owned()
+        )
+    );
+}
+
+#[test]
+fn one_stale_report() {
+    let c = Cluster::new();
+    let stale = summary("cp-2", KEY_HASH_A, 600);
+    let at = stale.timestamp.to_string();
+    c.report(stale);
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-2",
+            "report.fresh",
+            &format!("last report 10m ago, at {at} (older than 2m)")
+        )]
+    );
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "report.fresh")
+        .unwrap();
+    assert!(
+        check["fix"].as_str().unwrap().starts_with(
+            "the agent on cp-2 stopped reporting: kubectl -n kube-system get pods -l app.kubernetes.io/name=bao-kms-preflight -o wide --field-selector spec.nodeName=cp-2"
+        ),
+        "{check}"
+    );
+    assert_eq!(report["nodes"][1]["report"], "stale");
+    // A longer freshness window accepts it.
+    assert_eq!(c.cluster(&["--max-age", "15m"]).0, 0);
+
+    let (_, table) = c.cluster(&[]);
+    assert!(table.contains("\ncp-2   stale    10m   "), "{table}");
+    assert!(
+        table.contains("\nFAILURES\nNODE   CHECK          MESSAGE\ncp-2   report.fresh   last report 10m ago"),
+        "{table}"
+    );
+    assert!(
+        table.ends_with("cluster: 3 control-plane nodes, 1 checks failed: FAIL\n"),
+        "{table}"
+    );
+}
+
+#[test]
+fn one_node_on_another_key_id() {
+    let c = Cluster::new();
+    c.report(summary("cp-3", KEY_HASH_B, 5));
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-3",
+            "key_id.converged",
+            "key_id hash BBBBBBBBBBBB differs from AAAAAAAAAAAA on 2 of 3 nodes"
+        )]
+    );
+    let (_, table) = c.cluster(&[]);
+    assert!(
+        table.contains("cp-3   key_id.converged   key_id hash BBBBBBBBBBBB differs"),
+        "{table}"
+    );
+    assert!(
+        table.contains("\ncp-3 key_id.converged: wait for the provider's rotation to settle"),
+        "{table}"
+    );
+}
+
+#[test]
+fn one_node_missing_the_image() {
+    let c = Cluster::new();
+    {
+        let mut st = c.api.state.lock().unwrap();
+        st.nodes[1]["status"]["images"] = serde_json::json!([{"names": ["registry.example/pause:3.10"]}]);
+    }
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-2",
+            "image.present",
+            &format!("{} is not in Node.status.images", image())
+        )]
+    );
+    assert_eq!(report["nodes"][1]["imagePresent"], false);
+    let (_, table) = c.cluster(&[]);
+    let row = table.lines().find(|l| l.starts_with("cp-2 ")).unwrap();
+    assert!(row.starts_with("cp-2   fresh    "), "{table}");
+    assert!(
+        row.ends_with("   AAAAAAAAAAAA   3            active     0.1.0     absent    3/3"),
+        "{table}"
+    );
+    assert!(
+        table.contains("preload the image on cp-2 (ctr -n k8s.io images import <archive>"),
+        "{table}"
+    );
+}
+
+#[test]
+fn missing_report_failed_checks_and_unhealthy() {
+    let c = Cluster::new();
+    c.api
+        .state
+        .lock()
+        .unwrap()
+        .leases
+        .remove(&(NS.to_owned(), lease_name("cp-1")));
+    let mut bad = summary("cp-3", KEY_HASH_A, 5);
+    bad.checks[1].status = CheckStatus::Fail;
+    bad.healthy = false;
+    c.report(bad);
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [
+            f(
+                "cp-1",
+                "report.present",
+                "no Lease bao-kms-preflight-cp-1 in namespace kube-system"
+            ),
+            f("cp-3", "node.checks", "failing node checks: socket.directory"),
+            f("cp-3", "provider.healthy", "the provider's /status is not healthy"),
+        ]
+    );
+    // With no control-plane node at all.
+    c.api
+        .state
+        .lock()
+        .unwrap()
+        .nodes
+        .retain(|n| n["metadata"]["name"] == "worker-1");
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "-",
+            "nodes.found",
+            "no node has the label node-role.kubernetes.io/control-plane"
+        )]
+    );
+}
+
+#[test]
+fn rotation_half_way_and_done() {
+    let c = Cluster::new();
+    // Before: converged on A, active everywhere.
+    let (code, report) = c.json(&["--phase", "before-rotation"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["phase"], "before-rotation");
+
+    // Half-way: cp-1 moved to B, cp-2 observed B but is pending, cp-3 still on A.
+    let mut moved = summary("cp-1", KEY_HASH_B, 5);
+    moved.generation = 4;
+    moved.active_version = 3;
+    c.report(moved.clone());
+    let mut pending = summary("cp-2", KEY_HASH_A, 5);
+    pending.rotation_state = "pending".into();
+    c.report(pending);
+    let (code, report) = c.json(&["--phase", "before-rotation"]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [
+            f(
+                "cp-1",
+                "key_id.converged",
+                "key_id hash BBBBBBBBBBBB differs from AAAAAAAAAAAA on 2 of 3 nodes"
+            ),
+            f(
+                "cp-1",
+                "generation.converged",
+                "generation 4 differs from 3 on 2 of 3 nodes"
+            ),
+            f(
+                "cp-2",
+                "rotation.active",
+                "rotation state pending (a rotation is in progress)"
+            ),
+        ]
+    );
+    let (code, report) = c.json(&["--phase", "after-rotation"]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [
+            f(
+                "cp-1",
+                "key_id.converged",
+                "key_id hash BBBBBBBBBBBB differs from AAAAAAAAAAAA on 2 of 3 nodes"
+            ),
+            f(
+                "cp-1",
+                "generation.converged",
+                "generation 4 differs from 3 on 2 of 3 nodes"
+            ),
+            f(
+                "cp-2",
+                "rotation.active",
+                "rotation state pending (a rotation is in progress)"
+            ),
+            f("cp-2", "rotation.moved", "no earlier key_id was observed on this node"),
+            f("cp-3", "rotation.moved", "no earlier key_id was observed on this node"),
+        ]
+    );
+    let (code, report) = c.json(&["--phase", "after-rotation", "--before-key-id-hash", KEY_HASH_A]);
+    assert_eq!(code, 4);
+    let moved_failures: Vec<_> = failures(&report)
+        .into_iter()
+        .filter(|x| x.1 == "rotation.moved")
+        .collect();
+    assert_eq!(
+        moved_failures,
+        [
+            f(
+                "cp-2",
+                "rotation.moved",
+                "still on key_id hash AAAAAAAAAAAA (the one before the rotation)"
+            ),
+            f(
+                "cp-3",
+                "rotation.moved",
+                "still on key_id hash AAAAAAAAAAAA (the one before the rotation)"
+            ),
+        ]
+    );
+
+    // Done: every node on B, active; each Lease remembers A as the previous hash.
+    for n in ["cp-2", "cp-3"] {
+        let mut s = moved.clone();
+        s.node = n.into();
+        c.report(s);
+    }
+    let (code, report) = c.json(&["--phase", "after-rotation"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["nodes"][2]["summary"]["previousKeyIdHash"], KEY_HASH_A);
+    let (code, table) = c.cluster(&["--phase", "after-rotation", "--before-key-id-hash", KEY_HASH_A]);
+    assert_eq!(code, 0, "{table}");
+    assert!(
+        table.ends_with("cluster (phase after-rotation): 3 control-plane nodes, 0 checks failed: PASS\n"),
+        "{table}"
+    );
+}
+
+#[test]
+fn unreachable_api_is_a_runtime_error() {
+    let c = Cluster::new();
+    let kubeconfig = std::fs::read_to_string(&c.kubeconfig)
+        .unwrap()
+        .replace(&c.api.address, "127.0.0.1:1");
+    std::fs::write(&c.kubeconfig, kubeconfig).unwrap();
+    let (code, _, err) = run(
+        &[
+            "cluster".into(),
+            "--kubeconfig".into(),
+            c.kubeconfig.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("listing control-plane nodes"), "{err}");
+}
+
+#[test]
+fn agent_publishes_the_node_report_then_cluster_reads_it() {
+    let api = FakeApi::start();
+    let tree = NodeTree::new();
+    let kubeconfig = api.write_kubeconfig(tree.dir.path(), "preflight");
+    api.add_node("cp-1", true, &[image().as_str()]);
+    let mut args = tree.node_args();
+    args[0] = "agent".into();
+    args.truncate(args.len() - 2); // no -o for the agent
+    args.extend([
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--node-name".into(),
+        "cp-1".into(),
+        "--interval".into(),
+        "20s".into(),
+        "--once".into(),
+    ]);
+    let (code, _, err) = run(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let lease = api.lease("preflight", "bao-kms-preflight-cp-1").expect("lease created");
+    let a = &lease["metadata"]["annotations"];
+    assert_eq!(a["preflight.kms.openbao.org/node"], "cp-1");
+    assert_eq!(a["preflight.kms.openbao.org/key-id-hash"], KEY_HASH_A);
+    assert_eq!(a["preflight.kms.openbao.org/generation"], "3");
+    assert_eq!(a["preflight.kms.openbao.org/rotation-state"], "active");
+    assert_eq!(a["preflight.kms.openbao.org/active-version"], "2");
+    assert_eq!(a["preflight.kms.openbao.org/provider-version"], "0.1.0");
+    assert_eq!(a["preflight.kms.openbao.org/image-digest"], DIGEST);
+    assert_eq!(a["preflight.kms.openbao.org/healthy"], "true");
+    assert!(a.get("preflight.kms.openbao.org/previous-key-id-hash").is_none());
+    let checks: Vec<Value> = serde_json::from_str(a["preflight.kms.openbao.org/checks"].as_str().unwrap()).unwrap();
+    assert_eq!(checks.len(), 15);
+    assert_eq!(
+        checks[0],
+        serde_json::json!({"id": "config.file", "status": "pass", "message": checks[0]["message"]})
+    );
+    assert_eq!(lease["spec"]["holderIdentity"], "bao-kms-preflight/cp-1");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 60);
+    assert_eq!(
+        lease["metadata"]["labels"]["app.kubernetes.io/name"],
+        "bao-kms-preflight"
+    );
+    let timestamp = a["preflight.kms.openbao.org/timestamp"].as_str().unwrap();
+    assert!(
+        lease["spec"]["renewTime"]
+            .as_str()
+            .unwrap()
+            .starts_with(&timestamp[..19]),
+        "{lease:#}"
+    );
+
+    // The key moves: the second round updates the Lease in place and
+    // remembers the previous key_id hash.
+    tree.provider.set_status("keyIDHash", KEY_HASH_B.into());
+    let (code, _, err) = run(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let lease = api.lease("preflight", "bao-kms-preflight-cp-1").unwrap();
+    let a = &lease["metadata"]["annotations"];
+    assert_eq!(a["preflight.kms.openbao.org/key-id-hash"], KEY_HASH_B);
+    assert_eq!(a["preflight.kms.openbao.org/previous-key-id-hash"], KEY_HASH_A);
+    let reqs = api.requests();
+    assert_eq!(
+        reqs.iter().filter(|r| r.starts_with("POST ")).count(),
+        1,
+        "created once, then replaced: {reqs:?}"
+    );
+    assert_eq!(reqs.iter().filter(|r| r.starts_with("PUT ")).count(), 1, "{reqs:?}");
+
+    let (code, out, err) = run(
+        &[
+            "cluster".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--phase".into(),
+            "after-rotation".into(),
+            "-o".into(),
+            "json".into(),
+        ],
+        &[],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["namespace"], "preflight");
+
+    // An API server that refuses the write makes `--once` fail.
+    api.state.lock().unwrap().leases.clear();
+    let mut bad = args.clone();
+    let i = bad.iter().position(|a| a == "--kubeconfig").unwrap();
+    let broken = tree.dir.path().join("broken-kubeconfig");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&api.address, "127.0.0.1:1"),
+    )
+    .unwrap();
+    bad[i + 1] = broken.display().to_string();
+    assert_eq!(run(&bad, &[]).0, 5);
+}
