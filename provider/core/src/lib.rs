@@ -11,6 +11,8 @@
 //! - [`transit`]: Transit key metadata, profile findings, bootstrap decision.
 //! - [`registry`]: the persisted key registry (state file + checkpoint),
 //!   its hash chain and rollback rules.
+//! - [`rotation`]: the rotation state machine driven by metadata
+//!   observations (candidate, stable count, activation delay, promotion).
 //! - [`encryption_config`]: kube-apiserver's EncryptionConfiguration, its
 //!   validation rules and the cross-check against [`config::Config`].
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
@@ -28,5 +30,6 @@ pub mod jwt;
 pub mod keyid;
 pub mod limits;
 pub mod registry;
+pub mod rotation;
 pub mod snapshot;
 pub mod transit;
