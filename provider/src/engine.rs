@@ -8,10 +8,18 @@
 //! published value Status reads, with its explicit Transit `key_version`.
 //! Decrypt checks key_id, annotations and ciphertext version before the one
 //! Transit call, and rebuilds the AAD from the snapshot.
+//!
+//! Rotation: each successful probe hands the Transit metadata to the pure
+//! rotation machine (`bao_kms_core::rotation`), persists what it decides
+//! with [`RegistryStore::save_transition`] and only then publishes from the
+//! durable registry: a pending version becomes decryptable, a promotion
+//! changes the key_id, never the other way round. The activation clock (the
+//! monotonic instant this process confirmed a durable stable candidate)
+//! lives in [`Registry`] beside the state it belongs to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bao_kms_core::aad;
@@ -21,7 +29,9 @@ use bao_kms_core::errors::ErrorClass;
 use bao_kms_core::identity::IdentityScope;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::limits;
-use bao_kms_core::registry::{CheckpointStatus, IdentityPins, StateFile, checkpoint_status};
+use bao_kms_core::registry::{CheckpointStatus, IdentityPins, SnapshotState, StateFile, checkpoint_status};
+use bao_kms_core::rotation::{ActivationClock, Candidate, Discovery, Note, Rotation, Transition};
+pub use bao_kms_core::rotation::{Reason, RotationState};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
 use rand::RngCore;
@@ -35,47 +45,6 @@ use crate::openbao::{BaoError, ClientSettings, OpenBao};
 use crate::singleflight::SingleFlight;
 use crate::state::RegistryStore;
 
-/// Rotation state as Status and metrics report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotationState {
-    Active,
-    Pending,
-    Unknown,
-}
-
-impl RotationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Pending => "pending",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// One reason the provider is not healthy: a stable code (the `/ready`
-/// reason) and a one-line detail without secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
-    pub code: &'static str,
-    pub detail: String,
-}
-
-impl Reason {
-    fn new(code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
-    }
-}
-
 /// What the last probe established; replaced whole, never mutated.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -85,7 +54,12 @@ pub struct Published {
     pub generation: u64,
     pub rotation_state: RotationState,
     pub latest_version: u64,
+    /// Newest pending version in the durable registry.
+    pub pending_version: Option<u64>,
     pub decryptable: Arc<BTreeMap<String, KeySnapshot>>,
+    /// The last rotation observation could not be saved and is deferred
+    /// (Status stays healthy; nothing new was published).
+    pub persistence_degraded: bool,
     /// When OpenBao last confirmed this snapshot.
     pub confirmed_at: Instant,
     pub metadata_error_class: Option<&'static str>,
@@ -170,12 +144,46 @@ pub struct Engine {
     auth: Auth,
     metrics: Arc<Metrics>,
     store: RegistryStore,
-    state: RwLock<StateFile>,
+    registry: Mutex<Registry>,
     pins: IdentityPins,
     plugin_version: String,
     published: watch::Sender<Arc<Published>>,
     /// Identical concurrent Decrypts (same key_id and ciphertext) share one Transit call.
     decrypts: SingleFlight<(String, Vec<u8>), DecryptResult>,
+    /// Unknown-key_id discovery: one shared metadata read at a time ...
+    discovery: SingleFlight<(), Option<Result<Arc<KeyMetadata>, KmsError>>>,
+    /// ... and at most one attempt per `status.probeInterval` (failures count).
+    last_discovery: Mutex<Option<Instant>>,
+}
+
+/// The durable registry and the process-local activation clock.
+struct Registry {
+    /// What is on disk (state file + checkpoint), never ahead of it.
+    state: StateFile,
+    /// The candidate whose durable stable state this process confirmed, and when.
+    clock: Option<(Candidate, Instant)>,
+}
+
+impl Registry {
+    /// Copies the durable registry into `p`: the active key, generation and
+    /// decryptable snapshots are only ever published from here.
+    fn publish_into(&self, p: &mut Published) {
+        if let Some(active) = self.state.active().snapshot() {
+            p.active = active;
+        }
+        p.generation = self.state.generation;
+        p.pending_version = pending_version(&self.state);
+        p.decryptable = Arc::new(self.state.decryptable());
+    }
+}
+
+fn pending_version(state: &StateFile) -> Option<u64> {
+    state
+        .snapshots
+        .iter()
+        .filter(|r| r.state == SnapshotState::Pending)
+        .map(|r| r.transit_version)
+        .max()
 }
 
 /// Outcome of the checks one probe runs against OpenBao.
@@ -224,7 +232,7 @@ impl Engine {
         );
 
         let deadline = Instant::now() + cfg.bootstrap.grace_timeout;
-        let (state, pins, meta) = loop {
+        let (state, pins, meta, rotation_state) = loop {
             match Self::initial_attempt(&cfg, &scope, &bao, &auth, disk.state.as_ref(), disk.pins.as_ref()).await {
                 Ok(done) => break done,
                 Err(Attempt::Fatal(msg)) => return Err(StartupError::FailClosed(msg)),
@@ -272,14 +280,12 @@ impl Engine {
             .ok_or_else(|| StartupError::FailClosed("registry active snapshot is malformed".into()))?;
         let published = Arc::new(Published {
             reasons: Vec::new(),
-            rotation_state: if meta.latest_version > active.version {
-                RotationState::Pending
-            } else {
-                RotationState::Active
-            },
+            rotation_state,
             latest_version: meta.latest_version,
+            pending_version: pending_version(&state),
             generation: state.generation,
             decryptable: Arc::new(state.decryptable()),
+            persistence_degraded: false,
             active,
             confirmed_at: Instant::now(),
             metadata_error_class: None,
@@ -293,11 +299,13 @@ impl Engine {
             auth,
             metrics,
             store,
-            state: RwLock::new(state),
+            registry: Mutex::new(Registry { state, clock: None }),
             pins,
             plugin_version,
             published: tx,
             decrypts: SingleFlight::default(),
+            discovery: SingleFlight::default(),
+            last_discovery: Mutex::new(None),
         });
         engine.export_metrics(&engine.published.borrow().clone());
         Ok(engine)
@@ -316,10 +324,15 @@ impl Engine {
         })
     }
 
-    /// Problems with the facts relative to the registry and pins.
-    fn assess(facts: &ProbeFacts, state: &StateFile, pins: &IdentityPins) -> (Vec<Reason>, RotationState) {
+    /// Problems with the facts that are not rotation decisions: live
+    /// identity pins, `disable_upsert` and the Transit profile. The second
+    /// value is false when the pins do not match: metadata from another
+    /// OpenBao or a re-created mount must not drive rotation.
+    fn assess(facts: &ProbeFacts, state: &StateFile, pins: &IdentityPins) -> (Vec<Reason>, bool) {
         let mut reasons = Vec::new();
-        for m in pins.mismatches(&facts.live_pins) {
+        let mismatches = pins.mismatches(&facts.live_pins);
+        let pins_ok = mismatches.is_empty();
+        for m in mismatches {
             reasons.push(Reason::new("identity_drift", m));
         }
         match &facts.upsert_disabled {
@@ -330,31 +343,19 @@ impl Engine {
             )),
             Err(e) => reasons.push(Reason::new("upsert_check_failed", e.to_string())),
         }
-        let active = state.active().transit_version;
-        for f in profile_findings(&facts.meta, &state.retained_versions(), Some(active)) {
+        // `min_encryption_version` above the active version is the rotation
+        // machine's `encryption_blocked`, not a profile finding.
+        for f in profile_findings(&facts.meta, &state.retained_versions(), None) {
             reasons.push(Reason::new("profile_invalid", format!("{f} [{}]", f.code)));
         }
-        let mut drifted = false;
-        for problem in state.drift_against(&facts.meta) {
-            let code = match problem.split(':').next() {
-                Some("version_rollback") => "version_rollback",
-                Some("identity_drift") => "identity_drift",
-                _ => "metadata_unverified",
-            };
-            drifted = true;
-            reasons.push(Reason::new(code, problem));
+        (reasons, pins_ok)
+    }
+
+    fn rotation(&self) -> Rotation<'_> {
+        Rotation {
+            scope: &self.scope,
+            policy: &self.cfg.rotation,
         }
-        if reasons.iter().any(|r| r.code == "identity_drift") {
-            drifted = true;
-        }
-        let rotation = if drifted {
-            RotationState::Unknown
-        } else if facts.meta.latest_version > active {
-            RotationState::Pending
-        } else {
-            RotationState::Active
-        };
-        (reasons, rotation)
     }
 
     async fn initial_attempt(
@@ -364,7 +365,7 @@ impl Engine {
         auth: &Auth,
         state: Option<&StateFile>,
         pins: Option<&IdentityPins>,
-    ) -> Result<(StateFile, IdentityPins, KeyMetadata), Attempt> {
+    ) -> Result<(StateFile, IdentityPins, KeyMetadata, RotationState), Attempt> {
         let token = auth
             .token()
             .await
@@ -401,7 +402,20 @@ impl Engine {
             },
         };
         let pins = pins.cloned().unwrap_or_else(|| facts.live_pins.clone());
-        let (reasons, _) = Self::assess(&facts, &state, &pins);
+        let (mut reasons, pins_ok) = Self::assess(&facts, &state, &pins);
+        // The rotation checks (rollback, drift, skipped-version metadata)
+        // without acting: the first probe persists what they decide.
+        let rotation_state = if pins_ok {
+            let step = Rotation {
+                scope,
+                policy: &cfg.rotation,
+            }
+            .step(&state, &facts.meta, now_unix(), None);
+            reasons.extend(step.reasons);
+            step.rotation_state
+        } else {
+            RotationState::Unknown
+        };
         if !reasons.is_empty() {
             return Err(Attempt::Retry(reasons));
         }
@@ -412,7 +426,7 @@ impl Engine {
         deep_probe(bao, scope, &token, &active)
             .await
             .map_err(|e| Attempt::Retry(vec![Reason::new("deep_probe_failed", e.message)]))?;
-        Ok((state, pins, facts.meta))
+        Ok((state, pins, facts.meta, rotation_state))
     }
 
     /// Runs the background probe until `stop` fires.
@@ -444,10 +458,6 @@ impl Engine {
     /// One probe; returns (deep probe ran, deep probe passed).
     pub async fn probe_once(&self, deep_due: bool) -> (bool, bool) {
         let previous = self.published.borrow().clone();
-        let state = self.state.read().map(|s| s.clone()).map_err(|_| ());
-        let Ok(state) = state else {
-            return (false, false);
-        };
         let mut next = (*previous).clone();
         next.metadata_error_class = None;
         next.deep_error_class = None;
@@ -482,8 +492,9 @@ impl Engine {
                         .transit_metadata_observation
                         .get_or_create(&StatusLabel { status: "ok" })
                         .inc();
-                    let (mut reasons, rotation) = Self::assess(&facts, &state, &self.pins);
-                    if reasons.is_empty() && (deep_due || !previous.reasons.is_empty()) {
+                    let (mut reasons, rotation, promoted) = self.observe(&facts, &mut next);
+                    // After a promotion, health needs a deep probe of the new key.
+                    if reasons.is_empty() && (deep_due || promoted || !previous.reasons.is_empty()) {
                         ran_deep = true;
                         if let Err(e) = deep_probe(&self.bao, &self.scope, &token, &next.active).await {
                             next.deep_error_class = Some(e.class.as_str());
@@ -491,13 +502,6 @@ impl Engine {
                         } else {
                             deep_ok = true;
                         }
-                    }
-                    if rotation == RotationState::Pending && previous.rotation_state != RotationState::Pending {
-                        tracing::info!(
-                            message = "rotation.observed",
-                            latest_version = facts.meta.latest_version,
-                            active_version = next.active.version
-                        );
                     }
                     next.rotation_state = rotation;
                     next.latest_version = facts.meta.latest_version;
@@ -528,11 +532,110 @@ impl Engine {
         (ran_deep, deep_ok)
     }
 
+    /// Runs the rotation machine on one successful observation, persists
+    /// what it decided, then copies the durable registry into `next`.
+    /// Returns the health reasons, the rotation state, and whether a
+    /// promotion was persisted.
+    fn observe(&self, facts: &ProbeFacts, next: &mut Published) -> (Vec<Reason>, RotationState, bool) {
+        // No await while the lock is held: the step and the save are synchronous.
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut reasons, pins_ok) = Self::assess(facts, &registry.state, &self.pins);
+        if !pins_ok {
+            return (reasons, RotationState::Unknown, false);
+        }
+        let clock = registry.clock.map(|(candidate, at)| ActivationClock {
+            candidate,
+            elapsed: at.elapsed(),
+        });
+        let step = self.rotation().step(&registry.state, &facts.meta, now_unix(), clock);
+        reasons.extend(step.reasons.iter().cloned());
+        let mut rotation_state = step.rotation_state;
+        let mut promoted = false;
+        let saved = match &step.transition {
+            Transition::None => {
+                next.persistence_degraded = false;
+                true
+            }
+            Transition::Observe(state) => match self.store.save_transition(state) {
+                Ok(()) => {
+                    log_notes(&step.notes, state.generation);
+                    registry.state = state.clone();
+                    next.persistence_degraded = false;
+                    true
+                }
+                Err(e) => {
+                    // Nothing new is published; the next probe retries with fresh metadata.
+                    next.persistence_degraded = true;
+                    tracing::warn!(
+                        message = "rotation.save_deferred",
+                        generation = state.generation,
+                        files_unchanged = e.files_unchanged,
+                        error = %e
+                    );
+                    if !e.files_unchanged {
+                        reasons.push(Reason::new("state_save_failed", format!("registry save failed: {e}")));
+                    }
+                    false
+                }
+            },
+            Transition::Promote { next: state, from, to } => match self.store.save_transition(state) {
+                Ok(()) => {
+                    registry.state = state.clone();
+                    promoted = true;
+                    next.persistence_degraded = false;
+                    self.metrics.rotation_promotions.inc();
+                    tracing::info!(
+                        message = "key.promoted",
+                        old_key_id_hash = %from.key_id.hash(),
+                        new_key_id_hash = %to.key_id.hash(),
+                        old_transit_key_version = from.version,
+                        new_transit_key_version = to.version,
+                        generation = state.generation
+                    );
+                    true
+                }
+                Err(e) => {
+                    rotation_state = RotationState::Pending;
+                    tracing::warn!(
+                        message = "rotation.promotion_save_failed",
+                        generation = state.generation,
+                        new_transit_key_version = to.version,
+                        error = %e
+                    );
+                    reasons.push(Reason::new(
+                        "state_save_failed",
+                        format!("registry save failed while promoting version {}: {e}", to.version),
+                    ));
+                    false
+                }
+            },
+        };
+        if saved {
+            match step.confirm {
+                Some(c) if registry.clock.is_some_and(|(running, _)| running == c) => {}
+                Some(c) => {
+                    registry.clock = Some((c, Instant::now()));
+                    tracing::info!(
+                        message = "rotation.stable_confirmed",
+                        transit_key_version = c.version,
+                        activation_delay_ms = self.cfg.rotation.activation_delay.as_millis() as u64
+                    );
+                }
+                None => registry.clock = None,
+            }
+        }
+        registry.publish_into(next);
+        (reasons, rotation_state, promoted)
+    }
+
     fn export_metrics(&self, p: &Published) {
         let healthy = p.reasons.is_empty();
         let hash = healthy.then(|| p.active.key_id.hash());
         self.metrics
             .set_key_state(hash.as_deref(), p.active.version, p.rotation_state.as_str());
+        self.metrics
+            .rotation_persistence_degraded
+            .set(i64::from(p.persistence_degraded));
     }
 
     /// The published snapshot, aged now.
@@ -659,12 +762,14 @@ impl Engine {
         };
         let parsed = KeyId::parse(key_id).map_err(|e| key_id_err(ErrorClass::KeyIdMalformed, &e.to_string()))?;
         let published = self.published.borrow().clone();
-        let snap = published.decryptable.get(parsed.as_str()).cloned().ok_or_else(|| {
-            key_id_err(
-                ErrorClass::KeyIdUnknown,
-                "key_id is not in the key registry (identity-bearing configuration changed, or registry state lost or rolled back?)",
-            )
-        })?;
+        let known = published.decryptable.get(parsed.as_str()).cloned();
+        let snap = match known {
+            Some(snap) => snap,
+            None => self
+                .discover(&parsed)
+                .await
+                .map_err(|e| key_id_err(e.class, &e.message))?,
+        };
         let aad_err = |class: ErrorClass, message: String| {
             self.metrics
                 .aad_validation_errors
@@ -701,6 +806,98 @@ impl Engine {
                 })
             })
             .await
+    }
+
+    /// Unknown-key_id discovery (seed-product §5): another node may have
+    /// promoted a version this node has not observed yet, and its
+    /// kube-apiserver may already have written data under it. One shared
+    /// read of the configured key's metadata, at most once per
+    /// `status.probeInterval`; a key_id that is a newer version of this key
+    /// with verified metadata is saved as pending (or retired) before it is
+    /// used. Never an observation, never starts the delay, never promotes.
+    async fn discover(&self, key_id: &KeyId) -> Result<KeySnapshot, KmsError> {
+        let unknown = || {
+            KmsError::new(
+                ErrorClass::KeyIdUnknown,
+                "key_id is not in the key registry (identity-bearing configuration changed, or registry state lost or rolled back?)",
+            )
+        };
+        // The probe may have saved it after the snapshot this request read.
+        if let Some(snap) = self.durable_snapshot(key_id) {
+            return Ok(snap);
+        }
+        let meta = self
+            .discovery
+            .run((), || async {
+                {
+                    let mut last = self.last_discovery.lock().unwrap_or_else(PoisonError::into_inner);
+                    if last.is_some_and(|at| at.elapsed() < self.cfg.status.probe_interval) {
+                        return None;
+                    }
+                    *last = Some(Instant::now());
+                }
+                let read = self
+                    .with_token(|t| {
+                        let bao = &self.bao;
+                        async move { bao.key_metadata(t.expose_secret()).await }
+                    })
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        KmsError::new(
+                            ErrorClass::KeyMetadataRefreshFailed,
+                            format!("key_id is not in the key registry and the key metadata read failed: {e}"),
+                        )
+                    });
+                Some(read)
+            })
+            .await;
+        let meta = match meta {
+            None => return self.durable_snapshot(key_id).ok_or_else(unknown),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(meta)) => meta,
+        };
+        let next = {
+            let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            match self.rotation().discover(&registry.state, &meta, key_id, now_unix()) {
+                Discovery::NotFound => None,
+                Discovery::Unverified(reasons) => {
+                    let text = reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                    tracing::warn!(message = "rotation.discovery_refused", key_id_hash = %key_id.hash(), reasons = %text);
+                    None
+                }
+                Discovery::Found(next) => match self.store.save_transition(&next) {
+                    Ok(()) => {
+                        registry.state = next;
+                        let mut published = (**self.published.borrow()).clone();
+                        registry.publish_into(&mut published);
+                        self.published.send_replace(Arc::new(published));
+                        tracing::info!(
+                            message = "rotation.discovered",
+                            key_id_hash = %key_id.hash(),
+                            generation = registry.state.generation
+                        );
+                        Some(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(message = "rotation.discovery_save_failed", key_id_hash = %key_id.hash(), error = %e);
+                        None
+                    }
+                },
+            }
+        };
+        next.and_then(|()| self.durable_snapshot(key_id)).ok_or_else(unknown)
+    }
+
+    /// A decryptable snapshot of the durable registry.
+    fn durable_snapshot(&self, key_id: &KeyId) -> Option<KeySnapshot> {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry
+            .state
+            .snapshots
+            .iter()
+            .find(|r| r.state.decrypts() && r.kubernetes_key_id == key_id.as_str())
+            .and_then(|r| r.snapshot())
     }
 
     pub fn config(&self) -> &Config {
@@ -751,4 +948,29 @@ async fn deep_probe(
         ));
     }
     Ok(())
+}
+
+/// One info line per rotation event the machine reported.
+fn log_notes(notes: &[Note], generation: u64) {
+    for note in notes {
+        match *note {
+            Note::CandidateObserved(c) => tracing::info!(
+                message = "rotation.observed",
+                transit_key_version = c.version,
+                generation
+            ),
+            Note::Superseded { version, by } => tracing::info!(
+                message = "rotation.superseded",
+                transit_key_version = version,
+                superseded_by = by,
+                generation
+            ),
+            Note::SkippedRetained(c) => tracing::info!(
+                message = "rotation.skipped_version_retained",
+                transit_key_version = c.version,
+                generation
+            ),
+            Note::Stable(c) => tracing::info!(message = "rotation.stable", transit_key_version = c.version, generation),
+        }
+    }
 }

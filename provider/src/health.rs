@@ -50,6 +50,7 @@ async fn ready(State(s): State<HealthState>) -> Response {
         "rotation_state": view.published.rotation_state.as_str(),
         "reasons": reasons,
         "metadata_error_class": view.published.metadata_error_class.unwrap_or(""),
+        "persistence_degraded": view.published.persistence_degraded,
     });
     if let Some(deep) = view.published.deep_error_class {
         body["deep_error_class"] = json!(deep);
@@ -78,6 +79,8 @@ async fn status(State(s): State<HealthState>) -> Response {
             "rotationState": p.rotation_state.as_str(),
             "activeVersion": p.active.version,
             "latestVersion": p.latest_version,
+            "pendingVersion": p.pending_version,
+            "persistenceDegraded": p.persistence_degraded,
             "healthy": view.healthy() && s.live.load(Ordering::Acquire),
             "reasons": view.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "version": s.version,

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub status_cache_age_seconds: FloatGauge,
     pub transit_metadata_observation: Family<Status, Counter>,
     pub rotation_state: Family<State, Gauge>,
+    pub rotation_persistence_degraded: Gauge,
+    pub rotation_promotions: Counter,
     pub aad_validation_errors: Family<Reason, Counter>,
     pub decrypt_key_id_errors: Family<Reason, Counter>,
     pub socket_restarts: Counter,
@@ -120,6 +122,8 @@ impl Metrics {
             status_cache_age_seconds: FloatGauge::default(),
             transit_metadata_observation: Family::default(),
             rotation_state: Family::default(),
+            rotation_persistence_degraded: Gauge::default(),
+            rotation_promotions: Counter::default(),
             aad_validation_errors: Family::default(),
             decrypt_key_id_errors: Family::default(),
             socket_restarts: Counter::default(),
@@ -193,6 +197,16 @@ impl Metrics {
             "rotation_state",
             "Rotation state (1 for the current state)",
             m.rotation_state.clone(),
+        );
+        r.register(
+            "rotation_persistence_degraded",
+            "1 while a rotation observation could not be saved and is deferred",
+            m.rotation_persistence_degraded.clone(),
+        );
+        r.register(
+            "rotation_promotions",
+            "Rotation promotions persisted by this process (a new active Transit version)",
+            m.rotation_promotions.clone(),
         );
         r.register(
             "aad_validation_errors",
@@ -285,6 +299,8 @@ mod tests {
             "openbao_kms_auth_method_info{method=\"token\"} 1",
             "openbao_kms_socket_restarts_total 0",
             "openbao_kms_status_cache_age_seconds 0",
+            "openbao_kms_rotation_persistence_degraded 0",
+            "openbao_kms_rotation_promotions_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

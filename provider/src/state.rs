@@ -97,8 +97,20 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(Some(bytes))
 }
 
+/// A failed [`write_atomic`]: the error, and whether `path` was already
+/// replaced when it happened (only the directory sync failed).
+struct WriteFailure {
+    error: StoreError,
+    replaced: bool,
+}
+
 /// Writes `bytes` to `path` atomically and durably.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_reporting(path, bytes).map_err(|f| f.error)
+}
+
+fn write_atomic_reporting(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure> {
+    let before = |error| WriteFailure { error, replaced: false };
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
@@ -110,7 +122,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     match fs::remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(file_err(&tmp, e)),
+        Err(e) => return Err(before(file_err(&tmp, e))),
     }
     let mut f = OpenOptions::new()
         .write(true)
@@ -118,13 +130,26 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .mode(0o640)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
+        .map_err(|e| before(file_err(&tmp, e)))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| file_err(&tmp, e))?;
+        .map_err(|e| before(file_err(&tmp, e)))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(|e| file_err(path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| file_err(dir, e))
+    fs::rename(&tmp, path).map_err(|e| before(file_err(path, e)))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| WriteFailure {
+        error: file_err(dir, e),
+        replaced: true,
+    })
+}
+
+/// A failed registry save.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SaveError {
+    pub error: StoreError,
+    /// Neither the state file nor the checkpoint was replaced: the registry
+    /// on disk is exactly what it was before the attempt.
+    pub files_unchanged: bool,
 }
 
 /// An open registry: the directory was checked and the writer lock is held
@@ -186,8 +211,20 @@ impl RegistryStore {
 
     /// Persists a state: the state file first, then its checkpoint.
     pub fn save(&self, state: &StateFile) -> Result<(), StoreError> {
-        write_atomic(&self.paths.state, &state.encode())?;
-        self.save_checkpoint(&Checkpoint::of(state))
+        self.save_transition(state).map_err(|e| e.error)
+    }
+
+    /// [`Self::save`], reporting whether a failure left both files unchanged
+    /// (the rotation driver treats that case as a deferred observation).
+    pub fn save_transition(&self, state: &StateFile) -> Result<(), SaveError> {
+        write_atomic_reporting(&self.paths.state, &state.encode()).map_err(|f| SaveError {
+            error: f.error,
+            files_unchanged: !f.replaced,
+        })?;
+        write_atomic(&self.paths.checkpoint, &Checkpoint::of(state).encode()).map_err(|error| SaveError {
+            error,
+            files_unchanged: false,
+        })
     }
 
     pub fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
@@ -239,6 +276,34 @@ mod tests {
         let mode = fs::metadata(&store.paths.state).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         assert!(!d.path().join(".key-registry.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_save_that_fails_before_the_rename_leaves_the_files_unchanged() {
+        let d = dir();
+        let store = RegistryStore::open(&d.path().join("key-registry.json")).unwrap();
+        let s = state();
+        store.save(&s).unwrap();
+        let before = (
+            fs::read(&store.paths.state).unwrap(),
+            fs::read(&store.paths.checkpoint).unwrap(),
+        );
+        // A directory where the temp file goes cannot be removed as a file.
+        fs::create_dir(d.path().join(".key-registry.json.tmp")).unwrap();
+        let next = s.successor(|_| {}).unwrap();
+        let err = store.save_transition(&next).unwrap_err();
+        assert!(err.files_unchanged, "{err}");
+        let after = (
+            fs::read(&store.paths.state).unwrap(),
+            fs::read(&store.paths.checkpoint).unwrap(),
+        );
+        assert_eq!(before, after);
+
+        fs::remove_dir(d.path().join(".key-registry.json.tmp")).unwrap();
+        fs::create_dir(d.path().join(".key-registry.json.checkpoint.tmp")).unwrap();
+        let err = store.save_transition(&next).unwrap_err();
+        assert!(!err.files_unchanged, "the state file was replaced: {err}");
+        assert_eq!(store.read().unwrap().state.unwrap(), next);
     }
 
     #[test]

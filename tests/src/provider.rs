@@ -69,6 +69,12 @@ pub struct Settings {
     pub status_max_staleness: String,
     pub login_before_token_expiry: String,
     pub token_renewal_increment: String,
+    /// `rotation.activationDelay`.
+    pub activation_delay: String,
+    /// `rotation.requireStableObservationCount`.
+    pub require_stable_observation_count: u32,
+    /// `rotation.rejectVersionRollback`.
+    pub reject_version_rollback: bool,
     pub log_level: String,
 }
 
@@ -91,6 +97,10 @@ impl Default for Settings {
             status_max_staleness: "3s".into(),
             login_before_token_expiry: "5m".into(),
             token_renewal_increment: "1h".into(),
+            // The product defaults: no test promotes unless it asks to.
+            activation_delay: "2m".into(),
+            require_stable_observation_count: 3,
+            reject_version_rollback: true,
             log_level: "debug".into(),
         }
     }
@@ -128,6 +138,14 @@ impl ProviderEnvBuilder<'_> {
 
     pub fn openbao_timeout(self, d: &str) -> Self {
         self.with(|s| s.openbao_timeout = d.into())
+    }
+
+    /// `rotation.requireStableObservationCount` and `rotation.activationDelay`.
+    pub fn rotation(self, stable_observations: u32, activation_delay: &str) -> Self {
+        self.with(|s| {
+            s.require_stable_observation_count = stable_observations;
+            s.activation_delay = activation_delay.into();
+        })
     }
 
     /// Writes the directory, token file and config.
@@ -249,6 +267,11 @@ status:
   statusMaxStaleness: {status_max_staleness}
 state:
   path: {state}
+rotation:
+  mode: observed
+  activationDelay: {activation_delay}
+  requireStableObservationCount: {require_stable_observation_count}
+  rejectVersionRollback: {reject_version_rollback}
 logging:
   level: {log_level}
   format: json
@@ -275,6 +298,9 @@ logging:
             deep_probe_interval = s.deep_probe_interval,
             status_max_staleness = s.status_max_staleness,
             state = self.state_path.display(),
+            activation_delay = s.activation_delay,
+            require_stable_observation_count = s.require_stable_observation_count,
+            reject_version_rollback = s.reject_version_rollback,
             log_level = s.log_level,
         )
     }
