@@ -248,40 +248,12 @@ impl Rotation<'_> {
             Err(reasons) => return Step::unknown(reasons),
         };
         let threshold = self.threshold();
-        let stable_record = plan.unchanged.then(|| {
-            state
-                .snapshots
-                .iter()
-                .find(|r| r.state == SnapshotState::Pending && r.transit_version == latest)
-        });
-        if let Some(Some(record)) = stable_record {
-            // Durably stable and nothing else to record: the promotion decision.
-            let candidate = plan.candidate;
-            let elapsed = clock.filter(|c| c.candidate == candidate).map(|c| c.elapsed);
-            let delay = self.policy.activation_delay;
-            if elapsed.is_some_and(|e| e >= delay) {
-                return self.promote(state, meta, record, now_unix);
+        let (candidate, next, notes) = match plan {
+            Plan::Write { candidate, next, notes } => (candidate, next, notes),
+            Plan::Recorded { candidate, record } => {
+                // Durably stable and nothing else to record: the promotion decision.
+                return self.decide(state, meta, candidate, record, clock, now_unix);
             }
-            return Step {
-                rotation_state: RotationState::Pending,
-                transition: Transition::None,
-                reasons: encryption_blocked(meta, active_version),
-                confirm: Some(candidate),
-                progress: Some(Progress {
-                    candidate,
-                    observations: record.stable_observation_count,
-                    required: threshold,
-                    stable: true,
-                    remaining_delay: elapsed.map(|e| delay.saturating_sub(e)),
-                }),
-                notes: Vec::new(),
-            };
-        }
-        let Some(next) = plan.next else {
-            return Step::unknown(vec![Reason::new(
-                METADATA_UNVERIFIED,
-                "the observation would leave the registry unchanged without a stable candidate",
-            )]);
         };
         let record = next
             .snapshots
@@ -294,15 +266,47 @@ impl Rotation<'_> {
             rotation_state: RotationState::Pending,
             transition: Transition::Observe(next),
             reasons: encryption_blocked(meta, active_version),
-            confirm: stable.then_some(plan.candidate),
+            confirm: stable.then_some(candidate),
             progress: Some(Progress {
-                candidate: plan.candidate,
+                candidate,
                 observations,
                 required: threshold,
                 stable,
                 remaining_delay: None,
             }),
-            notes: plan.notes,
+            notes,
+        }
+    }
+
+    /// A durably stable candidate: promote once this process's clock for it
+    /// has run for the activation delay, else keep (re)confirming it.
+    fn decide(
+        &self,
+        state: &StateFile,
+        meta: &KeyMetadata,
+        candidate: Candidate,
+        record: &SnapshotRecord,
+        clock: Option<ActivationClock>,
+        now_unix: i64,
+    ) -> Step {
+        let elapsed = clock.filter(|c| c.candidate == candidate).map(|c| c.elapsed);
+        let delay = self.policy.activation_delay;
+        if elapsed.is_some_and(|e| e >= delay) {
+            return self.promote(state, meta, record, now_unix);
+        }
+        Step {
+            rotation_state: RotationState::Pending,
+            transition: Transition::None,
+            reasons: encryption_blocked(meta, state.active().transit_version),
+            confirm: Some(candidate),
+            progress: Some(Progress {
+                candidate,
+                observations: record.stable_observation_count,
+                required: self.threshold(),
+                stable: true,
+                remaining_delay: elapsed.map(|e| delay.saturating_sub(e)),
+            }),
+            notes: Vec::new(),
         }
     }
 
@@ -328,62 +332,26 @@ impl Rotation<'_> {
             return Discovery::NotFound;
         }
         match self.plan(state, meta, now_unix, false) {
-            Ok(Plan { next: Some(next), .. }) => Discovery::Found(next),
-            Ok(_) => Discovery::NotFound,
+            Ok(Plan::Write { next, .. }) => Discovery::Found(next),
+            Ok(Plan::Recorded { .. }) => Discovery::NotFound,
             Err(reasons) => Discovery::Unverified(reasons),
         }
     }
 
-    /// Checks that apply to every observation: metadata consistency,
-    /// rollback, and the creation second of every retained version.
     fn verify(&self, state: &StateFile, meta: &KeyMetadata) -> Vec<Reason> {
-        let mut problems = Vec::new();
-        let latest = meta.latest_version;
-        if let Some((&v, _)) = meta.versions.range(latest.saturating_add(1)..).next() {
-            problems.push(Reason::new(
-                METADATA_UNVERIFIED,
-                format!("Transit metadata is inconsistent: version {v} is listed above latest_version={latest}"),
-            ));
-        }
-        let retained: Vec<&SnapshotRecord> = state.snapshots.iter().filter(|r| r.state.decrypts()).collect();
-        let newest = retained.iter().map(|r| r.transit_version).max().unwrap_or(0);
-        let reject = self.policy.reject_version_rollback;
-        if latest < newest && reject {
-            problems.push(Reason::new(
-                VERSION_ROLLBACK,
-                format!(
-                    "Transit latest_version={latest} is below version {newest}, which the registry retains; the key was rolled back or replaced"
-                ),
-            ));
-        }
-        for r in retained {
-            let v = r.transit_version;
-            match meta.versions.get(&v) {
-                None if reject && v > latest => {}
-                None => problems.push(Reason::new(
-                    METADATA_UNVERIFIED,
-                    format!(
-                        "Transit no longer reports version {v} ({}), which the registry references",
-                        state_name(r.state)
-                    ),
-                )),
-                Some(&created) if created != r.transit_version_created_at_unix => problems.push(Reason::new(
-                    IDENTITY_DRIFT,
-                    format!(
-                        "Transit version {v} creation time changed from {} to {created} (key deleted and re-created, or metadata restored or imported)",
-                        r.transit_version_created_at_unix
-                    ),
-                )),
-                Some(_) => {}
-            }
-        }
-        problems
+        verify_metadata(state, meta, self.policy.reject_version_rollback)
     }
 
     /// The observation transition for `latest > active` on verified
     /// metadata: retain skipped and superseded versions, and record (and,
     /// when `counts`, count) the candidate.
-    fn plan(&self, state: &StateFile, meta: &KeyMetadata, now_unix: i64, counts: bool) -> Result<Plan, Vec<Reason>> {
+    fn plan<'s>(
+        &self,
+        state: &'s StateFile,
+        meta: &KeyMetadata,
+        now_unix: i64,
+        counts: bool,
+    ) -> Result<Plan<'s>, Vec<Reason>> {
         let fail = |detail: String| vec![Reason::new(METADATA_UNVERIFIED, detail)];
         let active_version = state.active().transit_version;
         let latest = meta.latest_version;
@@ -423,16 +391,14 @@ impl Rotation<'_> {
             .iter()
             .find(|r| r.state == SnapshotState::Pending && r.transit_version == latest);
         let durably_stable = current.is_some_and(|r| r.stable_at_unix > 0 && r.stable_observation_count >= threshold);
-        let unchanged = skipped.is_empty() && superseded.is_empty() && current.is_some() && (durably_stable || !counts);
-        let mut notes = Vec::new();
-        if unchanged {
-            return Ok(Plan {
-                candidate,
-                next: None,
-                unchanged: true,
-                notes,
-            });
+        if let Some(record) = current
+            && skipped.is_empty()
+            && superseded.is_empty()
+            && (durably_stable || !counts)
+        {
+            return Ok(Plan::Recorded { candidate, record });
         }
+        let mut notes = Vec::new();
         let fresh = match current {
             Some(_) => None,
             None => Some(self.snapshot(latest, created).map_err(fail)?),
@@ -486,12 +452,7 @@ impl Rotation<'_> {
         if became_stable {
             notes.push(Note::Stable(candidate));
         }
-        Ok(Plan {
-            candidate,
-            next: Some(next),
-            unchanged: false,
-            notes,
-        })
+        Ok(Plan::Write { candidate, next, notes })
     }
 
     fn promote(&self, state: &StateFile, meta: &KeyMetadata, record: &SnapshotRecord, now_unix: i64) -> Step {
@@ -539,13 +500,68 @@ impl Rotation<'_> {
     }
 }
 
-struct Plan {
-    candidate: Candidate,
-    /// `None` when `unchanged`.
-    next: Option<StateFile>,
-    /// The registry already records everything this observation can add.
-    unchanged: bool,
-    notes: Vec<Note>,
+/// What an observation of `latest > active` adds to the registry.
+enum Plan<'s> {
+    /// Nothing: the registry already records the candidate (durably
+    /// stable, when observations are counted).
+    Recorded {
+        candidate: Candidate,
+        record: &'s SnapshotRecord,
+    },
+    /// A new generation to write.
+    Write {
+        candidate: Candidate,
+        next: StateFile,
+        notes: Vec<Note>,
+    },
+}
+
+/// Checks that apply to every observation (and to `doctor`): the metadata
+/// is self-consistent, `latest_version` is not below a retained version
+/// (unless `reject_version_rollback` is false), and every retained version
+/// (active, pending, retired) is still reported with its creation second.
+pub fn verify_metadata(state: &StateFile, meta: &KeyMetadata, reject_version_rollback: bool) -> Vec<Reason> {
+    let mut problems = Vec::new();
+    let latest = meta.latest_version;
+    if let Some((&v, _)) = meta.versions.range(latest.saturating_add(1)..).next() {
+        problems.push(Reason::new(
+            METADATA_UNVERIFIED,
+            format!("Transit metadata is inconsistent: version {v} is listed above latest_version={latest}"),
+        ));
+    }
+    let retained: Vec<&SnapshotRecord> = state.snapshots.iter().filter(|r| r.state.decrypts()).collect();
+    let newest = retained.iter().map(|r| r.transit_version).max().unwrap_or(0);
+    let reject = reject_version_rollback;
+    if latest < newest && reject {
+        problems.push(Reason::new(
+            VERSION_ROLLBACK,
+            format!(
+                "Transit latest_version={latest} is below version {newest}, which the registry retains; the key was rolled back or replaced"
+            ),
+        ));
+    }
+    for r in retained {
+        let v = r.transit_version;
+        match meta.versions.get(&v) {
+            None if reject && v > latest => {}
+            None => problems.push(Reason::new(
+                METADATA_UNVERIFIED,
+                format!(
+                    "Transit no longer reports version {v} ({}), which the registry references",
+                    r.state.as_str()
+                ),
+            )),
+            Some(&created) if created != r.transit_version_created_at_unix => problems.push(Reason::new(
+                IDENTITY_DRIFT,
+                format!(
+                    "Transit version {v} creation time changed from {} to {created} (key deleted and re-created, or metadata restored or imported)",
+                    r.transit_version_created_at_unix
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 fn encryption_blocked(meta: &KeyMetadata, active_version: u64) -> Vec<Reason> {
@@ -559,16 +575,6 @@ fn encryption_blocked(meta: &KeyMetadata, active_version: u64) -> Vec<Reason> {
         )]
     } else {
         Vec::new()
-    }
-}
-
-fn state_name(s: SnapshotState) -> &'static str {
-    match s {
-        SnapshotState::Active => "active",
-        SnapshotState::Pending => "pending",
-        SnapshotState::Retired => "retired",
-        SnapshotState::Removed => "removed",
-        SnapshotState::Rejected => "rejected",
     }
 }
 

@@ -53,6 +53,17 @@ pub enum SnapshotState {
 }
 
 impl SnapshotState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Pending => "pending",
+            Self::Retired => "retired",
+            Self::Removed => "removed",
+            Self::Rejected => "rejected",
+        }
+    }
+
     /// True when Decrypt may use the record.
     pub fn decrypts(self) -> bool {
         matches!(self, Self::Active | Self::Pending | Self::Retired)
@@ -386,30 +397,15 @@ impl StateFile {
 
     /// Compares every retained version with live Transit metadata: each must
     /// still exist with the same creation second (identity drift otherwise),
-    /// and `latest_version` must not be below the active version.
+    /// and `latest_version` must not be below a retained version. The rule
+    /// the rotation machine applies to every observation
+    /// ([`crate::rotation::verify_metadata`], rollbacks rejected), as
+    /// `<code>: <detail>` lines.
     pub fn drift_against(&self, meta: &KeyMetadata) -> Vec<String> {
-        let mut problems = Vec::new();
-        let active = self.active().transit_version;
-        if meta.latest_version < active {
-            problems.push(format!(
-                "version_rollback: Transit latest_version={} is below the active version {active}",
-                meta.latest_version
-            ));
-        }
-        for r in self.snapshots.iter().filter(|r| r.state.decrypts()) {
-            match meta.versions.get(&r.transit_version) {
-                None => problems.push(format!(
-                    "metadata_unverified: Transit no longer reports version {} that the registry references",
-                    r.transit_version
-                )),
-                Some(&created) if created != r.transit_version_created_at_unix => problems.push(format!(
-                    "identity_drift: Transit version {} creation time changed from {} to {created}",
-                    r.transit_version, r.transit_version_created_at_unix
-                )),
-                Some(_) => {}
-            }
-        }
-        problems
+        crate::rotation::verify_metadata(self, meta, true)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 }
 

@@ -198,3 +198,16 @@ fn drift_against_metadata() {
     let gone = state.drift_against(&meta(serde_json::json!({"2": 1_700_000_120}), 2));
     assert!(gone[0].starts_with("metadata_unverified"), "{gone:?}");
 }
+
+#[test]
+fn snapshot_state_names_are_the_wire_names() {
+    for s in [
+        SnapshotState::Active,
+        SnapshotState::Pending,
+        SnapshotState::Retired,
+        SnapshotState::Removed,
+        SnapshotState::Rejected,
+    ] {
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+    }
+}
