@@ -272,6 +272,41 @@ fn one_node_on_another_key_id() {
 }
 
 #[test]
+fn split_without_a_majority_names_every_node() {
+    let c = Cluster::new();
+    c.api
+        .state
+        .lock()
+        .unwrap()
+        .leases
+        .remove(&(NS.to_owned(), lease_name("cp-1")));
+    c.report(summary("cp-3", KEY_HASH_B, 5));
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    let split = "(AAAAAAAAAAAA on 1, BBBBBBBBBBBB on 1)";
+    assert_eq!(
+        failures(&report),
+        [
+            f(
+                "cp-1",
+                "report.present",
+                "no Lease bao-kms-preflight-cp-1 in namespace kube-system"
+            ),
+            f(
+                "cp-2",
+                "key_id.converged",
+                &format!("key_id hash AAAAAAAAAAAA here; no value has a majority {split}")
+            ),
+            f(
+                "cp-3",
+                "key_id.converged",
+                &format!("key_id hash BBBBBBBBBBBB here; no value has a majority {split}")
+            ),
+        ]
+    );
+}
+
+#[test]
 fn one_node_missing_the_image() {
     let c = Cluster::new();
     {

@@ -129,20 +129,9 @@ fn short(hash: &str) -> String {
 fn fresh_reports<'a>(inputs: &'a ClusterInputs, rows: &[NodeRow]) -> Vec<(&'a str, &'a NodeSummary)> {
     rows.iter()
         .filter(|r| r.report == "fresh")
-        .filter_map(|r| match inputs.reports.get(&r.node) {
-            Some(ReportState::Present(s)) => Some((r.node.as_str(), s.as_ref())),
+        .filter_map(|r| match inputs.reports.get_key_value(&r.node) {
+            Some((node, ReportState::Present(s))) => Some((node.as_str(), s.as_ref())),
             _ => None,
-        })
-        .map(|(_, s)| {
-            (
-                inputs
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == s.node)
-                    .map(|n| n.name.as_str())
-                    .unwrap_or(&s.node),
-                s,
-            )
         })
         .collect()
 }
@@ -174,30 +163,47 @@ fn converged(
         ));
         return;
     }
-    // The most common value wins; ties go to the smallest value, so the
-    // output is stable.
-    let (majority, n) = counts
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map(|(v, n)| (*v, *n))
-        .unwrap_or(("", 0));
-    for (node, v) in values {
-        if v != majority {
-            out.push(
-                Check::fail(
-                    check_id,
-                    title,
-                    format!(
-                        "{what} {} differs from {} on {n} of {} nodes",
-                        shown(v),
-                        shown(majority),
-                        values.len()
-                    ),
-                    fix,
-                )
-                .on_node(node),
-            );
+    // The most common value is taken as the cluster's; nodes on another
+    // value fail. Without a single most common value, every node fails
+    // and the message lists the split.
+    let top = counts.values().copied().max().unwrap_or(0);
+    let leaders: Vec<&str> = counts.iter().filter(|(_, n)| **n == top).map(|(v, _)| *v).collect();
+    if let [majority] = leaders.as_slice() {
+        for (node, v) in values {
+            if v != majority {
+                out.push(
+                    Check::fail(
+                        check_id,
+                        title,
+                        format!(
+                            "{what} {} differs from {} on {top} of {} nodes",
+                            shown(v),
+                            shown(majority),
+                            values.len()
+                        ),
+                        fix,
+                    )
+                    .on_node(node),
+                );
+            }
         }
+        return;
+    }
+    let split = counts
+        .iter()
+        .map(|(v, n)| format!("{} on {n}", shown(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (node, v) in values {
+        out.push(
+            Check::fail(
+                check_id,
+                title,
+                format!("{what} {} here; no value has a majority ({split})", shown(v)),
+                fix,
+            )
+            .on_node(node),
+        );
     }
 }
 
