@@ -19,6 +19,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod openbao;
+pub mod policy;
 pub mod probe_cmd;
 pub mod report;
 pub mod serve;

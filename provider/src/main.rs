@@ -86,10 +86,28 @@ enum Command {
         #[command(subcommand)]
         what: Option<ConfigWhat>,
     },
+    /// Print the least-privilege policy for this configuration.
+    Policy {
+        #[command(subcommand)]
+        target: PolicyTarget,
+    },
     /// Print version, commit, build date and dirty flag.
     Version,
     /// Print shell completion.
     Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum PolicyTarget {
+    /// The OpenBao policy (HCL) the provider's token needs, and nothing more.
+    Openbao {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Include `auth/token/renew-self` (token renewal).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        include_token_renewal: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +194,24 @@ fn main() -> ExitCode {
                         config_file::resolved_yaml(&cfg),
                         cfg.identity_scope().fingerprint()
                     ));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("configuration {}:\n{e}", config.display());
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Policy {
+            target: PolicyTarget::Openbao {
+                config,
+                include_token_renewal,
+            },
+        } => {
+            let config = config_path(config);
+            match config_file::load(&config) {
+                Ok(cfg) => {
+                    print_or_exit(&bao_kms_provider::policy::openbao_policy(&cfg, include_token_renewal));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
