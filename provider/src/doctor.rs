@@ -18,7 +18,7 @@ use bao_kms_core::aad;
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
 use bao_kms_core::jwt;
 use bao_kms_core::keyid::KeyId;
-use bao_kms_core::registry::{Checkpoint, StateFile, checkpoint_status};
+use bao_kms_core::registry::{StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
 use rand::RngCore;
@@ -79,15 +79,7 @@ pub async fn run(config_path: &Path) -> Report {
     let local_auth_ok = check_local_auth(&mut r, &cfg);
 
     let metrics = Arc::new(Metrics::new(crate::serve::build_info(), cfg.auth.method.name()));
-    let settings = ClientSettings {
-        address: cfg.openbao.address.clone(),
-        namespace: cfg.openbao.namespace.clone(),
-        ca_cert_file: cfg.openbao.ca_cert_file.clone(),
-        tls_server_name: cfg.openbao.tls_server_name.clone(),
-        timeout: cfg.openbao.timeout,
-        mount_path: cfg.transit.mount_path.clone(),
-        key_name: cfg.transit.key_name.clone(),
-    };
+    let settings = ClientSettings::from_config(&cfg);
     let bao = match OpenBao::new(settings, metrics.clone()) {
         Ok(b) => b,
         Err(e) => {
@@ -581,33 +573,12 @@ async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: 
     }
 }
 
-/// Reads a registry file without the writer lock; `Ok(None)` when absent.
-fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    match crate::fsutil::regular_file(path, 0o137, "0640 or stricter")
-        .map_err(|why| format!("{}: {why}", path.display()))?
-    {
-        None => Ok(None),
-        Some(_) => std::fs::read(path)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-    }
-}
-
 /// Registry files, checkpoint rules, identity and drift; returns the state
 /// when it is usable.
 fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<StateFile> {
     let title = "key registry state and checkpoint";
     let paths = RegistryPaths::new(&cfg.state.path);
-    let loaded = (|| -> Result<(Option<StateFile>, Option<Checkpoint>), String> {
-        let state = read_file(&paths.state)?
-            .map(|b| StateFile::decode(&b))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let checkpoint = read_file(&paths.checkpoint)?
-            .map(|b| Checkpoint::decode(&b))
-            .transpose()?;
-        Ok((state, checkpoint))
-    })();
+    let loaded = crate::state::read_unlocked(&paths);
     let (state, checkpoint) = match loaded {
         Ok(x) => x,
         Err(e) => {

@@ -202,15 +202,7 @@ impl Engine {
         plugin_version: String,
     ) -> Result<Arc<Self>, StartupError> {
         let scope = cfg.identity_scope();
-        let settings = ClientSettings {
-            address: cfg.openbao.address.clone(),
-            namespace: cfg.openbao.namespace.clone(),
-            ca_cert_file: cfg.openbao.ca_cert_file.clone(),
-            tls_server_name: cfg.openbao.tls_server_name.clone(),
-            timeout: cfg.openbao.timeout,
-            mount_path: cfg.transit.mount_path.clone(),
-            key_name: cfg.transit.key_name.clone(),
-        };
+        let settings = ClientSettings::from_config(&cfg);
         let bao = OpenBao::new(settings, metrics.clone()).map_err(|e| StartupError::Config(e.to_string()))?;
         let auth = Auth::new(&cfg.auth.method, bao.clone(), metrics.clone())
             .map_err(|e| StartupError::Config(e.to_string()))?;

@@ -86,6 +86,22 @@ enum Command {
         #[command(subcommand)]
         what: Option<ConfigWhat>,
     },
+    /// Rotation state, candidate, observations and what promotion waits for (read-only).
+    RotationPlan {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The local registry against Transit, with an explicit limited-confidence statement.
+    VerifyRotation {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Print the least-privilege policy for this configuration.
     Policy {
         #[command(subcommand)]
@@ -157,6 +173,31 @@ fn config_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// `rotation-plan` (verify = false) and `verify-rotation` (verify = true).
+fn rotation_report(config: Option<PathBuf>, output: Output, verify: bool) -> ExitCode {
+    let config = config_path(config);
+    let cfg = match config_file::load(&config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("configuration {}:\n{e}", config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return ExitCode::from(EXIT_UNCLASSIFIED);
+    };
+    let plan = rt.block_on(bao_kms_provider::rotation_plan::run(&cfg, verify));
+    match output {
+        Output::Text => print!("{}", bao_kms_provider::rotation_plan::to_text(&plan.report)),
+        Output::Json => print_or_exit(&serde_json::to_string_pretty(&plan.report).unwrap_or_default()),
+    }
+    if plan.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DIAGNOSTIC)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -220,6 +261,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::RotationPlan { config, output } => rotation_report(config, output, false),
+        Command::VerifyRotation { config, output } => rotation_report(config, output, true),
         Command::Doctor { config, output } => {
             let config = config_path(config);
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {

@@ -161,6 +161,20 @@ pub struct ClientSettings {
     pub key_name: String,
 }
 
+impl ClientSettings {
+    pub fn from_config(cfg: &bao_kms_core::config::Config) -> Self {
+        Self {
+            address: cfg.openbao.address.clone(),
+            namespace: cfg.openbao.namespace.clone(),
+            ca_cert_file: cfg.openbao.ca_cert_file.clone(),
+            tls_server_name: cfg.openbao.tls_server_name.clone(),
+            timeout: cfg.openbao.timeout,
+            mount_path: cfg.transit.mount_path.clone(),
+            key_name: cfg.transit.key_name.clone(),
+        }
+    }
+}
+
 /// Reads the PEM bundle into a root store; every certificate must parse.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, ClientError> {
     let err = |why: String| ClientError::CaFile {

@@ -236,6 +236,22 @@ impl RegistryStore {
     }
 }
 
+/// Reads the state file and checkpoint without the writer lock, for the
+/// read-only commands (`doctor`, `rotation-plan`) that run beside a live
+/// provider. The same file checks as [`RegistryStore::read`] apply.
+pub fn read_unlocked(paths: &RegistryPaths) -> Result<(Option<StateFile>, Option<Checkpoint>), String> {
+    let read = |path: &Path| read_optional(path).map_err(|e| e.to_string());
+    let state = read(&paths.state)?
+        .map(|b| StateFile::decode(&b))
+        .transpose()
+        .map_err(|e| format!("{}: {e}", paths.state.display()))?;
+    let checkpoint = read(&paths.checkpoint)?
+        .map(|b| Checkpoint::decode(&b))
+        .transpose()
+        .map_err(|e| format!("{}: {e}", paths.checkpoint.display()))?;
+    Ok((state, checkpoint))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,206 @@
+//! `rotation-plan` and `verify-rotation`: read-only views of the rotation,
+//! from the local registry (read without the writer lock) and live Transit
+//! metadata, evaluated with the same rules the running provider applies.
+//! Field names follow the reference's report so runbooks and automation
+//! work unchanged.
+//!
+//! `verify-rotation` adds an explicit limited-confidence statement: it
+//! cannot see etcd, Kubernetes objects or backups, and it never recommends
+//! raising `min_decryption_version`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bao_kms_core::config::Config;
+use bao_kms_core::hash::h;
+use bao_kms_core::registry::{CheckpointStatus, SnapshotState, StateFile, checkpoint_status};
+use bao_kms_core::rotation::Rotation;
+use bao_kms_core::snapshot::KeySnapshot;
+use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::openbao::{ClientSettings, OpenBao};
+use crate::state::{RegistryPaths, read_unlocked};
+
+/// What `verify-rotation` cannot prove.
+pub const LIMITATIONS: [&str; 4] = [
+    "does not enumerate Kubernetes resources or prove that every targeted object was rewritten",
+    "does not inspect etcd or etcd snapshots",
+    "does not evaluate retained backups, which may still need old Transit versions",
+    "never recommends raising min_decryption_version; that remains an operator decision",
+];
+
+/// The report and whether it passed.
+pub struct Plan {
+    pub report: Value,
+    pub ok: bool,
+}
+
+async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
+    let metrics = Arc::new(Metrics::new(crate::serve::build_info(), cfg.auth.method.name()));
+    let bao = OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()).map_err(|e| e.to_string())?;
+    let token = Auth::new(&cfg.auth.method, bao.clone(), metrics)
+        .map_err(|e| e.to_string())?
+        .token()
+        .await
+        .map_err(|e| e.to_string())?;
+    bao.key_metadata(token.expose_secret()).await.map_err(|e| e.to_string())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Builds the plan; `verify` adds the confidence statement.
+pub async fn run(cfg: &Config, verify: bool) -> Plan {
+    let name = if verify { "verify-rotation" } else { "rotation-plan" };
+    let mut r = json!({ "name": name });
+    let mut ok = true;
+    let paths = RegistryPaths::new(&cfg.state.path);
+    let (state, checkpoint) = match read_unlocked(&paths) {
+        Ok(x) => x,
+        Err(e) => {
+            r["stateLoaded"] = json!(false);
+            r["stateError"] = json!(e);
+            (None, None)
+        }
+    };
+    if r.get("stateError").is_some() {
+        ok = false;
+    }
+    r["stateLoaded"] = json!(state.is_some());
+    if let Some(s) = &state {
+        r["stateGeneration"] = json!(s.generation);
+        r["stateHash"] = json!(s.current_hash);
+    }
+    r["stateCheckpointLoaded"] = json!(checkpoint.is_some());
+    if let Some(c) = &checkpoint {
+        r["stateCheckpointGeneration"] = json!(c.generation);
+        r["stateCheckpointHash"] = json!(c.current_hash);
+    }
+    match checkpoint_status(state.as_ref(), checkpoint.as_ref()) {
+        Ok(status) => {
+            r["stateCheckpointStatus"] = json!(status.as_str());
+            if status == CheckpointStatus::Missing {
+                r["stateCheckpointWarning"] = json!("state without checkpoint: rollback detection is unanchored");
+            }
+        }
+        Err(e) => {
+            r["stateCheckpointStatus"] = json!("conflict");
+            r["stateError"] = json!(e);
+            ok = false;
+        }
+    }
+    let meta = match metadata(cfg).await {
+        Ok(m) => {
+            r["transitMetadataStatus"] = json!("pass");
+            r["latestTransitVersion"] = json!(m.latest_version);
+            m
+        }
+        Err(e) => {
+            r["transitMetadataStatus"] = json!("fail");
+            r["transitMetadataError"] = json!(e);
+            return finish(r, false, verify);
+        }
+    };
+    let scope = cfg.identity_scope();
+    let state = match state {
+        Some(s) => s,
+        None if ok => match bootstrap_decision(&meta) {
+            BootstrapDecision::Allowed { created_unix } => match KeySnapshot::new(&scope, 1, created_unix) {
+                Ok(snap) => {
+                    r["bootstrapDecision"] = json!(bootstrap_decision(&meta).describe());
+                    r["synthesizedInitialState"] = json!(true);
+                    StateFile::bootstrap(&scope, &snap, now_unix())
+                }
+                Err(e) => {
+                    r["bootstrapDecision"] = json!(e.to_string());
+                    return finish(r, false, verify);
+                }
+            },
+            d @ BootstrapDecision::Denied { .. } => {
+                r["bootstrapDecision"] = json!(d.describe());
+                return finish(r, false, verify);
+            }
+        },
+        None => return finish(r, false, verify),
+    };
+    if let Err(e) = state.check_scope(&scope) {
+        r["stateError"] = json!(e.to_string());
+        return finish(r, false, verify);
+    }
+    let active = state.active();
+    r["activeTransitVersion"] = json!(active.transit_version);
+    r["activeKeyIdHash"] = json!(h(&active.kubernetes_key_id));
+    if let Some(p) = state.snapshots.iter().find(|s| s.state == SnapshotState::Pending) {
+        r["pendingVersion"] = json!(p.transit_version);
+        r["pendingKeyIdHash"] = json!(h(&p.kubernetes_key_id));
+        r["pendingStableCount"] = json!(p.stable_observation_count);
+    }
+    let step = Rotation {
+        scope: &scope,
+        policy: &cfg.rotation,
+    }
+    .step(&state, &meta, now_unix(), None);
+    r["rotationState"] = json!(step.rotation_state.as_str());
+    if let Some(p) = step.progress {
+        r["pendingObservations"] = json!(p.observations);
+        r["pendingRequiredObservations"] = json!(p.required);
+        r["pendingPromotesAfter"] = json!(if p.stable {
+            format!(
+                "rotation.activationDelay ({}s) after the running provider confirms the stable state",
+                cfg.rotation.activation_delay.as_secs()
+            )
+        } else {
+            format!(
+                "{} more stable observation(s), then rotation.activationDelay",
+                p.required.saturating_sub(p.observations)
+            )
+        });
+    }
+    let retained: Vec<u64> = state.retained_versions();
+    r["retainedVersions"] = json!(retained);
+    if !step.reasons.is_empty() {
+        r["reasons"] = json!(step.reasons.iter().map(ToString::to_string).collect::<Vec<_>>());
+        ok = false;
+    }
+    finish(r, ok, verify)
+}
+
+fn finish(mut r: Value, ok: bool, verify: bool) -> Plan {
+    if verify {
+        r["confidence"] = json!("limited");
+        r["limitations"] = json!(LIMITATIONS);
+    }
+    r["status"] = json!(if ok { "pass" } else { "fail" });
+    Plan { report: r, ok }
+}
+
+/// `key: value` lines in report order.
+pub fn to_text(report: &Value) -> String {
+    let mut out = String::new();
+    if let Some(obj) = report.as_object() {
+        for (k, v) in obj {
+            match v {
+                Value::String(s) => out.push_str(&format!("{k}: {s}\n")),
+                Value::Array(items) => {
+                    out.push_str(&format!("{k}:\n"));
+                    for i in items {
+                        out.push_str(&format!(
+                            "  - {}\n",
+                            i.as_str().map_or_else(|| i.to_string(), str::to_owned)
+                        ));
+                    }
+                }
+                other => out.push_str(&format!("{k}: {other}\n")),
+            }
+        }
+    }
+    out
+}

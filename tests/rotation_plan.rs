@@ -1,0 +1,82 @@
+//! `rotation-plan` and `verify-rotation` against a real OpenBao: a rotation
+//! observed by the running provider but not yet promoted is reported as
+//! pending with the candidate's key_id hash; verify-rotation states its
+//! limited confidence; a rotated key without a registry is refused with the
+//! auto-bootstrap denial.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bao_kms_core::hash::h;
+use bao_kms_core::keyid::KeyId;
+use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, dev_setup_with, provider_binary};
+use bao_kms_system_tests::{Provider, ProviderEnv};
+use serde_json::Value;
+
+const EXIT_DIAGNOSTIC: i32 = 4;
+
+fn report(env: &ProviderEnv, command: &str) -> anyhow::Result<(i32, Value)> {
+    let out = Command::new(provider_binary())
+        .args([command, "--output", "json", "--config"])
+        .arg(env.config_path())
+        .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
+        .output()?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "{command} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    Ok((out.status.code().unwrap_or(-1), v))
+}
+
+#[tokio::test]
+async fn pending_rotation_is_reported_with_limited_confidence() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup_with(|b| b.rotation(2, "1h")).await?;
+    let provider = Provider::start(&env).await?;
+    provider.client().await?.prime().await?;
+    bao.rotate_key(&p)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while provider.status_json().await?["rotationState"] != "pending" {
+        anyhow::ensure!(Instant::now() < deadline, "rotation not observed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (code, plan) = report(&env, "rotation-plan")?;
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(plan["rotationState"], "pending", "{plan:#}");
+    assert_eq!(plan["activeTransitVersion"], 1);
+    assert_eq!(plan["latestTransitVersion"], 2);
+    assert_eq!(plan["stateCheckpointStatus"], "current");
+    let created = bao.key_metadata(&p)?.created_unix(2)?;
+    let v2 = KeyId::derive(&env.scope(), 2, created)?;
+    assert_eq!(plan["pendingVersion"], 2, "{plan:#}");
+    assert_eq!(plan["pendingKeyIdHash"], h(v2.as_str()), "{plan:#}");
+    assert!(plan.get("confidence").is_none());
+
+    let (code, verify) = report(&env, "verify-rotation")?;
+    assert_eq!(code, 0, "{verify:#}");
+    assert_eq!(verify["confidence"], "limited");
+    let limits = verify["limitations"].to_string();
+    assert!(
+        limits.contains("etcd") && limits.contains("min_decryption_version"),
+        "{limits}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotated_key_without_registry_is_refused_with_the_reason() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    bao.rotate_key(&p)?;
+    let (code, plan) = report(&env, "rotation-plan")?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{plan:#}");
+    assert_eq!(plan["stateLoaded"], false);
+    assert_eq!(plan["stateCheckpointStatus"], "absent");
+    let reason = plan["bootstrapDecision"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("auto-bootstrap denied: latest_version=2 is not initial version 1"),
+        "{plan:#}"
+    );
+    Ok(())
+}
