@@ -266,6 +266,27 @@ mod tests {
         assert_eq!(from_lease(&again).unwrap().previous_key_id_hash, "A");
     }
 
+    proptest::proptest! {
+        /// Lease annotations come from the API server: any values give a
+        /// report or an error, never a panic.
+        #[test]
+        fn random_annotations_never_panic(values in proptest::collection::vec(".{0,40}", 14), drop in 0usize..14) {
+            let keys = [
+                key::NODE, key::KEY_ID_HASH, key::PREVIOUS_KEY_ID_HASH, key::GENERATION, key::ROTATION_STATE,
+                key::ACTIVE_VERSION, key::PROVIDER_VERSION, key::PROVIDER_NAME, key::HEALTHY, key::IMAGE,
+                key::IMAGE_DIGEST, key::PREFLIGHT_VERSION, key::CHECKS, key::TIMESTAMP,
+            ];
+            let mut lease = to_lease(&summary("A"), "ns", Duration::from_secs(90), None);
+            lease.spec = None;
+            let a = lease.metadata.annotations.as_mut().unwrap();
+            for (k, v) in keys.iter().zip(values) {
+                a.insert((*k).to_owned(), v);
+            }
+            a.remove(keys[drop]);
+            let _ = from_lease(&lease);
+        }
+    }
+
     #[test]
     fn broken_leases_are_errors() {
         let mut lease = to_lease(&summary("A"), "ns", Duration::from_secs(90), None);
