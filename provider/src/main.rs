@@ -173,6 +173,19 @@ fn config_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// Prints a check report; exit 4 when any check failed.
+fn emit(report: &bao_kms_provider::report::Report, output: Output) -> ExitCode {
+    match output {
+        Output::Text => print_or_exit(report.to_text().trim_end()),
+        Output::Json => print_or_exit(report.to_json().trim_end()),
+    }
+    if report.failed() {
+        ExitCode::from(EXIT_DIAGNOSTIC)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// `rotation-plan` (verify = false) and `verify-rotation` (verify = true).
 fn rotation_report(config: Option<PathBuf>, output: Output, verify: bool) -> ExitCode {
     let config = config_path(config);
@@ -269,15 +282,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_UNCLASSIFIED);
             };
             let report = rt.block_on(bao_kms_provider::doctor::run(&config));
-            match output {
-                Output::Text => print!("{}", report.to_text()),
-                Output::Json => print!("{}", report.to_json()),
-            }
-            if report.failed() {
-                ExitCode::from(EXIT_DIAGNOSTIC)
-            } else {
-                ExitCode::SUCCESS
-            }
+            emit(&report, output)
         }
         Command::Probe {
             socket,
@@ -289,15 +294,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_UNCLASSIFIED);
             };
             let report = rt.block_on(probe_cmd::run(&socket, timeout, expected_key_id.as_deref()));
-            match output {
-                Output::Text => print!("{}", report.to_text()),
-                Output::Json => print!("{}", report.to_json()),
-            }
-            if report.failed() {
-                ExitCode::from(EXIT_DIAGNOSTIC)
-            } else {
-                ExitCode::SUCCESS
-            }
+            emit(&report, output)
         }
         Command::Serve {
             config,
