@@ -2,7 +2,7 @@
 //! healthy setup (exit 0), and each broken layer fails its own check with a
 //! one-line reason (exit 4) while earlier layers still pass.
 
-use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor};
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor, run_report};
 use bao_kms_system_tests::provider::dev_setup;
 use bao_kms_system_tests::{Provider, ProviderEnv};
 use serde_json::Value;
@@ -92,5 +92,49 @@ async fn each_broken_layer_is_named() -> anyhow::Result<()> {
     let (code, checks) = doctor(&env)?;
     assert_eq!(code, EXIT_DIAGNOSTIC);
     assert_fails(&checks, "registry.state", "latest_version=2 is not initial version 1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_key_checks_the_key_alone_and_names_version_restrictions() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    let mut provider = Provider::start(&env).await?;
+    provider.client().await?.prime().await?;
+    provider.terminate().await?;
+
+    let (code, checks) = run_report(&env, "verify-key", &[])?;
+    assert_eq!(code, 0, "{checks:#?}");
+    for id in [
+        "transit.metadata",
+        "registry.state",
+        "transit.profile",
+        "transit.version_restrictions",
+        "key_id.deterministic",
+    ] {
+        assert_eq!(check(&checks, id)["status"], "pass", "{id}: {checks:#?}");
+    }
+    for absent in ["socket.group", "transit.probe"] {
+        assert!(
+            checks.iter().all(|c| c["id"] != absent),
+            "verify-key must not run {absent}"
+        );
+    }
+
+    // Version 1 is still referenced by the registry; raising
+    // min_decryption_version above it is named, nothing else fails.
+    bao.rotate_key(&p)?;
+    bao.bao(&[
+        "write",
+        &format!("{}/keys/{}/config", p.mount, p.key),
+        "min_decryption_version=2",
+    ])?;
+    let (code, checks) = run_report(&env, "verify-key", &[])?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{checks:#?}");
+    assert_fails(
+        &checks,
+        "transit.version_restrictions",
+        "min_decryption_version=2 excludes version 1",
+    );
+    assert_eq!(check(&checks, "transit.profile")["status"], "pass", "{checks:#?}");
     Ok(())
 }

@@ -37,9 +37,27 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// Which report to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything the provider depends on.
+    Doctor,
+    /// Key-only checks: no socket checks and no encrypt/decrypt; the
+    /// version restrictions get their own check (`transit.version_restrictions`).
+    VerifyKey,
+}
+
 /// Runs every check; the report fails (exit 4) when any check fails.
 pub async fn run(config_path: &Path) -> Report {
-    let mut r = Report::new("doctor");
+    run_mode(config_path, Mode::Doctor).await
+}
+
+/// Runs the checks of `mode`.
+pub async fn run_mode(config_path: &Path, mode: Mode) -> Report {
+    let mut r = Report::new(match mode {
+        Mode::Doctor => "doctor",
+        Mode::VerifyKey => "verify-key",
+    });
     let cfg = match crate::config_file::load(config_path) {
         Ok(cfg) => {
             r.add(
@@ -75,7 +93,9 @@ pub async fn run(config_path: &Path) -> Report {
             return r;
         }
     };
-    check_socket(&mut r, &cfg);
+    if mode == Mode::Doctor {
+        check_socket(&mut r, &cfg);
+    }
     let local_auth_ok = check_local_auth(&mut r, &cfg);
 
     let metrics = Arc::new(Metrics::new(crate::serve::build_info(), cfg.auth.method.name()));
@@ -168,20 +188,26 @@ pub async fn run(config_path: &Path) -> Report {
         .unwrap_or_else(|| vec![1]);
     let active_version = registry.as_ref().map(|s| s.active().transit_version);
     let findings = profile_findings(&meta, &retained, active_version);
-    if findings.is_empty() {
-        r.add(
-            "transit.profile",
-            "Transit key profile is safe",
-            CheckStatus::Pass,
-            None,
-        );
-    } else {
-        let text = findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        r.add(
-            "transit.profile",
-            "Transit key profile is safe",
-            CheckStatus::Fail,
-            Some(text),
+    // verify-key reports the version restrictions (min_decryption_version,
+    // min_available_version against retained versions) on their own.
+    let is_restriction = |code: &str| mode == Mode::VerifyKey && code.starts_with("min_");
+    let (restrictions, profile): (Vec<_>, Vec<_>) = findings.into_iter().partition(|f| is_restriction(f.code));
+    let report_findings =
+        |r: &mut Report, id: &'static str, title: &'static str, found: &[bao_kms_core::transit::Finding]| {
+            if found.is_empty() {
+                r.add(id, title, CheckStatus::Pass, None);
+            } else {
+                let text = found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                r.add(id, title, CheckStatus::Fail, Some(text));
+            }
+        };
+    report_findings(&mut r, "transit.profile", "Transit key profile is safe", &profile);
+    if mode == Mode::VerifyKey {
+        report_findings(
+            &mut r,
+            "transit.version_restrictions",
+            "every retained version is still available and decryptable",
+            &restrictions,
         );
     }
     match bao.disable_upsert(t).await {
@@ -224,19 +250,21 @@ pub async fn run(config_path: &Path) -> Report {
         );
         return r;
     };
-    match round_trip(&bao, t, &scope, &active).await {
-        Ok(()) => r.add(
-            "transit.probe",
-            "encrypt and decrypt with the active version",
-            CheckStatus::Pass,
-            Some(format!("version {}", active.version)),
-        ),
-        Err(e) => r.add(
-            "transit.probe",
-            "encrypt and decrypt with the active version",
-            CheckStatus::Fail,
-            Some(e),
-        ),
+    if mode == Mode::Doctor {
+        match round_trip(&bao, t, &scope, &active).await {
+            Ok(()) => r.add(
+                "transit.probe",
+                "encrypt and decrypt with the active version",
+                CheckStatus::Pass,
+                Some(format!("version {}", active.version)),
+            ),
+            Err(e) => r.add(
+                "transit.probe",
+                "encrypt and decrypt with the active version",
+                CheckStatus::Fail,
+                Some(e),
+            ),
+        }
     }
     let again = KeyId::derive(&scope, active.version, active.created_unix);
     if again.as_ref() == Ok(&active.key_id) {

@@ -86,6 +86,14 @@ enum Command {
         #[command(subcommand)]
         what: Option<ConfigWhat>,
     },
+    /// Key-only checks: Transit key, profile, version restrictions, registry, key_id.
+    VerifyKey {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Rotation state, candidate, observations and what promotion waits for (read-only).
     RotationPlan {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
@@ -276,6 +284,17 @@ fn main() -> ExitCode {
         }
         Command::RotationPlan { config, output } => rotation_report(config, output, false),
         Command::VerifyRotation { config, output } => rotation_report(config, output, true),
+        Command::VerifyKey { config, output } => {
+            let config = config_path(config);
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return ExitCode::from(EXIT_UNCLASSIFIED);
+            };
+            let report = rt.block_on(bao_kms_provider::doctor::run_mode(
+                &config,
+                bao_kms_provider::doctor::Mode::VerifyKey,
+            ));
+            emit(&report, output)
+        }
         Command::Doctor { config, output } => {
             let config = config_path(config);
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {

@@ -13,15 +13,20 @@ pub const EXIT_DIAGNOSTIC: i32 = 4;
 /// Runs doctor (with `extra` environment variables); returns the exit code
 /// and the checks of its JSON report.
 pub fn run_doctor(env: &ProviderEnv, extra: &[(&str, &str)]) -> anyhow::Result<(i32, Vec<Value>)> {
+    run_report(env, "doctor", extra)
+}
+
+/// Runs a check-report command (`doctor`, `verify-key`) with JSON output.
+pub fn run_report(env: &ProviderEnv, command: &str, extra: &[(&str, &str)]) -> anyhow::Result<(i32, Vec<Value>)> {
     let out = Command::new(provider_binary())
-        .args(["doctor", "--output", "json", "--config"])
+        .args([command, "--output", "json", "--config"])
         .arg(env.config_path())
         .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
         .envs(extra.iter().copied())
         .output()?;
     let report: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| anyhow::anyhow!("doctor printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))?;
-    anyhow::ensure!(report["name"] == "doctor", "not a doctor report: {report}");
+    anyhow::ensure!(report["name"] == command, "not a {command} report: {report}");
     let checks = report["checks"].as_array().cloned().unwrap_or_default();
     Ok((out.status.code().unwrap_or(-1), checks))
 }
