@@ -310,7 +310,7 @@ impl Auth {
             }
             Login::Jwt(j) => {
                 let jwt = read_secret_file(&j.jwt_file)?;
-                check_jwt(jwt.expose_secret(), j)?;
+                check_jwt(jwt.expose_secret(), j, now_unix())?;
                 let body = json!({"role": j.role, "jwt": jwt.expose_secret()});
                 self.bao
                     .login(Op::JwtLogin, &j.mount_path, &body)
@@ -492,7 +492,7 @@ impl Auth {
 
 /// Decodes the JWT's claims (no signature check: OpenBao verifies it) and
 /// applies the local checks.
-fn check_jwt(token: &str, cfg: &JwtAuth) -> Result<(), AuthError> {
+pub fn check_jwt(token: &str, cfg: &JwtAuth, now_unix: i64) -> Result<jwt::Claims, AuthError> {
     let data = jsonwebtoken::dangerous::insecure_decode::<jwt::Claims>(token).map_err(|e| AuthError::Material {
         path: cfg.jwt_file.display().to_string(),
         why: format!("is not a compact JWT with readable claims ({e})"),
@@ -504,5 +504,6 @@ fn check_jwt(token: &str, cfg: &JwtAuth) -> Result<(), AuthError> {
         audience: cfg.expected_audience.clone(),
         subject: cfg.expected_subject.clone(),
     };
-    jwt::check(&data.claims, &expectations, now_unix()).map_err(AuthError::Jwt)
+    jwt::check(&data.claims, &expectations, now_unix).map_err(AuthError::Jwt)?;
+    Ok(data.claims)
 }

@@ -16,7 +16,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bao_kms_core::aad;
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
-use bao_kms_core::jwt;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::registry::{StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
@@ -24,7 +23,7 @@ use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, 
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::auth::{Auth, AuthError, read_secret_file};
+use crate::auth::{Auth, AuthError, check_jwt, read_secret_file};
 use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
 use crate::report::{CheckStatus, Report};
@@ -360,23 +359,7 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
     let now = now_unix();
     match &cfg.auth.method {
         AuthMethod::Jwt(j) => {
-            let result = read_secret_file(&j.jwt_file).and_then(|jwt| {
-                let claims = jsonwebtoken::dangerous::insecure_decode::<jwt::Claims>(jwt.expose_secret())
-                    .map_err(|e| AuthError::Material {
-                        path: j.jwt_file.display().to_string(),
-                        why: format!("is not a compact JWT with readable claims ({e})"),
-                    })?
-                    .claims;
-                let expect = jwt::Expectations {
-                    min_remaining_ttl_secs: j.min_remaining_ttl.as_secs() as i64,
-                    clock_skew_leeway_secs: j.clock_skew_leeway.as_secs() as i64,
-                    issuer: j.expected_issuer.clone(),
-                    audience: j.expected_audience.clone(),
-                    subject: j.expected_subject.clone(),
-                };
-                jwt::check(&claims, &expect, now).map_err(AuthError::Jwt)?;
-                Ok(claims)
-            });
+            let result = read_secret_file(&j.jwt_file).and_then(|jwt| check_jwt(jwt.expose_secret(), j, now));
             match result {
                 Ok(c) => {
                     let aud = c.aud.as_ref().map(|a| a.values().join(",")).unwrap_or_default();

@@ -181,6 +181,19 @@ fn config_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
+/// The runtime of the one-shot commands.
+fn current_thread_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().ok()
+}
+
+/// Runs a check-report command (`doctor`, `verify-key`, `probe`) and prints it.
+fn report_command(run: impl Future<Output = bao_kms_provider::report::Report>, output: Output) -> ExitCode {
+    match current_thread_runtime() {
+        Some(rt) => emit(&rt.block_on(run), output),
+        None => ExitCode::from(EXIT_UNCLASSIFIED),
+    }
+}
+
 /// Prints a check report; exit 4 when any check failed.
 fn emit(report: &bao_kms_provider::report::Report, output: Output) -> ExitCode {
     match output {
@@ -204,7 +217,7 @@ fn rotation_report(config: Option<PathBuf>, output: Output, verify: bool) -> Exi
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Some(rt) = current_thread_runtime() else {
         return ExitCode::from(EXIT_UNCLASSIFIED);
     };
     let plan = rt.block_on(bao_kms_provider::rotation_plan::run(&cfg, verify));
@@ -286,35 +299,21 @@ fn main() -> ExitCode {
         Command::VerifyRotation { config, output } => rotation_report(config, output, true),
         Command::VerifyKey { config, output } => {
             let config = config_path(config);
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return ExitCode::from(EXIT_UNCLASSIFIED);
-            };
-            let report = rt.block_on(bao_kms_provider::doctor::run_mode(
-                &config,
-                bao_kms_provider::doctor::Mode::VerifyKey,
-            ));
-            emit(&report, output)
+            report_command(
+                bao_kms_provider::doctor::run_mode(&config, bao_kms_provider::doctor::Mode::VerifyKey),
+                output,
+            )
         }
         Command::Doctor { config, output } => {
             let config = config_path(config);
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return ExitCode::from(EXIT_UNCLASSIFIED);
-            };
-            let report = rt.block_on(bao_kms_provider::doctor::run(&config));
-            emit(&report, output)
+            report_command(bao_kms_provider::doctor::run(&config), output)
         }
         Command::Probe {
             socket,
             timeout,
             expected_key_id,
             output,
-        } => {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return ExitCode::from(EXIT_UNCLASSIFIED);
-            };
-            let report = rt.block_on(probe_cmd::run(&socket, timeout, expected_key_id.as_deref()));
-            emit(&report, output)
-        }
+        } => report_command(probe_cmd::run(&socket, timeout, expected_key_id.as_deref()), output),
         Command::Serve {
             config,
             log_level,
