@@ -23,7 +23,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bao_kms_core::config::{AuthMethod, CertSource, JwtAuth};
 use bao_kms_core::errors::ErrorClass;
@@ -199,13 +199,6 @@ impl Held {
     }
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl Auth {
     pub fn new(method: &AuthMethod, bao: OpenBao, metrics: Arc<Metrics>) -> Result<Self, AuthError> {
         let login = match method {
@@ -310,7 +303,7 @@ impl Auth {
             }
             Login::Jwt(j) => {
                 let jwt = read_secret_file(&j.jwt_file)?;
-                check_jwt(jwt.expose_secret(), j, now_unix())?;
+                check_jwt(jwt.expose_secret(), j, crate::now_unix())?;
                 let body = json!({"role": j.role, "jwt": jwt.expose_secret()});
                 self.bao
                     .login(Op::JwtLogin, &j.mount_path, &body)
@@ -336,7 +329,7 @@ impl Auth {
                 source,
                 min_remaining_ttl,
             } => {
-                let identity = crate::certauth::identity(source, *min_remaining_ttl, now_unix())?;
+                let identity = crate::certauth::identity(source, *min_remaining_ttl, crate::now_unix())?;
                 let material = match source {
                     CertSource::File {
                         certificate_file,

@@ -12,7 +12,6 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bao_kms_core::aad;
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
@@ -28,13 +27,6 @@ use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
 use crate::report::{CheckStatus, Report};
 use crate::state::RegistryPaths;
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Which report to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,7 +348,7 @@ fn check_socket(r: &mut Report, cfg: &Config) {
 /// Checks the material the configured method logs in with; true when a
 /// login may be attempted.
 fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
-    let now = now_unix();
+    let now = crate::now_unix();
     match &cfg.auth.method {
         AuthMethod::Jwt(j) => {
             let result = read_secret_file(&j.jwt_file).and_then(|jwt| check_jwt(jwt.expose_secret(), j, now));

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bao_kms_core::aad;
 use bao_kms_core::annotations;
@@ -128,13 +128,6 @@ pub enum StartupError {
     /// A fail-closed decision or an unrecoverable runtime failure (exit code 5).
     #[error("{0}")]
     FailClosed(String),
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 pub struct Engine {
@@ -389,7 +382,7 @@ impl Engine {
                     let snap = KeySnapshot::new(scope, 1, created_unix)
                         .map_err(|e| Attempt::Fatal(format!("cannot derive the key_id: {e}")))?;
                     tracing::info!(message = "registry.bootstrap_decision", decision = %bootstrap_decision(&facts.meta).describe());
-                    StateFile::bootstrap(scope, &snap, now_unix())
+                    StateFile::bootstrap(scope, &snap, crate::now_unix())
                 }
             },
         };
@@ -402,7 +395,7 @@ impl Engine {
                 scope,
                 policy: &cfg.rotation,
             }
-            .step(&state, &facts.meta, now_unix(), None);
+            .step(&state, &facts.meta, crate::now_unix(), None);
             reasons.extend(step.reasons);
             step.rotation_state
         } else {
@@ -539,7 +532,9 @@ impl Engine {
             candidate,
             elapsed: at.elapsed(),
         });
-        let step = self.rotation().step(&registry.state, &facts.meta, now_unix(), clock);
+        let step = self
+            .rotation()
+            .step(&registry.state, &facts.meta, crate::now_unix(), clock);
         reasons.extend(step.reasons.iter().cloned());
         let mut rotation_state = step.rotation_state;
         let mut promoted = false;
@@ -851,7 +846,10 @@ impl Engine {
         };
         let next = {
             let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-            match self.rotation().discover(&registry.state, &meta, key_id, now_unix()) {
+            match self
+                .rotation()
+                .discover(&registry.state, &meta, key_id, crate::now_unix())
+            {
                 Discovery::NotFound => None,
                 Discovery::Unverified(reasons) => {
                     let text = reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");

@@ -29,5 +29,14 @@ pub mod singleflight;
 pub mod socket;
 pub mod state;
 
+/// Wall-clock Unix seconds (0 if the clock is before the epoch). The only
+/// place the provider reads the wall clock; the rules in core take it as input.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Version of this build (also the `plugin-version.kms.openbao.org` annotation).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

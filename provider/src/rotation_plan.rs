@@ -9,7 +9,6 @@
 //! raising `min_decryption_version`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bao_kms_core::config::Config;
 use bao_kms_core::hash::h;
@@ -48,13 +47,6 @@ async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
         .await
         .map_err(|e| e.to_string())?;
     bao.key_metadata(token.expose_secret()).await.map_err(|e| e.to_string())
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Builds the plan; `verify` adds the confidence statement.
@@ -117,7 +109,7 @@ pub async fn run(cfg: &Config, verify: bool) -> Plan {
                 Ok(snap) => {
                     r["bootstrapDecision"] = json!(bootstrap_decision(&meta).describe());
                     r["synthesizedInitialState"] = json!(true);
-                    StateFile::bootstrap(&scope, &snap, now_unix())
+                    StateFile::bootstrap(&scope, &snap, crate::now_unix())
                 }
                 Err(e) => {
                     r["bootstrapDecision"] = json!(e.to_string());
@@ -147,7 +139,7 @@ pub async fn run(cfg: &Config, verify: bool) -> Plan {
         scope: &scope,
         policy: &cfg.rotation,
     }
-    .step(&state, &meta, now_unix(), None);
+    .step(&state, &meta, crate::now_unix(), None);
     r["rotationState"] = json!(step.rotation_state.as_str());
     if let Some(p) = step.progress {
         r["pendingObservations"] = json!(p.observations);
