@@ -2,7 +2,7 @@
 //! healthy setup (exit 0), and each broken layer fails its own check with a
 //! one-line reason (exit 4) while earlier layers still pass.
 
-use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor, run_report};
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor, run_report, run_report_with};
 use bao_kms_system_tests::provider::dev_setup;
 use bao_kms_system_tests::{Provider, ProviderEnv};
 use serde_json::Value;
@@ -136,5 +136,105 @@ async fn verify_key_checks_the_key_alone_and_names_version_restrictions() -> any
         "min_decryption_version=2 excludes version 1",
     );
     assert_eq!(check(&checks, "transit.profile")["status"], "pass", "{checks:#?}");
+    Ok(())
+}
+
+/// An EncryptionConfiguration for `secrets` with `providers` in this order.
+fn encryption_config(providers: &[String]) -> String {
+    let mut text = String::from(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n",
+    );
+    for p in providers {
+        text.push_str(&format!("      - {p}\n"));
+    }
+    text
+}
+
+fn kms(name: &str, endpoint: &str, api_version: &str) -> String {
+    format!("kms: {{apiVersion: {api_version}, name: {name}, endpoint: \"{endpoint}\", timeout: 3s}}")
+}
+
+#[tokio::test]
+async fn encryption_config_is_cross_checked() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup().await?;
+    let mut provider = Provider::start(&env).await?;
+    let name = env.settings().provider_name.clone();
+    let endpoint = format!("unix://{}", env.socket_path().display());
+    let file = env.dir().join("encryption-config.yaml");
+    let run = |text: String| -> anyhow::Result<(i32, Vec<Value>)> {
+        std::fs::write(&file, text)?;
+        run_report_with(
+            &env,
+            "doctor",
+            &["--encryption-config", &file.display().to_string()],
+            &[],
+        )
+    };
+
+    // After the migration: our provider alone.
+    let (code, checks) = run(encryption_config(&[kms(&name, &endpoint, "v2")]))?;
+    assert_eq!(code, 0, "{checks:#?}");
+    let c = check(&checks, "kubernetes.encryption_config");
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["message"].as_str().unwrap_or_default().contains("writes secrets"),
+        "{c}"
+    );
+    // The check sits after the local checks and before OpenBao's.
+    let ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
+    let at = |id: &str| ids.iter().position(|i| *i == id).unwrap_or(usize::MAX);
+    assert!(at("auth.token.local") < at("kubernetes.encryption_config"), "{ids:?}");
+    assert!(at("kubernetes.encryption_config") < at("openbao.tls"), "{ids:?}");
+
+    // Phase 2 (identity remains as a read fallback) and phase 1 (identity
+    // still writes): accepted with a warning, exit 0.
+    let (code, checks) = run(encryption_config(&[kms(&name, &endpoint, "v2"), "identity: {}".into()]))?;
+    assert_eq!(code, 0, "{checks:#?}");
+    let c = check(&checks, "kubernetes.encryption_config");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["message"].as_str().unwrap_or_default().contains("identity remains"),
+        "{c}"
+    );
+    let (code, checks) = run(encryption_config(&["identity: {}".into(), kms(&name, &endpoint, "v2")]))?;
+    assert_eq!(code, 0, "{checks:#?}");
+    assert_eq!(check(&checks, "kubernetes.encryption_config")["status"], "warn");
+
+    // Another socket, another name, KMS v1: each fails and is named.
+    let (code, checks) = run(encryption_config(&[kms(&name, "unix:///run/other/kms.sock", "v2")]))?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "kubernetes.encryption_config", &endpoint);
+    let (code, checks) = run(encryption_config(&[kms("someone-else", &endpoint, "v2")]))?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "kubernetes.encryption_config", &name);
+    let (code, checks) = run(encryption_config(&[kms(&name, &endpoint, "v1")]))?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "kubernetes.encryption_config", "v2");
+
+    // An inline key never reaches the report, even when the file is refused.
+    let secret = "c2VjcmV0LWtleS1tYXRlcmlhbC0zMi1ieXRlcy1sb25nIQ==";
+    let (code, checks) = run(format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aescbc: {{keys: [{{name: k1, secret: {secret}}}], bogus: 1}}\n"
+    ))?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    let c = check(&checks, "kubernetes.encryption_config");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(!c.to_string().contains(secret), "secret leaked: {c}");
+
+    // A missing file fails the check, not the command.
+    std::fs::remove_file(&file)?;
+    let (code, checks) = run_report_with(
+        &env,
+        "doctor",
+        &["--encryption-config", &file.display().to_string()],
+        &[],
+    )?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "kubernetes.encryption_config", "encryption-config.yaml");
+
+    // Without the flag there is no such check.
+    let (_, checks) = doctor(&env)?;
+    assert!(checks.iter().all(|c| c["id"] != "kubernetes.encryption_config"));
+    provider.terminate().await?;
     Ok(())
 }

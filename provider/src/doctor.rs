@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bao_kms_core::aad;
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
+use bao_kms_core::encryption_config as ec;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::registry::{StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
@@ -38,13 +39,18 @@ pub enum Mode {
     VerifyKey,
 }
 
-/// Runs every check; the report fails (exit 4) when any check fails.
-pub async fn run(config_path: &Path) -> Report {
-    run_mode(config_path, Mode::Doctor).await
+/// Runs every check, plus the EncryptionConfiguration cross-check when
+/// `encryption_config` is given; the report fails (exit 4) when any check fails.
+pub async fn run(config_path: &Path, encryption_config: Option<&Path>) -> Report {
+    run_checks(config_path, Mode::Doctor, encryption_config).await
 }
 
 /// Runs the checks of `mode`.
 pub async fn run_mode(config_path: &Path, mode: Mode) -> Report {
+    run_checks(config_path, mode, None).await
+}
+
+async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&Path>) -> Report {
     let mut r = Report::new(match mode {
         Mode::Doctor => "doctor",
         Mode::VerifyKey => "verify-key",
@@ -88,6 +94,9 @@ pub async fn run_mode(config_path: &Path, mode: Mode) -> Report {
         check_socket(&mut r, &cfg);
     }
     let local_auth_ok = check_local_auth(&mut r, &cfg);
+    if let Some(path) = encryption_config {
+        check_encryption_config(&mut r, &cfg, path);
+    }
 
     let metrics = Arc::new(Metrics::new(crate::serve::build_info(), cfg.auth.method.name()));
     let settings = ClientSettings::from_config(&cfg);
@@ -343,6 +352,63 @@ fn check_socket(r: &mut Report, cfg: &Config) {
         status,
         Some(message),
     );
+}
+
+/// `kubernetes.encryption_config`: the file kube-apiserver loads passes
+/// kube-apiserver's own rules and lists this provider as `kms` v2 with the
+/// configured name and endpoint for every required resource. Migration
+/// files (other providers beside ours, `identity` still present) warn.
+/// Inline keys never reach the message: the decoder masks them.
+fn check_encryption_config(r: &mut Report, cfg: &Config, path: &Path) {
+    const ID: &str = "kubernetes.encryption_config";
+    const TITLE: &str = "EncryptionConfiguration uses this provider";
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            r.add(ID, TITLE, CheckStatus::Fail, Some(format!("{}: {e}", path.display())));
+            return;
+        }
+    };
+    let doc = match ec::decode(&text) {
+        Ok(doc) => doc,
+        Err(f) => {
+            r.add(ID, TITLE, CheckStatus::Fail, Some(format!("{}: {f}", path.display())));
+            return;
+        }
+    };
+    let expected = ec::ProviderExpectation::from_config(cfg);
+    let mut findings = ec::validate(&doc, &ec::ValidateOptions::default());
+    let (cross, phase) = ec::cross_check(&doc, &expected);
+    findings.extend(cross);
+    let joined = |severity: ec::Severity| {
+        findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if ec::has_errors(&findings) {
+        r.add(ID, TITLE, CheckStatus::Fail, Some(joined(ec::Severity::Error)));
+    } else if !findings.is_empty() {
+        r.add(ID, TITLE, CheckStatus::Warn, Some(joined(ec::Severity::Warning)));
+    } else {
+        let role = match phase {
+            Some(ec::RolloutPhase::Writer) => "writes",
+            Some(ec::RolloutPhase::Reader) | None => "reads",
+        };
+        r.add(
+            ID,
+            TITLE,
+            CheckStatus::Pass,
+            Some(format!(
+                "kms {:?} apiVersion v2 at {} {role} {}",
+                expected.name,
+                expected.endpoint,
+                expected.resources.join(",")
+            )),
+        );
+    }
 }
 
 /// Checks the material the configured method logs in with; true when a

@@ -75,6 +75,9 @@ enum Command {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also check kube-apiserver's --encryption-provider-config file against this configuration.
+        #[arg(long)]
+        encryption_config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -304,9 +307,16 @@ fn main() -> ExitCode {
                 output,
             )
         }
-        Command::Doctor { config, output } => {
+        Command::Doctor {
+            config,
+            encryption_config,
+            output,
+        } => {
             let config = config_path(config);
-            report_command(bao_kms_provider::doctor::run(&config), output)
+            report_command(
+                bao_kms_provider::doctor::run(&config, encryption_config.as_deref()),
+                output,
+            )
         }
         Command::Probe {
             socket,

@@ -18,9 +18,20 @@ pub fn run_doctor(env: &ProviderEnv, extra: &[(&str, &str)]) -> anyhow::Result<(
 
 /// Runs a check-report command (`doctor`, `verify-key`) with JSON output.
 pub fn run_report(env: &ProviderEnv, command: &str, extra: &[(&str, &str)]) -> anyhow::Result<(i32, Vec<Value>)> {
+    run_report_with(env, command, &[], extra)
+}
+
+/// [`run_report`] with extra command-line arguments.
+pub fn run_report_with(
+    env: &ProviderEnv,
+    command: &str,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(i32, Vec<Value>)> {
     let out = Command::new(provider_binary())
         .args([command, "--output", "json", "--config"])
         .arg(env.config_path())
+        .args(args)
         .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
         .envs(extra.iter().copied())
         .output()?;
