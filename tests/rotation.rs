@@ -675,3 +675,44 @@ async fn an_unknown_key_id_of_a_newer_version_is_discovered_once_per_probe_inter
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_node_restarted_after_min_encryption_version_was_raised_starts_and_promotes() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup_with(|b| fast(b).rotation(2, "1s")).await?;
+    let mut provider = Provider::start(&env).await?;
+    let seed_v1 = provider.client().await?.prime().await?;
+    provider.terminate().await?;
+
+    // While this node is down, the operator rotates and forbids version 1
+    // for new encryptions before the node could observe the rotation.
+    bao.rotate_key(&p)?;
+    let k2 = expected_key_id(&bao, &p, &env, 2)?;
+    let config = format!("{}/keys/{}/config", p.mount, p.key);
+    bao.bao(&["write", &config, "min_encryption_version=2"])?;
+
+    // It starts (serving Decrypt, refusing Encrypt) instead of exiting ...
+    let provider = Provider::spawn(&env)?;
+    let status = wait_status(&provider, "encryption_blocked after start", |s| {
+        has_reason(s, "encryption_blocked")
+    })
+    .await?;
+    assert_eq!(status["healthy"], false, "/status: {status}");
+    assert_eq!(status["keyID"], "", "/status: {status}");
+    let (code, _) = provider.ready().await?;
+    assert_eq!(code, 503);
+    let kms = provider.client().await?;
+    let refused = kms.prime().await;
+    assert!(refused.is_err(), "Encrypt must be refused while encryption is blocked");
+    kms.decrypt(&seed_v1).await?;
+    assert!(provider.stderr().contains("serve.started_observing"));
+
+    // ... and the probes promote version 2, which clears the block.
+    wait_key_id(&provider, &k2).await?;
+    let seed_v2 = kms.prime().await?;
+    assert_eq!(seed_v2.key_id, k2);
+    assert!(seed_v2.ciphertext.starts_with(b"vault:v2:"));
+    kms.decrypt(&seed_v1).await?;
+    let state = assert_checkpoint_matches(&env)?;
+    assert_eq!(state["activeKeyId"], k2.as_str());
+    Ok(())
+}

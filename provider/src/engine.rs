@@ -30,7 +30,7 @@ use bao_kms_core::identity::IdentityScope;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::limits;
 use bao_kms_core::registry::{CheckpointStatus, IdentityPins, SnapshotState, StateFile, checkpoint_status};
-use bao_kms_core::rotation::{ActivationClock, Candidate, Discovery, Note, Rotation, Transition};
+use bao_kms_core::rotation::{ActivationClock, Candidate, Discovery, ENCRYPTION_BLOCKED, Note, Rotation, Transition};
 pub use bao_kms_core::rotation::{Reason, RotationState};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
@@ -217,7 +217,7 @@ impl Engine {
         );
 
         let deadline = Instant::now() + cfg.bootstrap.grace_timeout;
-        let (state, pins, meta, rotation_state) = loop {
+        let (state, pins, meta, rotation_state, observing) = loop {
             match Self::initial_attempt(&cfg, &scope, &bao, &auth, disk.state.as_ref(), disk.pins.as_ref()).await {
                 Ok(done) => break done,
                 Err(Attempt::Fatal(msg)) => return Err(StartupError::FailClosed(msg)),
@@ -263,8 +263,12 @@ impl Engine {
             .active()
             .snapshot()
             .ok_or_else(|| StartupError::FailClosed("registry active snapshot is malformed".into()))?;
+        if !observing.is_empty() {
+            let text = observing.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            tracing::warn!(message = "serve.started_observing", healthz = "unhealthy", reasons = %text);
+        }
         let published = Arc::new(Published {
-            reasons: Vec::new(),
+            reasons: observing,
             rotation_state,
             latest_version: meta.latest_version,
             pending_version: pending_version(&state),
@@ -350,7 +354,7 @@ impl Engine {
         auth: &Auth,
         state: Option<&StateFile>,
         pins: Option<&IdentityPins>,
-    ) -> Result<(StateFile, IdentityPins, KeyMetadata, RotationState), Attempt> {
+    ) -> Result<(StateFile, IdentityPins, KeyMetadata, RotationState, Vec<Reason>), Attempt> {
         let token = auth
             .token()
             .await
@@ -401,6 +405,14 @@ impl Engine {
         } else {
             RotationState::Unknown
         };
+        // `encryption_blocked` alone (the operator raised
+        // `min_encryption_version` after rotating, before this node promoted)
+        // is resolved by observing: start with Encrypt refused, Decrypt
+        // served, and let the probes promote. Refusing to start would keep
+        // the node from ever observing the rotation.
+        if reasons.iter().all(|r| r.code == ENCRYPTION_BLOCKED) && !reasons.is_empty() {
+            return Ok((state, pins, facts.meta, rotation_state, reasons));
+        }
         if !reasons.is_empty() {
             return Err(Attempt::Retry(reasons));
         }
@@ -411,7 +423,7 @@ impl Engine {
         deep_probe(bao, scope, &token, &active)
             .await
             .map_err(|e| Attempt::Retry(vec![Reason::new("deep_probe_failed", e.message)]))?;
-        Ok((state, pins, facts.meta, rotation_state))
+        Ok((state, pins, facts.meta, rotation_state, Vec::new()))
     }
 
     /// Runs the background probe until `stop` fires.
