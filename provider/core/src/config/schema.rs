@@ -15,7 +15,7 @@
 use serde_json::{Value, json};
 
 /// `$id` of the schema document.
-pub const SCHEMA_ID: &str = "https://github.com/dc-tec/openbao-kubernetes-kms/config.schema.json";
+pub const SCHEMA_ID: &str = "urn:bao-kms-provider:config:v1alpha1";
 /// `title` of the schema document.
 pub const SCHEMA_TITLE: &str = "bao-kms-provider configuration";
 
