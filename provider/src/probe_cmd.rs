@@ -53,6 +53,18 @@ fn check_socket_path(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Why this process reaches the socket regardless of its group and mode:
+/// root ignores permission bits, the owner is not the socket group.
+fn caller_bypasses_permissions(socket: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid == 0 {
+        return Some("running as root".to_owned());
+    }
+    let owner = std::fs::symlink_metadata(socket).ok()?.uid();
+    (owner == euid).then(|| format!("running as the socket's owner (uid {euid})"))
+}
+
 /// Runs the probe and returns its report.
 pub async fn run(socket: &Path, timeout: Duration, expected_key_id: Option<&str>) -> Report {
     let mut report = Report::new("probe");
@@ -61,6 +73,16 @@ pub async fn run(socket: &Path, timeout: Duration, expected_key_id: Option<&str>
         return report;
     }
     report.add("kms.socket", "KMS socket is a socket", CheckStatus::Pass, None);
+    if let Some(why) = caller_bypasses_permissions(socket) {
+        report.add(
+            "kms.caller",
+            "probe runs as kube-apiserver would",
+            CheckStatus::Warn,
+            Some(format!(
+                "{why}: the round trip does not prove that kube-apiserver's user may use the socket; run as a member of the socket group"
+            )),
+        );
+    }
     let channel = match connect(socket, timeout).await {
         Ok(c) => c,
         Err(e) => {
