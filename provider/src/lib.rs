@@ -10,6 +10,7 @@
 //! client side used by `bao-kms-provider probe`.
 
 pub mod auth;
+pub mod benchmark;
 pub mod certauth;
 pub mod config_file;
 pub mod doctor;

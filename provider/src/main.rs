@@ -118,6 +118,27 @@ enum Command {
         #[command(subcommand)]
         target: PolicyTarget,
     },
+    /// Encrypt/Decrypt latency with random non-secret data: against Transit
+    /// with this configuration, or through a running provider's socket.
+    Benchmark {
+        /// Configuration file (Transit mode) [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// Benchmark through this KMS socket instead (what kube-apiserver sees).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Encrypt+Decrypt round trips.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        iterations: u32,
+        /// Round trips in flight at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        concurrency: u32,
+        /// Connect timeout for --socket.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Print version, commit, build date and dirty flag.
     Version,
     /// Print shell completion.
@@ -235,6 +256,51 @@ fn rotation_report(config: Option<PathBuf>, output: Output, verify: bool) -> Exi
     }
 }
 
+fn benchmark(
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    iterations: usize,
+    concurrency: usize,
+    timeout: Duration,
+    output: Output,
+) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::from(EXIT_UNCLASSIFIED);
+    };
+    let outcome = match socket {
+        Some(socket) => rt.block_on(bao_kms_provider::benchmark::socket(
+            &socket,
+            timeout,
+            iterations,
+            concurrency,
+        )),
+        None => {
+            let config = config_path(config);
+            let cfg = match config_file::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("configuration {}:\n{e}", config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            rt.block_on(bao_kms_provider::benchmark::transit(&cfg, iterations, concurrency))
+        }
+    };
+    match output {
+        Output::Text => print!("{}", bao_kms_provider::benchmark::to_text(&outcome.report)),
+        Output::Json => print_or_exit(&serde_json::to_string_pretty(&outcome.report).unwrap_or_default()),
+    }
+    if outcome.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DIAGNOSTIC)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -298,6 +364,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Benchmark {
+            config,
+            socket,
+            iterations,
+            concurrency,
+            timeout,
+            output,
+        } => benchmark(
+            config,
+            socket,
+            iterations as usize,
+            concurrency as usize,
+            timeout,
+            output,
+        ),
         Command::RotationPlan { config, output } => rotation_report(config, output, false),
         Command::VerifyRotation { config, output } => rotation_report(config, output, true),
         Command::VerifyKey { config, output } => {

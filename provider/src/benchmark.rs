@@ -1,0 +1,334 @@
+//! `benchmark`: latency of Encrypt and Decrypt with non-secret random data,
+//! either straight against Transit with the provider's configuration,
+//! identity and AAD (`--config`), or through a running provider's socket the
+//! way kube-apiserver calls it (`--socket`). Every decrypted value is
+//! compared with what was encrypted; any error fails the run (exit 4).
+//! Nothing is written, nothing secret is printed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bao_kms_core::aad;
+use bao_kms_core::config::Config;
+use bao_kms_core::snapshot::KeySnapshot;
+use bao_kms_proto::v2::key_management_service_client::KeyManagementServiceClient;
+use bao_kms_proto::v2::{DecryptRequest, EncryptRequest};
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::openbao::{ClientSettings, OpenBao};
+use crate::state::{RegistryPaths, read_unlocked};
+
+/// Size of each sample: a KMS v2 DEK seed is 32 bytes.
+const SAMPLE_BYTES: usize = 32;
+
+/// Latency percentiles of one operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latency {
+    pub count: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Nearest-rank percentiles; `None` without samples.
+pub fn latency(mut samples: Vec<Duration>) -> Option<Latency> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let rank = |p: usize| samples[(samples.len() * p).div_ceil(100).max(1) - 1];
+    Some(Latency {
+        count: samples.len(),
+        p50: rank(50),
+        p90: rank(90),
+        p99: rank(99),
+        max: samples[samples.len() - 1],
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn latency_json(l: Option<Latency>) -> Value {
+    match l {
+        None => Value::Null,
+        Some(l) => json!({
+            "count": l.count,
+            "p50Ms": ms(l.p50),
+            "p90Ms": ms(l.p90),
+            "p99Ms": ms(l.p99),
+            "maxMs": ms(l.max),
+        }),
+    }
+}
+
+/// Timings of one round trip, or why it failed.
+type RoundTrip = Result<(Duration, Duration), String>;
+
+/// The report and whether every round trip succeeded.
+pub struct Outcome {
+    pub report: Value,
+    pub ok: bool,
+}
+
+fn outcome(mode: &str, iterations: usize, concurrency: usize, elapsed: Duration, results: Vec<RoundTrip>) -> Outcome {
+    let mut encrypts = Vec::new();
+    let mut decrypts = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok((e, d)) => {
+                encrypts.push(e);
+                decrypts.push(d);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let ok = errors.is_empty();
+    let mut report = json!({
+        "name": "benchmark",
+        "mode": mode,
+        "iterations": iterations,
+        "concurrency": concurrency,
+        "sampleBytes": SAMPLE_BYTES,
+        "durationSeconds": (elapsed.as_secs_f64() * 1e3).round() / 1e3,
+        "roundTripsPerSecond": ((encrypts.len() as f64 / elapsed.as_secs_f64().max(1e-9)) * 10.0).round() / 10.0,
+        "encrypt": latency_json(latency(encrypts)),
+        "decrypt": latency_json(latency(decrypts)),
+        "errors": errors.len(),
+    });
+    if let Some(first) = errors.first() {
+        report["firstError"] = json!(first);
+    }
+    report["status"] = json!(if ok { "pass" } else { "fail" });
+    Outcome { report, ok }
+}
+
+/// Runs `iterations` round trips spread over `concurrency` tasks.
+async fn drive<F, Fut>(iterations: usize, concurrency: usize, round_trip: F) -> (Duration, Vec<RoundTrip>)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = RoundTrip> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for worker in 0..concurrency {
+        let share = iterations / concurrency + usize::from(worker < iterations % concurrency);
+        let round_trip = round_trip.clone();
+        tasks.spawn(async move {
+            let mut out = Vec::with_capacity(share);
+            for _ in 0..share {
+                out.push(round_trip().await);
+            }
+            out
+        });
+    }
+    let mut results = Vec::with_capacity(iterations);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(part) => results.extend(part),
+            Err(e) => results.push(Err(format!("benchmark task failed: {e}"))),
+        }
+    }
+    (started.elapsed(), results)
+}
+
+fn sample() -> zeroize::Zeroizing<Vec<u8>> {
+    let mut seed = zeroize::Zeroizing::new(vec![0u8; SAMPLE_BYTES]);
+    rand::rng().fill_bytes(&mut seed);
+    seed
+}
+
+/// Transit encrypt/decrypt with the registry's active version and the
+/// canonical AAD, as the provider calls it.
+pub async fn transit(cfg: &Config, iterations: usize, concurrency: usize) -> Outcome {
+    let fail = |msg: String| Outcome {
+        report: json!({"name": "benchmark", "mode": "transit", "status": "fail", "firstError": msg}),
+        ok: false,
+    };
+    let paths = RegistryPaths::new(&cfg.state.path);
+    let active: KeySnapshot = match read_unlocked(&paths) {
+        Ok((Some(state), _)) => match state.active().snapshot() {
+            Some(s) => s,
+            None => return fail("the registry's active record is malformed".into()),
+        },
+        Ok((None, _)) => {
+            return fail(format!(
+                "no registry state at {}: the active Transit version is unknown until the provider has started once",
+                cfg.state.path.display()
+            ));
+        }
+        Err(e) => return fail(e),
+    };
+    let metrics = Arc::new(Metrics::new(crate::serve::build_info(), cfg.auth.method.name()));
+    let bao = match OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()) {
+        Ok(b) => b,
+        Err(e) => return fail(e.to_string()),
+    };
+    let token = match Auth::new(&cfg.auth.method, bao.clone(), metrics) {
+        Ok(auth) => match auth.token().await {
+            Ok(t) => t,
+            Err(e) => return fail(e.to_string()),
+        },
+        Err(e) => return fail(e.to_string()),
+    };
+    let aad = Arc::new(aad::canonical(&cfg.identity_scope(), &active));
+    let token = Arc::new(token);
+    let version = active.version;
+    let (elapsed, results) = drive(iterations, concurrency, move || {
+        let (bao, aad, token) = (bao.clone(), aad.clone(), token.clone());
+        async move {
+            let seed = sample();
+            let t = token.expose_secret();
+            let started = Instant::now();
+            let ciphertext = bao.encrypt(t, &seed, &aad, version).await.map_err(|e| e.to_string())?;
+            let encrypted = started.elapsed();
+            let started = Instant::now();
+            let plaintext = bao.decrypt(t, &ciphertext, &aad).await.map_err(|e| e.to_string())?;
+            let decrypted = started.elapsed();
+            if *plaintext != *seed {
+                return Err("Transit returned different plaintext".into());
+            }
+            Ok((encrypted, decrypted))
+        }
+    })
+    .await;
+    outcome("transit", iterations, concurrency, elapsed, results)
+}
+
+/// KMS v2 Encrypt/Decrypt through a running provider's socket.
+pub async fn socket(path: &std::path::Path, timeout: Duration, iterations: usize, concurrency: usize) -> Outcome {
+    let channel = match crate::probe_cmd::connect(path, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                report: json!({"name": "benchmark", "mode": "socket", "status": "fail", "firstError": e}),
+                ok: false,
+            };
+        }
+    };
+    let client = KeyManagementServiceClient::new(channel);
+    let (elapsed, results) = drive(iterations, concurrency, move || {
+        let mut client = client.clone();
+        async move {
+            let seed = sample();
+            let uid = format!("benchmark-{:016x}", rand::rng().next_u64());
+            let started = Instant::now();
+            let encrypted = client
+                .encrypt(EncryptRequest {
+                    plaintext: seed.to_vec(),
+                    uid: uid.clone(),
+                })
+                .await
+                .map_err(|e| format!("Encrypt: {}", e.message()))?
+                .into_inner();
+            let encrypt = started.elapsed();
+            let started = Instant::now();
+            let decrypted = client
+                .decrypt(DecryptRequest {
+                    ciphertext: encrypted.ciphertext,
+                    uid,
+                    key_id: encrypted.key_id,
+                    annotations: encrypted.annotations,
+                })
+                .await
+                .map_err(|e| format!("Decrypt: {}", e.message()))?
+                .into_inner();
+            let decrypt = started.elapsed();
+            if decrypted.plaintext != *seed {
+                return Err("Decrypt returned different plaintext".into());
+            }
+            Ok((encrypt, decrypt))
+        }
+    })
+    .await;
+    outcome("socket", iterations, concurrency, elapsed, results)
+}
+
+/// Text form: one `key: value` line per field, latencies on one line each.
+pub fn to_text(report: &Value) -> String {
+    let mut out = String::new();
+    if let Some(obj) = report.as_object() {
+        for (k, v) in obj {
+            match v {
+                Value::String(s) => out.push_str(&format!("{k}: {s}\n")),
+                Value::Object(l) => {
+                    let field = |name: &str| l.get(name).map(ToString::to_string).unwrap_or_default();
+                    out.push_str(&format!(
+                        "{k}: p50 {}ms, p90 {}ms, p99 {}ms, max {}ms over {}\n",
+                        field("p50Ms"),
+                        field("p90Ms"),
+                        field("p99Ms"),
+                        field("maxMs"),
+                        field("count")
+                    ));
+                }
+                other => out.push_str(&format!("{k}: {other}\n")),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(latency(Vec::new()), None);
+        let one = latency(ms(&[7])).unwrap_or_else(|| unreachable!());
+        assert_eq!((one.p50, one.p99, one.max), (ms(&[7])[0], ms(&[7])[0], ms(&[7])[0]));
+        // 1..=100 ms in reverse order: rank p is p ms.
+        let l = latency((1..=100).rev().map(Duration::from_millis).collect()).unwrap_or_else(|| unreachable!());
+        assert_eq!(l.count, 100);
+        assert_eq!(l.p50, Duration::from_millis(50));
+        assert_eq!(l.p90, Duration::from_millis(90));
+        assert_eq!(l.p99, Duration::from_millis(99));
+        assert_eq!(l.max, Duration::from_millis(100));
+        // Ten samples: p99 is the largest, p50 the fifth.
+        let l = latency(ms(&[10, 1, 9, 2, 8, 3, 7, 4, 6, 5])).unwrap_or_else(|| unreachable!());
+        assert_eq!(l.p50, Duration::from_millis(5));
+        assert_eq!(l.p90, Duration::from_millis(9));
+        assert_eq!(l.p99, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn errors_fail_the_run_and_the_first_is_reported() {
+        let ok = outcome(
+            "socket",
+            2,
+            1,
+            Duration::from_secs(1),
+            vec![Ok((Duration::from_millis(1), Duration::from_millis(2))); 2],
+        );
+        assert!(ok.ok);
+        assert_eq!(ok.report["roundTripsPerSecond"], 2.0);
+        assert_eq!(ok.report["decrypt"]["p50Ms"], 2.0);
+        let bad = outcome(
+            "socket",
+            2,
+            1,
+            Duration::from_secs(1),
+            vec![
+                Ok((Duration::from_millis(1), Duration::from_millis(2))),
+                Err("Encrypt: no".into()),
+            ],
+        );
+        assert!(!bad.ok);
+        assert_eq!(bad.report["errors"], 1);
+        assert_eq!(bad.report["firstError"], "Encrypt: no");
+        assert_eq!(bad.report["status"], "fail");
+    }
+}
