@@ -764,10 +764,20 @@ impl Engine {
         let known = published.decryptable.get(parsed.as_str()).cloned();
         let snap = match known {
             Some(snap) => snap,
-            None => self
-                .discover(&parsed)
-                .await
-                .map_err(|e| key_id_err(e.class, &e.message))?,
+            None => {
+                // An operator-removed record never decrypts and is never rediscovered.
+                if let Some(version) = self.removed_version(&parsed) {
+                    return Err(key_id_err(
+                        ErrorClass::KeyIdUnknown,
+                        &format!(
+                            "key_id names Transit version {version}, which was removed from this node's key registry with retire-versions; it no longer decrypts here (restore-versions brings it back while Transit can still decrypt it)"
+                        ),
+                    ));
+                }
+                self.discover(&parsed)
+                    .await
+                    .map_err(|e| key_id_err(e.class, &e.message))?
+            }
         };
         let aad_err = |class: ErrorClass, message: String| {
             self.metrics
@@ -889,6 +899,12 @@ impl Engine {
             }
         };
         next.and_then(|()| self.durable_snapshot(key_id)).ok_or_else(unknown)
+    }
+
+    /// The Transit version of a `removed` record with this key_id.
+    fn removed_version(&self, key_id: &KeyId) -> Option<u64> {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.state.removed_version(key_id.as_str())
     }
 
     /// A decryptable snapshot of the durable registry.

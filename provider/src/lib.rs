@@ -23,6 +23,7 @@ pub mod openbao;
 pub mod policy;
 pub mod probe_cmd;
 pub mod report;
+pub mod retire;
 pub mod rotation_plan;
 pub mod serve;
 pub mod service;

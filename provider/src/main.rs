@@ -113,6 +113,40 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Plan (or --apply) removing Transit versions below N from this node's local decryption.
+    RetireVersions {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Retire every retained version below this one (greater than 1, at most the active version).
+        #[arg(long)]
+        before_version: u64,
+        /// Write the plan; the provider must be stopped.
+        #[arg(long, requires = "expected_state_hash")]
+        apply: bool,
+        /// The stateHash of the reviewed plan; --apply refuses any other state.
+        #[arg(long, requires = "apply")]
+        expected_state_hash: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Plan (or --apply) making removed versions decryptable again on this node.
+    RestoreVersions {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Removed versions to restore, comma-separated (e.g. 1,2).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        versions: Vec<u64>,
+        /// Write the plan; the provider must be stopped.
+        #[arg(long, requires = "expected_state_hash")]
+        apply: bool,
+        /// The stateHash of the reviewed plan; --apply refuses any other state.
+        #[arg(long, requires = "apply")]
+        expected_state_hash: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Print the least-privilege policy for this configuration.
     Policy {
         #[command(subcommand)]
@@ -301,6 +335,40 @@ fn benchmark(
     }
 }
 
+/// `retire-versions` and `restore-versions`: plan, or apply with the reviewed hash.
+fn versions_command(
+    config: Option<PathBuf>,
+    request: bao_kms_provider::retire::Request,
+    expected_state_hash: Option<String>,
+    output: Output,
+) -> ExitCode {
+    let config = config_path(config);
+    let cfg = match config_file::load(&config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("configuration {}:\n{e}", config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(rt) = current_thread_runtime() else {
+        return ExitCode::from(EXIT_UNCLASSIFIED);
+    };
+    let outcome = rt.block_on(bao_kms_provider::retire::run(
+        &cfg,
+        &request,
+        expected_state_hash.as_deref(),
+    ));
+    match output {
+        Output::Text => print!("{}", bao_kms_provider::rotation_plan::to_text(&outcome.report)),
+        Output::Json => print_or_exit(&serde_json::to_string_pretty(&outcome.report).unwrap_or_default()),
+    }
+    if outcome.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DIAGNOSTIC)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -381,6 +449,30 @@ fn main() -> ExitCode {
         ),
         Command::RotationPlan { config, output } => rotation_report(config, output, false),
         Command::VerifyRotation { config, output } => rotation_report(config, output, true),
+        Command::RetireVersions {
+            config,
+            before_version,
+            apply: _,
+            expected_state_hash,
+            output,
+        } => versions_command(
+            config,
+            bao_kms_provider::retire::Request::Retire { before_version },
+            expected_state_hash,
+            output,
+        ),
+        Command::RestoreVersions {
+            config,
+            versions,
+            apply: _,
+            expected_state_hash,
+            output,
+        } => versions_command(
+            config,
+            bao_kms_provider::retire::Request::Restore { versions },
+            expected_state_hash,
+            output,
+        ),
         Command::VerifyKey { config, output } => {
             let config = config_path(config);
             report_command(

@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod pins;
+pub mod retire;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA, Checkpoint, CheckpointStatus, checkpoint_status};
 pub use pins::{IdentityPins, PINS_SCHEMA};
@@ -384,6 +385,15 @@ impl StateFile {
             .filter(|r| r.state.decrypts())
             .filter_map(|r| Some((r.kubernetes_key_id.clone(), r.snapshot()?)))
             .collect()
+    }
+
+    /// The Transit version of the `removed` record with `key_id`, if any:
+    /// Decrypt refuses it with that reason instead of treating it as unknown.
+    pub fn removed_version(&self, key_id: &str) -> Option<u64> {
+        self.snapshots
+            .iter()
+            .find(|r| r.state == SnapshotState::Removed && r.kubernetes_key_id == key_id)
+            .map(|r| r.transit_version)
     }
 
     /// Versions Decrypt may still need.
