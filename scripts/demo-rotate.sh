@@ -20,7 +20,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 [ -f "$DEMO/provider.pid" ] && kill -0 "$(cat "$DEMO/provider.pid")" 2>/dev/null || die "the demo is not running: run 'make demo' first"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/debug/bao-kms-provider"
+BIN="$TARGET_DIR/$(cat "$DEMO/profile" 2>/dev/null || echo debug)/bao-kms-provider"
 [ -x "$BIN" ] || die "$BIN was not built: run 'make demo' first"
 CONFIG="$DEMO/provider/config.yaml"
 ENCRYPTION_CONFIG="$DEMO/encryption-config.yaml"

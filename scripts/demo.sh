@@ -74,11 +74,19 @@ command -v bao >/dev/null || die "bao not found: run 'make deps'"
 for tool in openssl curl python3; do command -v "$tool" >/dev/null || die "$tool not found: run 'make deps'"; done
 
 # --- build ------------------------------------------------------------------
-say "building bao-kms-provider and bao-kms-preflight"
-(cd "$ROOT" && cargo build --locked --quiet -p bao-kms-provider --bin bao-kms-provider -p bao-kms-preflight --bin bao-kms-preflight)
+# DEMO_PROFILE=release (used by `make bench`) runs optimised binaries.
+PROFILE="${DEMO_PROFILE:-debug}"
+case "$PROFILE" in
+debug) PROFILE_FLAG=() ;;
+release) PROFILE_FLAG=(--release) ;;
+*) die "DEMO_PROFILE must be debug or release, not $PROFILE" ;;
+esac
+say "building bao-kms-provider and bao-kms-preflight ($PROFILE)"
+(cd "$ROOT" && cargo build --locked --quiet "${PROFILE_FLAG[@]}" -p bao-kms-provider --bin bao-kms-provider -p bao-kms-preflight --bin bao-kms-preflight)
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/debug/bao-kms-provider"
+BIN="$TARGET_DIR/$PROFILE/bao-kms-provider"
+echo "$PROFILE" >"$DEMO/profile"
 [ -x "$BIN" ] || die "$BIN was not built"
 
 # --- OpenBao dev server (TLS) -------------------------------------------------
@@ -273,7 +281,7 @@ fi
 
 # --- node preflight, as a bootstrap hook runs it ---------------------------------
 say "node preflight: configuration, EncryptionConfiguration, socket, /ready, /status"
-if ! "$TARGET_DIR/debug/bao-kms-preflight" node --config "$CONFIG" --encryption-config "$DEMO/encryption-config.yaml" \
+if ! "$TARGET_DIR/$PROFILE/bao-kms-preflight" node --config "$CONFIG" --encryption-config "$DEMO/encryption-config.yaml" \
 	--allowed-socket-dir "$DEMO/run"; then
 	die "node preflight failed"
 fi
