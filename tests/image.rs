@@ -2,8 +2,9 @@
 //! blobs and config, the exact contents of its single layer, the provider
 //! running from the unpacked root file system alone (as the image's
 //! non-root user, through a real KMS v2 round trip against a real OpenBao),
-//! an independent tool's view of the archive, and reproducibility of the
-//! builder.
+//! an independent tool's view of the archive (`skopeo`), a real containerd
+//! importing it and running it as a container (runc), and reproducibility of
+//! the builder.
 //!
 //! The archive is `$BAO_KMS_IMAGE_ARCHIVE` (the Makefile exports it), else
 //! `images/out/bao-kms-provider-<version>-linux-<arch>.oci.tar`. These tests
@@ -669,11 +670,73 @@ impl Drop for Containerd {
     }
 }
 
-/// `ctr -n k8s.io images import` (what an air-gapped node runs) accepts the
-/// archive, unpacks its layer with the native snapshotter, and lists the
-/// image under its full name with our digest.
-#[test]
-fn containerd_imports_the_archive() -> anyhow::Result<()> {
+/// A container started with `ctr run` (attached, `--rm`); on drop it is
+/// killed and the `ctr` client reaped, which removes the container.
+struct CtrRun<'a> {
+    containerd: &'a Containerd,
+    id: String,
+    child: std::process::Child,
+    stderr_file: PathBuf,
+}
+
+impl CtrRun<'_> {
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_file).unwrap_or_default()
+    }
+}
+
+impl Drop for CtrRun<'_> {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self
+                .containerd
+                .ctr(&["-n", "k8s.io", "task", "kill", "-s", "SIGKILL", &self.id]);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Containerd {
+    /// `ctr -n k8s.io run --rm --net-host <extra> <image> <id> [args]`, in
+    /// the background; the container's output goes to files.
+    fn run<'a>(&'a self, id: &str, image: &str, extra: &[String], args: &[String]) -> anyhow::Result<CtrRun<'a>> {
+        let stdout_file = self.dir.path().join(format!("{id}.stdout"));
+        let stderr_file = self.dir.path().join(format!("{id}.stderr"));
+        let child = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "run", "--rm", "--net-host", "--snapshotter", "native"])
+            .arg("--fifo-dir")
+            .arg(self.dir.path().join("fifo"))
+            .args(extra)
+            .arg(image)
+            .arg(id)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&stdout_file)?)
+            .stderr(fs::File::create(&stderr_file)?)
+            .spawn()
+            .context("ctr run")?;
+        Ok(CtrRun {
+            containerd: self,
+            id: id.to_owned(),
+            child,
+            stderr_file,
+        })
+    }
+}
+
+/// What an air-gapped node does with the archive, on a real containerd:
+/// `ctr -n k8s.io images import` unpacks the layer with the native
+/// snapshotter and lists the image under its full name with our digest;
+/// then runc runs the image as a container. With no arguments, the image's
+/// Entrypoint and Cmd start `serve --config=/etc/openbao-kms/config.yaml`
+/// (absent here, so it exits 3 naming that file). With a config mounted
+/// from the host and host networking, as a static pod has them, the
+/// container serves the first Status + Encrypt + Decrypt against a real
+/// OpenBao, as the image's user 65532.
+#[tokio::test]
+async fn containerd_imports_and_runs_the_image() -> anyhow::Result<()> {
     let archive = archive_path();
     let digest = published_digest(&archive)?;
     let image_ref = fs::read_to_string(archive.with_file_name("image-ref.txt"))?;
@@ -703,5 +766,89 @@ fn containerd_imports_the_archive() -> anyhow::Result<()> {
     // Another namespace does not see it (the kubelet only reads k8s.io).
     let default_ns = containerd.ctr(&["-n", "default", "images", "ls", "-q"])?;
     assert!(!default_ns.contains(&name), "{default_ns}");
+
+    // Entrypoint + Cmd.
+    let mut default_run = containerd.run("bao-kms-defaults", &name, &[], &[])?;
+    let status = wait_exit(&mut default_run.child, std::time::Duration::from_secs(30))
+        .await
+        .with_context(|| default_run.stderr())?;
+    let out = fs::read_to_string(containerd.dir.path().join("bao-kms-defaults.stdout"))? + &default_run.stderr();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("/etc/openbao-kms/config.yaml"), "{out}");
+    drop(default_run);
+
+    // The provider as a container, its files mounted from the host.
+    let host_root = containerd.dir.path().join("host");
+    fs::create_dir(&host_root)?;
+    let chroot = Chroot {
+        root: host_root.clone(),
+        user: Some((NONROOT, NONROOT)),
+    };
+    let (bao, p, env): (_, _, ProviderEnv) = dev_setup_with(|b| b.in_chroot(chroot)).await?;
+    let in_container = env.in_root(env.dir());
+    let mount = format!(
+        "type=bind,src={},dst={},options=rbind:rw",
+        env.dir().display(),
+        in_container.display()
+    );
+    let allowed = format!(
+        "{}={}",
+        bao_kms_system_tests::provider::ALLOWED_SOCKET_DIR_ENV,
+        env.in_root(&env.socket_dir()).display()
+    );
+    let serve = containerd.run(
+        "bao-kms-serve",
+        &name,
+        &["--mount".into(), mount, "--env".into(), allowed],
+        &[
+            "/usr/bin/bao-kms-provider".into(),
+            "serve".into(),
+            format!("--config={}", env.in_root(env.config_path()).display()),
+        ],
+    )?;
+    let socket = env.socket_path().to_path_buf();
+    let kms = bao_kms_system_tests::wait::until(
+        bao_kms_system_tests::provider::READY_TIMEOUT,
+        "the container's KMS socket",
+        || async {
+            bao_kms_system_tests::KmsClient::connect(&socket)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        },
+    )
+    .await
+    .with_context(|| serve.stderr())?;
+    kms.wait_healthy(bao_kms_system_tests::provider::READY_TIMEOUT)
+        .await
+        .with_context(|| serve.stderr())?;
+    let stored = kms.prime().await?;
+    kms.decrypt(&stored).await?;
+    let created = bao.key_metadata(&p)?.created_unix(1)?;
+    assert_eq!(stored.key_id, KeyId::derive(&env.scope(), 1, created)?.as_str());
+    // The image's User applied: the socket belongs to 65532.
+    let meta = fs::metadata(&socket)?;
+    assert_eq!((meta.uid(), meta.gid()), (NONROOT, NONROOT));
+    assert!(!serve.stderr().contains(&p.token), "the token appears in the log");
+
+    // SIGTERM to the container (what the kubelet sends): a clean exit.
+    let mut serve = serve;
+    containerd.ctr(&["-n", "k8s.io", "task", "kill", "-s", "SIGTERM", "bao-kms-serve"])?;
+    let status = wait_exit(&mut serve.child, bao_kms_system_tests::provider::TERMINATE_TIMEOUT).await?;
+    assert_eq!(status.code(), Some(0), "{}", serve.stderr());
     Ok(())
+}
+
+/// Waits, polling, for `child` to exit.
+async fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        ensure!(Instant::now() < deadline, "still running after {timeout:?}");
+        tokio::time::sleep(bao_kms_system_tests::wait::POLL_INTERVAL).await;
+    }
 }
