@@ -59,10 +59,13 @@ struct NodeRoot {
 
 impl NodeRoot {
     fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("node-root-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("node-root-")
+            .tempdir()
+            .expect("creating the node root");
         // Other users (the service user, the API server) must traverse it.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::create_dir(dir.path().join("etc")).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod the node root");
+        fs::create_dir(dir.path().join("etc")).expect("creating etc/");
         let root = Self { dir };
         root.install(&manifests().join(UNIT), &format!("{UNIT_DIR}/{UNIT}"), 0o644);
         root.install(
@@ -96,12 +99,12 @@ impl NodeRoot {
 
     fn install(&self, src: &Path, rel: &str, mode: u32) {
         let dst = self.at(rel);
-        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::create_dir_all(dst.parent().expect("a relative path")).expect("creating parent directories");
         // The binary is large: link it when the temp dir is on its file system.
         if mode & 0o111 == 0 || fs::hard_link(src, &dst).is_err() {
             fs::copy(src, &dst).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
         }
-        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).expect("chmod");
     }
 
     fn sysusers(&self) {
@@ -147,14 +150,14 @@ impl NodeRoot {
         let p = self.passwd();
         p.get(name).unwrap_or_else(|| panic!("no user {name}"))[2]
             .parse()
-            .unwrap()
+            .expect("a numeric ID")
     }
 
     fn gid(&self, name: &str) -> u32 {
         let g = self.group();
         g.get(name).unwrap_or_else(|| panic!("no group {name}"))[2]
             .parse()
-            .unwrap()
+            .expect("a numeric ID")
     }
 }
 
@@ -173,7 +176,7 @@ fn colon_table(path: &Path) -> HashMap<String, Vec<String>> {
 /// `Key=Value` lines of the unit file (last one wins, as for these keys).
 fn unit_settings() -> HashMap<String, String> {
     fs::read_to_string(manifests().join(UNIT))
-        .unwrap()
+        .expect("reading the unit")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with('['))
         .filter_map(|l| l.split_once('='))
@@ -320,9 +323,9 @@ fn as_identity(uid: u32, gid: u32, groups: &[u32], args: &[&Path]) -> Command {
 }
 
 fn place(path: &Path, contents: &[u8], mode: u32, uid: u32, gid: u32) {
-    fs::write(path, contents).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-    chown(path, Some(uid), Some(gid)).unwrap();
+    fs::write(path, contents).expect("writing");
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
 struct Killed(Child);
