@@ -61,7 +61,9 @@ grep -Eq '^[[:space:]]*(-[[:space:]]+)?image:[[:space:]]*"?[^[:space:]"]+@sha256
 [ -d "$manifest_dir" ] || die "$manifest_dir: not a directory (the kubelet's staticPodPath)"
 
 if [ -e "$dest" ] || [ -L "$dest" ]; then
-	[ -f "$dest" ] && [ ! -L "$dest" ] || die "$dest exists and is not a regular file; remove it by hand"
+	if [ -L "$dest" ] || [ ! -f "$dest" ]; then
+		die "$dest exists and is not a regular file; remove it by hand"
+	fi
 	if cmp -s "$src" "$dest"; then
 		log "$dest is already this manifest; nothing to do"
 		exit 0

@@ -2,7 +2,8 @@
 # Step 40: give kube-apiserver the EncryptionConfiguration rendered by
 # `bao-kms-provider init` and a kubeadm patch that wires it in.
 #
-#   40-encryption-config.sh --phase 1|2 [--dest FILE] [--patches-dir DIR] OUT_DIR
+#   40-encryption-config.sh --phase 1|2 [--dest FILE] [--patches-dir DIR]
+#                           [--socket-dir DIR] OUT_DIR
 #
 # Phase 1 places OUT_DIR/encryption-config-readers.yaml (the old provider
 # first, KMS second: every API server can read KMS data before any writes
@@ -16,7 +17,8 @@
 # `kubeadm init|join|upgrade ... --patches DIR`. It appends
 # --encryption-provider-config through the container's `args` (a strategic
 # merge replaces `command` as a whole, while kubeadm leaves `args` unset)
-# and mounts the file's directory (read-only) and /run/openbao-kms.
+# and mounts the file's directory (read-only) and the socket directory
+# (--socket-dir, default /run/openbao-kms).
 # Directories, not files, are mounted so an atomic replacement is seen.
 set -eu
 
@@ -27,7 +29,7 @@ die() {
 	exit 1
 }
 usage() {
-	echo "usage: $prog --phase 1|2 [--dest FILE] [--patches-dir DIR] OUT_DIR" >&2
+	echo "usage: $prog --phase 1|2 [--dest FILE] [--patches-dir DIR] [--socket-dir DIR] OUT_DIR" >&2
 	exit 2
 }
 
@@ -68,7 +70,8 @@ grep -Eq '^kind:[[:space:]]*EncryptionConfiguration[[:space:]]*$' "$src" ||
 	die "$src is not an EncryptionConfiguration"
 grep -Eq 'kms:' "$src" || die "$src has no kms provider"
 
-# Atomically writes stdin (already in $1.new) to $2 unless identical.
+# Moves the finished temp file $1 over $2 (an atomic rename), unless $2
+# already has the same content.
 place() {
 	if [ -f "$2" ] && cmp -s "$1" "$2"; then
 		rm -f "$1"

@@ -67,7 +67,9 @@ if [ -n "$pid" ]; then
 	uid=$(awk '/^Uid:/ {print $3}' "$status")
 	gid=$(awk '/^Gid:/ {print $3}' "$status")
 	groups=$(awk '/^Groups:/ {for (i = 2; i <= NF; i++) printf "%s%s", (i > 2 ? "," : ""), $i}' "$status")
-	[ -n "$uid" ] && [ -n "$gid" ] || die "$status: cannot read Uid/Gid"
+	if [ -z "$uid" ] || [ -z "$gid" ]; then
+		die "$status: cannot read Uid/Gid"
+	fi
 	log "probing as kube-apiserver's identity (pid $pid): uid $uid, gid $gid, groups ${groups:-none}"
 	if [ -n "$groups" ]; then
 		set -- setpriv --reuid "$uid" --regid "$gid" --groups "$groups" --no-new-privs -- "$@"
