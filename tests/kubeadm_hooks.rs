@@ -71,6 +71,26 @@ fn names(dir: &Path) -> Vec<String> {
     n
 }
 
+#[test]
+fn hooks_are_posix_sh_and_pass_shellcheck() {
+    let mut hooks: Vec<PathBuf> = fs::read_dir(workspace_root().join("manifests/kubeadm"))
+        .expect("reading manifests/kubeadm")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .collect();
+    hooks.sort();
+    assert_eq!(hooks.len(), 6, "{hooks:?}");
+    for hook in &hooks {
+        assert_eq!(mode(hook) & 0o111, 0o111, "{} is not executable", hook.display());
+        let head = fs::read_to_string(hook).expect("reading a hook");
+        assert!(head.starts_with("#!/bin/sh\n"), "{}", hook.display());
+    }
+    let out = run(Command::new("shellcheck")
+        .args(["--shell=sh", "--severity=info"])
+        .args(&hooks));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
 // ---------------------------------------------------------------------------
 // 10: preload the image into a real containerd
 
