@@ -65,7 +65,7 @@ if [ -z "$key_type" ]; then
     say "created key $KEY_NAME (aes256-gcm96)"
 else
     [ "$key_type" = aes256-gcm96 ] || die "key $KEY_NAME exists with type $key_type; the provider needs aes256-gcm96"
-    for field in exportable allow_plaintext_backup derived convergent_encryption deletion_allowed; do
+    for field in exportable allow_plaintext_backup derived deletion_allowed; do
         value=$("$BAO" read -field="$field" "$TRANSIT_MOUNT/keys/$KEY_NAME")
         [ "$value" = false ] || die "key $KEY_NAME has $field=$value; the provider refuses it (recreate under a new name and lineage)"
     done
