@@ -558,6 +558,7 @@ async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::R
     let again_out = String::from_utf8_lossy(&again.stdout);
     assert!(again_out.contains("transit mount transit exists"), "{again_out}");
     assert!(again_out.contains("exists with the safe profile"), "{again_out}");
+    assert!(again_out.contains("jwt auth at auth/k8s-jwt exists"), "{again_out}");
 
     // What the script configured.
     let key = bao.read_json("transit/keys/k8s-workload-a-etcd")?;

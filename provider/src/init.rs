@@ -231,3 +231,62 @@ pub fn write_all(out: &Path, files: &[OutputFile]) -> Result<(), WriteError> {
     }
     result
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn file(name: &'static str, mode: u32) -> OutputFile {
+        OutputFile {
+            name,
+            mode,
+            contents: format!("{name}\n"),
+        }
+    }
+
+    #[test]
+    fn writes_exact_modes_into_a_new_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        write_all(&out, &[file("a.yaml", 0o640), file("b.sh", 0o755)]).unwrap();
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o7777, 0o750);
+        assert_eq!(
+            fs::metadata(out.join("a.yaml")).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        assert_eq!(
+            fs::metadata(out.join("b.sh")).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(fs::read_to_string(out.join("b.sh")).unwrap(), "b.sh\n");
+    }
+
+    #[test]
+    fn a_failed_write_removes_what_it_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A fresh directory: the second file collides with the first
+        // (O_EXCL), so the run fails after one file was written.
+        let out = tmp.path().join("out");
+        let err = write_all(&out, &[file("a.yaml", 0o644), file("a.yaml", 0o644)]).unwrap_err();
+        assert!(matches!(err, WriteError::Io { .. }), "{err}");
+        assert!(!out.exists());
+        // An existing empty directory stays, empty.
+        let empty = tmp.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        write_all(&empty, &[file("a.yaml", 0o644), file("a.yaml", 0o644)]).unwrap_err();
+        assert!(empty.is_dir());
+        assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_a_non_empty_directory_and_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("keep"), "x").unwrap();
+        let err = write_all(tmp.path(), &[file("keep", 0o644)]).unwrap_err();
+        assert!(matches!(err, WriteError::NotEmpty(_)), "{err}");
+        assert_eq!(fs::read_to_string(tmp.path().join("keep")).unwrap(), "x");
+        let err = write_all(&tmp.path().join("keep"), &[file("a", 0o644)]).unwrap_err();
+        assert!(matches!(err, WriteError::NotADirectory(_)), "{err}");
+    }
+}

@@ -156,6 +156,7 @@ wait_ready() {
 
 start() {
     need_root start
+    command -v curl >/dev/null 2>&1 || die "start waits for /ready with curl; install curl first"
     [ -f "$STAMP" ] || die "no passed check on record; run $0 check first"
     read -r passed_at passed_fp <"$STAMP" || die "cannot read $STAMP; run $0 check again"
     [ "$passed_fp" = "$FINGERPRINT" ] || die "the last check was for another configuration; run $0 check again"
