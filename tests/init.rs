@@ -658,3 +658,127 @@ async fn openbao_setup_refuses_an_existing_unsafe_key() -> anyhow::Result<()> {
     assert!(bao.read_json("sys/auth/k8s-jwt").is_err());
     Ok(())
 }
+
+// ------------------------------------------------------ node-setup.sh
+
+fn node_setup(out_dir: &Path, root: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(out_dir.join("node-setup.sh"))
+        .args(args)
+        .env("NODE_SETUP_ROOT", root)
+        .env("BAO_KMS_PROVIDER_BIN", provider_binary())
+        .output()?)
+}
+
+fn owner_mode(path: &Path) -> (u32, u32, u32) {
+    let m = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.permissions().mode() & 0o7777)
+}
+
+/// The static-pod node layout, written under a scratch root as the real
+/// script writes it on a node (numeric owners, so no host accounts are
+/// created). Needs root for the ownership; without root, `prepare` must
+/// refuse.
+#[test]
+fn node_setup_prepares_and_installs_the_static_pod_layout() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let values_file = dir.path().join("values.yaml");
+    fs::write(&values_file, default_values())?;
+    let out_dir = dir.path().join("out");
+    let out = init(
+        &[
+            "--values",
+            &s(&values_file),
+            "--out",
+            &s(&out_dir),
+            "--model",
+            "static-pod",
+            "--image",
+            &format!("registry.example.internal/bao-kms-provider@{DIGEST}"),
+            "--socket-gid",
+            "4242",
+        ],
+        &[],
+    )?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Everything below writes under the scratch root only; a script that
+    // does not honour NODE_SETUP_ROOT must never run here.
+    let script = fs::read_to_string(out_dir.join("node-setup.sh"))?;
+    assert!(
+        script.contains("R=${NODE_SETUP_ROOT:-}"),
+        "stale binary: rebuild bao-kms-provider"
+    );
+    let root = dir.path().join("node");
+    fs::create_dir(&root)?;
+
+    let prepared = node_setup(&out_dir, &root, &["prepare"])?;
+    if !nix::unistd::geteuid().is_root() {
+        assert_eq!(code(&prepared), 1);
+        assert!(stderr(&prepared).contains("as root"), "{}", stderr(&prepared));
+        return Ok(());
+    }
+    assert_eq!(code(&prepared), 0, "{}", stderr(&prepared));
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    for (path, want) in [
+        ("/etc/openbao-kms", (0, 65532, 0o750)),
+        ("/etc/openbao-kms/tls", (0, 0, 0o755)),
+        ("/var/lib/openbao-kms", (65532, 65532, 0o750)),
+        ("/var/lib/openbao-kms/credentials", (0, 65532, 0o750)),
+        ("/var/lib/openbao-kms/state", (65532, 65532, 0o750)),
+        ("/run/openbao-kms", (65532, 4242, 0o2750)),
+        ("/etc/kubernetes/openbao-kms", (0, 0, 0o755)),
+        ("/etc/openbao-kms/config.yaml", (0, 65532, 0o640)),
+        ("/etc/kubernetes/openbao-kms/encryption-config.yaml", (0, 0, 0o600)),
+        (
+            "/etc/kubernetes/openbao-kms/encryption-config-readers.yaml",
+            (0, 0, 0o600),
+        ),
+    ] {
+        assert_eq!(owner_mode(&at(path)), want, "{path}");
+    }
+    assert_eq!(
+        fs::read(at("/etc/openbao-kms/config.yaml"))?,
+        fs::read(out_dir.join("config.yaml"))?
+    );
+    assert_eq!(
+        fs::read_to_string(at("/etc/tmpfiles.d/openbao-kms-static-pod.conf"))?,
+        "# bao-kms-provider socket directory (written by node-setup.sh)\nd /run/openbao-kms 2750 65532 4242 -\n"
+    );
+
+    // install: both files, exact owners and modes; bad arguments exit 2.
+    let ca = dir.path().join("ca.pem");
+    fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")?;
+    let jwt = dir.path().join("identity.jwt");
+    fs::write(&jwt, "header.payload.signature\n")?;
+    for bad in [
+        vec!["install", "--ca", &s(&ca)],
+        vec![
+            "install",
+            "--ca",
+            &s(&ca),
+            "--credential",
+            &s(&jwt),
+            "--issuer-ca",
+            &s(&ca),
+        ],
+        vec!["install", "--ca", &s(&jwt), "--credential", &s(&jwt)],
+    ] {
+        let run = node_setup(&out_dir, &root, &bad)?;
+        assert_eq!(code(&run), EXIT_USAGE, "{bad:?}: {}", stderr(&run));
+    }
+    assert!(!at("/var/lib/openbao-kms/credentials/identity.jwt").exists());
+    let installed = node_setup(&out_dir, &root, &["install", "--ca", &s(&ca), "--credential", &s(&jwt)])?;
+    assert_eq!(code(&installed), 0, "{}", stderr(&installed));
+    assert_eq!(owner_mode(&at("/etc/openbao-kms/tls/ca.crt")), (0, 0, 0o644));
+    let installed_jwt = at("/var/lib/openbao-kms/credentials/identity.jwt");
+    assert_eq!(owner_mode(&installed_jwt), (0, 65532, 0o640));
+    assert_eq!(fs::read(&installed_jwt)?, fs::read(&jwt)?);
+    // No temporary files left beside them.
+    assert_eq!(fs::read_dir(at("/var/lib/openbao-kms/credentials"))?.count(), 1);
+
+    // start refuses without a passed check.
+    let start = node_setup(&out_dir, &root, &["start"])?;
+    assert_eq!(code(&start), 1);
+    assert!(stderr(&start).contains("no passed check"), "{}", stderr(&start));
+    assert!(!at("/etc/kubernetes/manifests/bao-kms-provider.yaml").exists());
+    Ok(())
+}

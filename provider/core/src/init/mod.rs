@@ -892,7 +892,7 @@ impl Renderer<'_> {
                 continue;
             }
             prepare_dirs.push(format!(
-                "    ensure_dir {} {owner} {grp} {mode}",
+                "    ensure_dir \"$R\"{} {owner} {grp} {mode}",
                 sh_str(&path.display().to_string())
             ));
             seen.push(path);
@@ -926,7 +926,7 @@ impl Renderer<'_> {
                 "    say \"numeric owners: provider $RUN_USER:$RUN_GROUP, socket group $SOCKET_GROUP (no host accounts)\""
                     .to_owned(),
                 "    setpriv --reuid=\"$RUN_USER\" --regid=\"$RUN_GROUP\" --groups=\"$SOCKET_GROUP\" -- \"$@\"",
-                "    [ -d \"$STATIC_POD_DIR\" ] || die \"$STATIC_POD_DIR does not exist: is this a kubeadm control-plane node?\"\n    place \"$HERE/bao-kms-provider.yaml\" \"$STATIC_POD_DIR/bao-kms-provider.yaml\" root root 0600",
+                "    [ -d \"$R$STATIC_POD_DIR\" ] || die \"$R$STATIC_POD_DIR does not exist: is this a kubeadm control-plane node?\"\n    place \"$HERE/bao-kms-provider.yaml\" \"$R$STATIC_POD_DIR/bao-kms-provider.yaml\" root root 0600",
                 "/etc/tmpfiles.d/openbao-kms-static-pod.conf",
             ),
         };

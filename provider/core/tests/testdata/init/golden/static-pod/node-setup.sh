@@ -10,6 +10,10 @@
 #   start                                      start the provider (within 1 h of a passed check)
 set -eu
 
+# Prefix for every host path this script writes, like DESTDIR (tests and
+# image builds); empty on a node.
+R=${NODE_SETUP_ROOT:-}
+
 MODEL=static-pod
 FINGERPRINT=cfg1.iWfCItBef04qDNcnEXME76HSYDWTVfhtoTlg2YQpdPg
 CONFIG_PATH='/etc/openbao-kms/config.yaml'
@@ -25,7 +29,7 @@ EC_DIR='/etc/kubernetes/openbao-kms'
 TMPFILES_CONF='/etc/tmpfiles.d/openbao-kms-static-pod.conf'
 STATIC_POD_DIR=/etc/kubernetes/manifests
 SERVICE=bao-kms-provider.service
-STAMP="$CONFIG_DIR/.node-setup-check"
+STAMP="$R$CONFIG_DIR/.node-setup-check"
 CHECK_VALID_SECONDS=3600
 READY_TIMEOUT_SECONDS=${READY_TIMEOUT_SECONDS:-180}
 HERE=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
@@ -69,23 +73,25 @@ ensure_dir() {
 prepare() {
     need_root prepare
     say "numeric owners: provider $RUN_USER:$RUN_GROUP, socket group $SOCKET_GROUP (no host accounts)"
-    ensure_dir '/etc/openbao-kms' root "$RUN_GROUP" 0750
-    ensure_dir '/etc/openbao-kms/tls' root root 0755
-    ensure_dir '/var/lib/openbao-kms' "$RUN_USER" "$RUN_GROUP" 0750
-    ensure_dir '/var/lib/openbao-kms/credentials' root "$RUN_GROUP" 0750
-    ensure_dir '/var/lib/openbao-kms/state' "$RUN_USER" "$RUN_GROUP" 0750
-    ensure_dir '/etc/kubernetes/openbao-kms' root root 0755
+    ensure_dir "$R"'/etc/openbao-kms' root "$RUN_GROUP" 0750
+    ensure_dir "$R"'/etc/openbao-kms/tls' root root 0755
+    ensure_dir "$R"'/var/lib/openbao-kms' "$RUN_USER" "$RUN_GROUP" 0750
+    ensure_dir "$R"'/var/lib/openbao-kms/credentials' root "$RUN_GROUP" 0750
+    ensure_dir "$R"'/var/lib/openbao-kms/state' "$RUN_USER" "$RUN_GROUP" 0750
+    ensure_dir "$R"'/etc/kubernetes/openbao-kms' root root 0755
+    mkdir -p -- "$(dirname -- "$R$TMPFILES_CONF")"
     printf '%s\n' "# bao-kms-provider socket directory (written by node-setup.sh)" \
-        "d $SOCKET_DIR 2750 $RUN_USER $SOCKET_GROUP -" >"$TMPFILES_CONF.tmp"
-    mv -f "$TMPFILES_CONF.tmp" "$TMPFILES_CONF"
-    chmod 0644 "$TMPFILES_CONF"
-    if command -v systemd-tmpfiles >/dev/null 2>&1; then
+        "d $SOCKET_DIR 2750 $RUN_USER $SOCKET_GROUP -" >"$R$TMPFILES_CONF.tmp"
+    mv -f -- "$R$TMPFILES_CONF.tmp" "$R$TMPFILES_CONF"
+    chmod 0644 "$R$TMPFILES_CONF"
+    say "wrote $R$TMPFILES_CONF"
+    if [ -z "$R" ] && command -v systemd-tmpfiles >/dev/null 2>&1; then
         systemd-tmpfiles --create "$TMPFILES_CONF"
     fi
-    ensure_dir "$SOCKET_DIR" "$RUN_USER" "$SOCKET_GROUP" 2750
-    place "$HERE/config.yaml" "$CONFIG_PATH" root "$RUN_GROUP" 0640
-    place "$HERE/encryption-config-readers.yaml" "$EC_DIR/encryption-config-readers.yaml" root root 0600
-    place "$HERE/encryption-config.yaml" "$EC_DIR/encryption-config.yaml" root root 0600
+    ensure_dir "$R$SOCKET_DIR" "$RUN_USER" "$SOCKET_GROUP" 2750
+    place "$HERE/config.yaml" "$R$CONFIG_PATH" root "$RUN_GROUP" 0640
+    place "$HERE/encryption-config-readers.yaml" "$R$EC_DIR/encryption-config-readers.yaml" root root 0600
+    place "$HERE/encryption-config.yaml" "$R$EC_DIR/encryption-config.yaml" root root 0600
     say "prepared; next: $0 install --ca <OpenBao CA PEM> --credential <JWT file>"
 }
 
@@ -105,8 +111,8 @@ install_files() {
     [ -f "$ca" ] || die "$ca is not a file" 2
     [ -f "$credential" ] || die "$credential is not a file" 2
     grep -q -- '-----BEGIN CERTIFICATE-----' "$ca" || die "$ca contains no PEM certificate" 2
-    place "$ca" "$CA_FILE" root root 0644
-    place "$credential" "$CREDENTIAL_FILE" root "$RUN_GROUP" 0640
+    place "$ca" "$R$CA_FILE" root root 0644
+    place "$credential" "$R$CREDENTIAL_FILE" root "$RUN_GROUP" 0640
     say "installed; next: $0 check"
 }
 
@@ -122,7 +128,7 @@ check() {
     failed=0
     for cmd in config verify-key doctor; do
         say "$cmd:"
-        if out=$(as_service_user "$bin" "$cmd" --config "$CONFIG_PATH" 2>&1); then rc=0; else rc=$?; fi
+        if out=$(as_service_user "$bin" "$cmd" --config "$R$CONFIG_PATH" 2>&1); then rc=0; else rc=$?; fi
         printf '%s\n' "$out"
         if [ "$rc" -ne 0 ]; then
             failed=1
@@ -158,8 +164,8 @@ start() {
     [ "$passed_fp" = "$FINGERPRINT" ] || die "the last check was for another configuration; run $0 check again"
     age=$(( $(date +%s) - passed_at ))
     [ "$age" -ge 0 ] && [ "$age" -le "$CHECK_VALID_SECONDS" ] || die "the last passed check is older than 1 h; run $0 check again"
-    [ -d "$STATIC_POD_DIR" ] || die "$STATIC_POD_DIR does not exist: is this a kubeadm control-plane node?"
-    place "$HERE/bao-kms-provider.yaml" "$STATIC_POD_DIR/bao-kms-provider.yaml" root root 0600
+    [ -d "$R$STATIC_POD_DIR" ] || die "$R$STATIC_POD_DIR does not exist: is this a kubeadm control-plane node?"
+    place "$HERE/bao-kms-provider.yaml" "$R$STATIC_POD_DIR/bao-kms-provider.yaml" root root 0600
     wait_ready
 }
 
