@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod engine;
 pub mod fsutil;
 pub mod health;
+pub mod init;
 pub mod logging;
 pub mod metrics;
 pub mod openbao;

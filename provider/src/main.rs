@@ -147,6 +147,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Write the install files (config, EncryptionConfigurations, OpenBao setup, node setup) from a values file.
+    Init(bao_kms_provider::init::InitArgs),
     /// Print the least-privilege policy for this configuration.
     Policy {
         #[command(subcommand)]
@@ -447,6 +449,7 @@ fn main() -> ExitCode {
             timeout,
             output,
         ),
+        Command::Init(args) => ExitCode::from(bao_kms_provider::init::run(args)),
         Command::RotationPlan { config, output } => rotation_report(config, output, false),
         Command::VerifyRotation { config, output } => rotation_report(config, output, true),
         Command::RetireVersions {

@@ -17,6 +17,9 @@
 //!   validation rules and the cross-check against [`config::Config`].
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
 //! - [`gojson`]: Go-identical JSON bytes for every hashed body.
+//! - [`policy`]: the least-privilege OpenBao policy for a configuration.
+//! - [`init`]: the install files `bao-kms-provider init` writes, rendered
+//!   from one values file and the templates in `manifests/`.
 
 pub mod aad;
 pub mod annotations;
@@ -26,9 +29,11 @@ pub mod errors;
 pub mod gojson;
 pub mod hash;
 pub mod identity;
+pub mod init;
 pub mod jwt;
 pub mod keyid;
 pub mod limits;
+pub mod policy;
 pub mod registry;
 pub mod rotation;
 pub mod snapshot;
