@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
 use bao_kms_core::keyid::KeyId;
+use bao_kms_system_tests::containerd::Containerd;
 use bao_kms_system_tests::provider::{Chroot, dev_setup_with, workspace_root};
 use bao_kms_system_tests::{Provider, ProviderEnv};
 use serde_json::Value;
@@ -587,145 +588,6 @@ fn builder_refuses_missing_binaries() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A throw-away containerd: its own socket, root, state and plugin
-/// directories in a temp dir, the `native` snapshotter, no CRI. Killed on
-/// drop.
-struct Containerd {
-    dir: TempDir,
-    child: std::process::Child,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-    fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("bao-kms-containerd-").tempdir()?;
-        let d = dir.path();
-        let socket = d.join("containerd.sock");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            socket = socket.display(),
-            opt = d.join("opt").display(),
-        );
-        fs::write(d.join("config.toml"), config)?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdin(std::process::Stdio::null())
-            .stdout(fs::File::create(d.join("containerd.log"))?)
-            .stderr(fs::File::create(d.join("containerd.err"))?)
-            .spawn()
-            .context("starting containerd (Debian package containerd; `make deps`)")?;
-        let mut containerd = Self { dir, child, socket };
-        let deadline = Instant::now() + Self::START_TIMEOUT;
-        loop {
-            if let Some(status) = containerd.child.try_wait()? {
-                anyhow::bail!("containerd exited ({status}): {}", containerd.log());
-            }
-            if containerd.ctr(&["version"]).is_ok() {
-                return Ok(containerd);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "containerd not serving within {:?}: {}",
-                Self::START_TIMEOUT,
-                containerd.log()
-            );
-            std::thread::sleep(bao_kms_system_tests::wait::POLL_INTERVAL);
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("containerd.err")).unwrap_or_default()
-    }
-
-    /// `ctr -a <socket> <args>`; stdout.
-    fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = run(Command::new("ctr").arg("-a").arg(&self.socket).args(args))?;
-        Ok(String::from_utf8(out.stdout)?)
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A container started with `ctr run` (attached, `--rm`); on drop it is
-/// killed and the `ctr` client reaped, which removes the container.
-struct CtrRun<'a> {
-    containerd: &'a Containerd,
-    id: String,
-    child: std::process::Child,
-    stderr_file: PathBuf,
-}
-
-impl CtrRun<'_> {
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr_file).unwrap_or_default()
-    }
-}
-
-impl Drop for CtrRun<'_> {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self
-                .containerd
-                .ctr(&["-n", "k8s.io", "task", "kill", "-s", "SIGKILL", &self.id]);
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Containerd {
-    /// `ctr -n k8s.io run --rm --net-host <extra> <image> <id> [args]`, in
-    /// the background; the container's output goes to files.
-    fn run<'a>(&'a self, id: &str, image: &str, extra: &[String], args: &[String]) -> anyhow::Result<CtrRun<'a>> {
-        let stdout_file = self.dir.path().join(format!("{id}.stdout"));
-        let stderr_file = self.dir.path().join(format!("{id}.stderr"));
-        let child = Command::new("ctr")
-            .arg("-a")
-            .arg(&self.socket)
-            .args(["-n", "k8s.io", "run", "--rm", "--net-host", "--snapshotter", "native"])
-            .arg("--fifo-dir")
-            .arg(self.dir.path().join("fifo"))
-            .args(extra)
-            .arg(image)
-            .arg(id)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(fs::File::create(&stdout_file)?)
-            .stderr(fs::File::create(&stderr_file)?)
-            .spawn()
-            .context("ctr run")?;
-        Ok(CtrRun {
-            containerd: self,
-            id: id.to_owned(),
-            child,
-            stderr_file,
-        })
-    }
-}
-
 /// What an air-gapped node does with the archive, on a real containerd:
 /// `ctr -n k8s.io images import` unpacks the layer with the native
 /// snapshotter and lists the image under its full name with our digest;
@@ -769,16 +631,17 @@ async fn containerd_imports_and_runs_the_image() -> anyhow::Result<()> {
 
     // Entrypoint + Cmd.
     let mut default_run = containerd.run("bao-kms-defaults", &name, &[], &[])?;
-    let status = wait_exit(&mut default_run.child, std::time::Duration::from_secs(30))
+    let status = default_run
+        .wait(std::time::Duration::from_secs(30))
         .await
         .with_context(|| default_run.stderr())?;
-    let out = fs::read_to_string(containerd.dir.path().join("bao-kms-defaults.stdout"))? + &default_run.stderr();
+    let out = fs::read_to_string(containerd.dir().join("bao-kms-defaults.stdout"))? + &default_run.stderr();
     assert_eq!(status.code(), Some(3), "{out}");
     assert!(out.contains("/etc/openbao-kms/config.yaml"), "{out}");
     drop(default_run);
 
     // The provider as a container, its files mounted from the host.
-    let host_root = containerd.dir.path().join("host");
+    let host_root = containerd.dir().join("host");
     fs::create_dir(&host_root)?;
     let chroot = Chroot {
         root: host_root.clone(),
@@ -833,22 +696,7 @@ async fn containerd_imports_and_runs_the_image() -> anyhow::Result<()> {
     // SIGTERM to the container (what the kubelet sends): a clean exit.
     let mut serve = serve;
     containerd.ctr(&["-n", "k8s.io", "task", "kill", "-s", "SIGTERM", "bao-kms-serve"])?;
-    let status = wait_exit(&mut serve.child, bao_kms_system_tests::provider::TERMINATE_TIMEOUT).await?;
+    let status = serve.wait(bao_kms_system_tests::provider::TERMINATE_TIMEOUT).await?;
     assert_eq!(status.code(), Some(0), "{}", serve.stderr());
     Ok(())
-}
-
-/// Waits, polling, for `child` to exit.
-async fn wait_exit(
-    child: &mut std::process::Child,
-    timeout: std::time::Duration,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        ensure!(Instant::now() < deadline, "still running after {timeout:?}");
-        tokio::time::sleep(bao_kms_system_tests::wait::POLL_INTERVAL).await;
-    }
 }

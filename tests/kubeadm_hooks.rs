@@ -16,11 +16,11 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
+use bao_kms_system_tests::Provider;
+use bao_kms_system_tests::containerd::Containerd;
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, provider_binary, workspace_root};
-use bao_kms_system_tests::{Provider, wait};
 use serde_yaml_ng::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
@@ -149,102 +149,22 @@ fn oci_archive(dir: &Path, corrupt_manifest: bool) -> (PathBuf, String) {
     (archive, format!("sha256:{manifest_hex}"))
 }
 
-/// A containerd of our own: its own root, state and socket; no CRI.
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
+/// Step 10 against `containerd`, with the daemon's snapshotter.
+fn preload(containerd: &Containerd, archive: &Path, ref_file: &Path) -> Output {
+    run(Command::new(script("10-preload-image.sh"))
+        .arg(archive)
+        .arg(ref_file)
+        .env("CTR", containerd.ctr_command())
+        .env("CONTAINERD_SNAPSHOTTER", "native"))
 }
 
-impl Containerd {
-    async fn start() -> Self {
-        let dir = tempdir();
-        let d = dir.path();
-        let socket = d.join("containerd.sock");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"#,
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            socket = socket.display(),
-        );
-        fs::write(d.join("config.toml"), config).expect("writing containerd's config");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(d.join("containerd.log")).expect("creating containerd's log"))
-            .spawn()
-            .expect("containerd is not installed (make deps)");
-        let c = Self { child, socket, dir };
-        let ctr = c.ctr_command();
-        let log = c.dir.path().join("containerd.log");
-        wait::until(Duration::from_secs(30), "containerd to answer `ctr version`", || {
-            let ok = Command::new("sh")
-                .arg("-c")
-                .arg(format!("{ctr} version"))
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            let log = fs::read_to_string(&log).unwrap_or_default();
-            async move {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(log.lines().last().unwrap_or("").to_owned())
-                }
-            }
-        })
-        .await
-        .expect("containerd answers");
-        c
-    }
-
-    /// The value of the scripts' `CTR`.
-    fn ctr_command(&self) -> String {
-        format!("ctr --address {}", self.socket.display())
-    }
-
-    fn images(&self) -> Vec<String> {
-        let out = run(Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["-n", "k8s.io", "images", "ls", "-q"]));
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout).lines().map(str::to_owned).collect()
-    }
-
-    fn preload(&self, archive: &Path, ref_file: &Path) -> Output {
-        run(Command::new(script("10-preload-image.sh"))
-            .arg(archive)
-            .arg(ref_file)
-            .env("CTR", self.ctr_command())
-            .env("CONTAINERD_SNAPSHOTTER", "native"))
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn images(containerd: &Containerd) -> Vec<String> {
+    containerd.images().expect("ctr images ls")
 }
 
 #[tokio::test]
 async fn preload_checks_the_digest_then_imports_into_a_real_containerd() {
-    let containerd = Containerd::start().await;
+    let containerd = Containerd::start().expect("containerd starts (make deps)");
     let dir = tempdir();
     let (archive, digest) = oci_archive(dir.path(), false);
     let repo = "registry.example.test/bao-kms-provider";
@@ -253,14 +173,14 @@ async fn preload_checks_the_digest_then_imports_into_a_real_containerd() {
     // A different digest: refused before containerd sees anything.
     let other = format!("sha256:{}", sha256_hex(b"another image"));
     fs::write(&ref_file, format!("{repo}@{other}\n")).unwrap();
-    let out = containerd.preload(&archive, &ref_file);
+    let out = preload(&containerd, &archive, &ref_file);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("does not match"), "{}", text(&out.stderr));
-    assert!(containerd.images().is_empty());
+    assert!(images(&containerd).is_empty());
 
     // A tag instead of a digest.
     fs::write(&ref_file, format!("{repo}:v1\n")).unwrap();
-    let out = containerd.preload(&archive, &ref_file);
+    let out = preload(&containerd, &archive, &ref_file);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("not pinned by digest"),
@@ -274,28 +194,28 @@ async fn preload_checks_the_digest_then_imports_into_a_real_containerd() {
     let (bad_archive, bad_digest) = oci_archive(&bad_dir, true);
     let bad_ref = bad_dir.join("image-ref.txt");
     fs::write(&bad_ref, format!("{repo}@{bad_digest}\n")).unwrap();
-    let out = containerd.preload(&bad_archive, &bad_ref);
+    let out = preload(&containerd, &bad_archive, &bad_ref);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("does not hash"), "{}", text(&out.stderr));
-    assert!(containerd.images().is_empty());
+    assert!(images(&containerd).is_empty());
 
     // The matching reference: imported and listed under the pinned name.
     let pinned = format!("{repo}@{digest}");
     fs::write(&ref_file, format!("{pinned}\n")).unwrap();
-    let out = containerd.preload(&archive, &ref_file);
+    let out = preload(&containerd, &archive, &ref_file);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
         text(&out.stdout).contains(&format!("imported {pinned}")),
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(containerd.images(), vec![pinned.clone()]);
+    assert_eq!(images(&containerd), vec![pinned.clone()]);
 
     // Again: nothing to do.
-    let out = containerd.preload(&archive, &ref_file);
+    let out = preload(&containerd, &archive, &ref_file);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("already present"), "{}", text(&out.stdout));
-    assert_eq!(containerd.images(), vec![pinned]);
+    assert_eq!(images(&containerd), vec![pinned]);
 }
 
 // ---------------------------------------------------------------------------

@@ -16,10 +16,12 @@
 //!   the same per-call deadline and the same checks of every response.
 //! - [`metrics`]: reading samples out of Prometheus text.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
+//! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //!
 //! Every child process is killed when its handle is dropped, and every file
 //! lives in a temp directory removed at the end of the test.
 
+pub mod containerd;
 pub mod doctor;
 pub mod kms_client;
 pub mod metrics;
