@@ -7,13 +7,13 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bao_kms_system_tests::net::free_port;
 use bao_kms_system_tests::openbao::bao_binary;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, READY_TIMEOUT, provider_binary};
+use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, READY_TIMEOUT, preflight_binary, provider_binary};
 use bao_kms_system_tests::{KmsClient, OpenBao, wait};
 use k8s_openapi::api::core::v1::Pod;
 use rcgen::KeyPair;
@@ -254,16 +254,6 @@ fn never_overwrites_and_rejects_bad_flags_and_values() -> anyhow::Result<()> {
 }
 
 // ------------------------------------------------------- static pod
-
-fn preflight_binary() -> PathBuf {
-    let bin = provider_binary().with_file_name("bao-kms-preflight");
-    assert!(
-        bin.is_file(),
-        "{} not found; build it first: cargo build --bins",
-        bin.display()
-    );
-    bin
-}
 
 fn preflight_node(args: &[String]) -> anyhow::Result<(i32, Value)> {
     let out = Command::new(preflight_binary())

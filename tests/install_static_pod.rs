@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use anyhow::Context as _;
 use bao_kms_system_tests::containerd::Containerd;
 use bao_kms_system_tests::doctor::EXIT_DIAGNOSTIC;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, provider_binary, workspace_root};
+use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, preflight_binary, provider_binary, workspace_root};
 use serde_json::Value;
 
 /// The archive `make image` wrote (the Makefile exports the path).
@@ -45,7 +45,7 @@ fn s(p: &Path) -> String {
 }
 
 fn preflight(args: &[String]) -> anyhow::Result<(i32, Value)> {
-    let out = Command::new(provider_binary().with_file_name("bao-kms-preflight"))
+    let out = Command::new(preflight_binary())
         .arg("node")
         .args(args)
         .args(["-o", "json"])

@@ -20,7 +20,9 @@ use std::process::{Command, Output, Stdio};
 
 use bao_kms_system_tests::Provider;
 use bao_kms_system_tests::containerd::Containerd;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, provider_binary, workspace_root};
+use bao_kms_system_tests::provider::{
+    ALLOWED_SOCKET_DIR_ENV, dev_setup, preflight_binary, provider_binary, workspace_root,
+};
 use serde_yaml_ng::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
@@ -30,10 +32,6 @@ fn script(name: &str) -> PathBuf {
 
 fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures/kubeadm").join(name)
-}
-
-fn preflight_binary() -> PathBuf {
-    provider_binary().with_file_name("bao-kms-preflight")
 }
 
 fn text(bytes: &[u8]) -> String {

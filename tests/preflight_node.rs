@@ -5,24 +5,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Command;
 
 use bao_kms_system_tests::Provider;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, provider_binary};
+use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, preflight_binary};
 use serde_json::Value;
 
 /// The preflight binary, built beside the provider binary.
-fn preflight_binary() -> PathBuf {
-    let bin = provider_binary().with_file_name("bao-kms-preflight");
-    assert!(
-        bin.is_file(),
-        "{} not found; build it first: cargo build --bins",
-        bin.display()
-    );
-    bin
-}
-
 fn run_node(args: &[String]) -> anyhow::Result<(i32, Value)> {
     let out = Command::new(preflight_binary())
         .arg("node")

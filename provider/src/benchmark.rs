@@ -73,10 +73,7 @@ fn latency_json(l: Option<Latency>) -> Value {
 type RoundTrip = Result<(Duration, Duration), String>;
 
 /// The report and whether every round trip succeeded.
-pub struct Outcome {
-    pub report: Value,
-    pub ok: bool,
-}
+pub type Outcome = crate::report::FieldReport;
 
 fn outcome(mode: &str, iterations: usize, concurrency: usize, elapsed: Duration, results: Vec<RoundTrip>) -> Outcome {
     let mut encrypts = Vec::new();
@@ -107,8 +104,7 @@ fn outcome(mode: &str, iterations: usize, concurrency: usize, elapsed: Duration,
     if let Some(first) = errors.first() {
         report["firstError"] = json!(first);
     }
-    report["status"] = json!(if ok { "pass" } else { "fail" });
-    Outcome { report, ok }
+    Outcome::finish(report, ok)
 }
 
 /// Runs `iterations` round trips spread over `concurrency` tasks.
@@ -149,9 +145,11 @@ fn sample() -> zeroize::Zeroizing<Vec<u8>> {
 /// Transit encrypt/decrypt with the registry's active version and the
 /// canonical AAD, as the provider calls it.
 pub async fn transit(cfg: &Config, iterations: usize, concurrency: usize) -> Outcome {
-    let fail = |msg: String| Outcome {
-        report: json!({"name": "benchmark", "mode": "transit", "status": "fail", "firstError": msg}),
-        ok: false,
+    let fail = |msg: String| {
+        Outcome::finish(
+            json!({"name": "benchmark", "mode": "transit", "firstError": msg}),
+            false,
+        )
     };
     let paths = RegistryPaths::new(&cfg.state.path);
     let active: KeySnapshot = match read_unlocked(&paths) {
@@ -208,10 +206,7 @@ pub async fn socket(path: &std::path::Path, timeout: Duration, iterations: usize
     let channel = match crate::probe_cmd::connect(path, timeout).await {
         Ok(c) => c,
         Err(e) => {
-            return Outcome {
-                report: json!({"name": "benchmark", "mode": "socket", "status": "fail", "firstError": e}),
-                ok: false,
-            };
+            return Outcome::finish(json!({"name": "benchmark", "mode": "socket", "firstError": e}), false);
         }
     };
     let client = KeyManagementServiceClient::new(channel);
@@ -250,31 +245,6 @@ pub async fn socket(path: &std::path::Path, timeout: Duration, iterations: usize
     })
     .await;
     outcome("socket", iterations, concurrency, elapsed, results)
-}
-
-/// Text form: one `key: value` line per field, latencies on one line each.
-pub fn to_text(report: &Value) -> String {
-    let mut out = String::new();
-    if let Some(obj) = report.as_object() {
-        for (k, v) in obj {
-            match v {
-                Value::String(s) => out.push_str(&format!("{k}: {s}\n")),
-                Value::Object(l) => {
-                    let field = |name: &str| l.get(name).map(ToString::to_string).unwrap_or_default();
-                    out.push_str(&format!(
-                        "{k}: p50 {}ms, p90 {}ms, p99 {}ms, max {}ms over {}\n",
-                        field("p50Ms"),
-                        field("p90Ms"),
-                        field("p99Ms"),
-                        field("maxMs"),
-                        field("count")
-                    ));
-                }
-                other => out.push_str(&format!("{k}: {other}\n")),
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

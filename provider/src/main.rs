@@ -10,6 +10,7 @@ use std::time::Duration;
 use bao_kms_core::config::DEFAULT_CONFIG_PATH;
 use bao_kms_core::config::validate::{Override, Overrides};
 use bao_kms_provider::engine::StartupError;
+use bao_kms_provider::report::FieldReport;
 use bao_kms_provider::{config_file, logging, probe_cmd, serve};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
@@ -267,28 +268,42 @@ fn emit(report: &bao_kms_provider::report::Report, output: Output) -> ExitCode {
     }
 }
 
-/// `rotation-plan` (verify = false) and `verify-rotation` (verify = true).
-fn rotation_report(config: Option<PathBuf>, output: Output, verify: bool) -> ExitCode {
-    let config = config_path(config);
-    let cfg = match config_file::load(&config) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("configuration {}:\n{e}", config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let Some(rt) = current_thread_runtime() else {
-        return ExitCode::from(EXIT_UNCLASSIFIED);
-    };
-    let plan = rt.block_on(bao_kms_provider::rotation_plan::run(&cfg, verify));
+/// Loads the configuration of `--config` (or the environment's, or the
+/// default); on failure prints every problem and gives exit code 3.
+fn load_config(flag: Option<PathBuf>) -> Result<bao_kms_core::config::Config, ExitCode> {
+    let path = config_path(flag);
+    config_file::load(&path).map_err(|e| {
+        eprintln!("configuration {}:\n{e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Prints a field report; exit 4 when it did not pass.
+fn emit_fields(report: &FieldReport, output: Output) -> ExitCode {
     match output {
-        Output::Text => print!("{}", bao_kms_provider::rotation_plan::to_text(&plan.report)),
-        Output::Json => print_or_exit(&serde_json::to_string_pretty(&plan.report).unwrap_or_default()),
+        Output::Text => print_or_exit(report.to_text().trim_end()),
+        Output::Json => print_or_exit(&report.to_json()),
     }
-    if plan.ok {
+    if report.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DIAGNOSTIC)
+    }
+}
+
+/// Runs a field-report command with the loaded configuration and prints it.
+fn field_command<F, Fut>(config: Option<PathBuf>, output: Output, run: F) -> ExitCode
+where
+    F: FnOnce(bao_kms_core::config::Config) -> Fut,
+    Fut: Future<Output = FieldReport>,
+{
+    let cfg = match load_config(config) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    match current_thread_runtime() {
+        Some(rt) => emit_fields(&rt.block_on(run(cfg)), output),
+        None => ExitCode::from(EXIT_UNCLASSIFIED),
     }
 }
 
@@ -300,6 +315,7 @@ fn benchmark(
     timeout: Duration,
     output: Output,
 ) -> ExitCode {
+    // Concurrent round trips want more than one thread.
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -307,34 +323,19 @@ fn benchmark(
     else {
         return ExitCode::from(EXIT_UNCLASSIFIED);
     };
-    let outcome = match socket {
+    let report = match socket {
         Some(socket) => rt.block_on(bao_kms_provider::benchmark::socket(
             &socket,
             timeout,
             iterations,
             concurrency,
         )),
-        None => {
-            let config = config_path(config);
-            let cfg = match config_file::load(&config) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("configuration {}:\n{e}", config.display());
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            rt.block_on(bao_kms_provider::benchmark::transit(&cfg, iterations, concurrency))
-        }
+        None => match load_config(config) {
+            Ok(cfg) => rt.block_on(bao_kms_provider::benchmark::transit(&cfg, iterations, concurrency)),
+            Err(code) => return code,
+        },
     };
-    match output {
-        Output::Text => print!("{}", bao_kms_provider::benchmark::to_text(&outcome.report)),
-        Output::Json => print_or_exit(&serde_json::to_string_pretty(&outcome.report).unwrap_or_default()),
-    }
-    if outcome.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_DIAGNOSTIC)
-    }
+    emit_fields(&report, output)
 }
 
 /// `retire-versions` and `restore-versions`: plan, or apply with the reviewed hash.
@@ -344,31 +345,9 @@ fn versions_command(
     expected_state_hash: Option<String>,
     output: Output,
 ) -> ExitCode {
-    let config = config_path(config);
-    let cfg = match config_file::load(&config) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("configuration {}:\n{e}", config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let Some(rt) = current_thread_runtime() else {
-        return ExitCode::from(EXIT_UNCLASSIFIED);
-    };
-    let outcome = rt.block_on(bao_kms_provider::retire::run(
-        &cfg,
-        &request,
-        expected_state_hash.as_deref(),
-    ));
-    match output {
-        Output::Text => print!("{}", bao_kms_provider::rotation_plan::to_text(&outcome.report)),
-        Output::Json => print_or_exit(&serde_json::to_string_pretty(&outcome.report).unwrap_or_default()),
-    }
-    if outcome.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_DIAGNOSTIC)
-    }
+    field_command(config, output, |cfg| async move {
+        bao_kms_provider::retire::run(&cfg, &request, expected_state_hash.as_deref()).await
+    })
 }
 
 fn main() -> ExitCode {
@@ -399,41 +378,29 @@ fn main() -> ExitCode {
             print_or_exit(&bao_kms_core::config::schema::json_schema_pretty());
             ExitCode::SUCCESS
         }
-        Command::Config { config, what: None } => {
-            let config = config_path(config);
-            match config_file::load(&config) {
-                Ok(cfg) => {
-                    print_or_exit(&format!(
-                        "{}# identity fingerprint: {}",
-                        config_file::resolved_yaml(&cfg),
-                        cfg.identity_scope().fingerprint()
-                    ));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("configuration {}:\n{e}", config.display());
-                    ExitCode::from(EXIT_CONFIG)
-                }
+        Command::Config { config, what: None } => match load_config(config) {
+            Ok(cfg) => {
+                print_or_exit(&format!(
+                    "{}# identity fingerprint: {}",
+                    config_file::resolved_yaml(&cfg),
+                    cfg.identity_scope().fingerprint()
+                ));
+                ExitCode::SUCCESS
             }
-        }
+            Err(code) => code,
+        },
         Command::Policy {
             target: PolicyTarget::Openbao {
                 config,
                 include_token_renewal,
             },
-        } => {
-            let config = config_path(config);
-            match config_file::load(&config) {
-                Ok(cfg) => {
-                    print_or_exit(&bao_kms_provider::policy::openbao_policy(&cfg, include_token_renewal));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("configuration {}:\n{e}", config.display());
-                    ExitCode::from(EXIT_CONFIG)
-                }
+        } => match load_config(config) {
+            Ok(cfg) => {
+                print_or_exit(&bao_kms_provider::policy::openbao_policy(&cfg, include_token_renewal));
+                ExitCode::SUCCESS
             }
-        }
+            Err(code) => code,
+        },
         Command::Benchmark {
             config,
             socket,
@@ -450,8 +417,12 @@ fn main() -> ExitCode {
             output,
         ),
         Command::Init(args) => ExitCode::from(bao_kms_provider::init::run(args)),
-        Command::RotationPlan { config, output } => rotation_report(config, output, false),
-        Command::VerifyRotation { config, output } => rotation_report(config, output, true),
+        Command::RotationPlan { config, output } => field_command(config, output, |cfg| async move {
+            bao_kms_provider::rotation_plan::run(&cfg, false).await
+        }),
+        Command::VerifyRotation { config, output } => field_command(config, output, |cfg| async move {
+            bao_kms_provider::rotation_plan::run(&cfg, true).await
+        }),
         Command::RetireVersions {
             config,
             before_version,

@@ -51,10 +51,7 @@ impl Request {
 }
 
 /// The report and whether it passed (exit 4 otherwise).
-pub struct Outcome {
-    pub report: Value,
-    pub ok: bool,
-}
+pub type Outcome = crate::report::FieldReport;
 
 /// The registry as the command sees it: read without the lock for a plan,
 /// under the held writer lock for `--apply`.
@@ -172,6 +169,5 @@ pub async fn run(cfg: &Config, request: &Request, expected_hash: Option<&str>) -
 
 fn finish(mut r: Value, ok: bool) -> Outcome {
     r["limitations"] = json!(LIMITATIONS);
-    r["status"] = json!(if ok { "pass" } else { "fail" });
-    Outcome { report: r, ok }
+    Outcome::finish(r, ok)
 }

@@ -33,10 +33,7 @@ pub const LIMITATIONS: [&str; 4] = [
 ];
 
 /// The report and whether it passed.
-pub struct Plan {
-    pub report: Value,
-    pub ok: bool,
-}
+pub type Plan = crate::report::FieldReport;
 
 /// Logs in and reads the configured key's Transit metadata (errors redacted).
 pub(crate) async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
@@ -171,29 +168,5 @@ fn finish(mut r: Value, ok: bool, verify: bool) -> Plan {
         r["confidence"] = json!("limited");
         r["limitations"] = json!(LIMITATIONS);
     }
-    r["status"] = json!(if ok { "pass" } else { "fail" });
-    Plan { report: r, ok }
-}
-
-/// `key: value` lines in report order.
-pub fn to_text(report: &Value) -> String {
-    let mut out = String::new();
-    if let Some(obj) = report.as_object() {
-        for (k, v) in obj {
-            match v {
-                Value::String(s) => out.push_str(&format!("{k}: {s}\n")),
-                Value::Array(items) => {
-                    out.push_str(&format!("{k}:\n"));
-                    for i in items {
-                        out.push_str(&format!(
-                            "  - {}\n",
-                            i.as_str().map_or_else(|| i.to_string(), str::to_owned)
-                        ));
-                    }
-                }
-                other => out.push_str(&format!("{k}: {other}\n")),
-            }
-        }
-    }
-    out
+    Plan::finish(r, ok)
 }

@@ -489,6 +489,17 @@ pub fn provider_binary() -> PathBuf {
     path
 }
 
+/// The `bao-kms-preflight` binary built beside the provider.
+pub fn preflight_binary() -> PathBuf {
+    let bin = provider_binary().with_file_name("bao-kms-preflight");
+    assert!(
+        bin.is_file(),
+        "{} not found; build it first: cargo build --bins",
+        bin.display()
+    );
+    bin
+}
+
 /// Distinguishes the output files of successive providers in one env.
 static SPAWNED: AtomicUsize = AtomicUsize::new(0);
 
