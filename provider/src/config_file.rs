@@ -1,11 +1,11 @@
 //! Loading the configuration file: the file-system checks around the pure
 //! parser in `bao_kms_core::config`.
 //!
-//! Order (seed-product §1):
+//! Order:
 //! 1. The file itself: absolute path, not a symlink, a regular file, mode not
 //!    intersecting `0037` (recommended `root:openbao-kms 0640`). Nothing is
 //!    parsed from a file that fails these checks.
-//! 2. Environment overrides (§1.8: only `logging.level`,
+//! 2. Environment overrides (only `logging.level`,
 //!    `server.metricsAddress`, `server.healthAddress`), then flag overrides.
 //! 3. [`parse_yaml_with`]: schema, defaults, value rules, cross-checks.
 //! 4. Files the configuration points at that must exist now: the OpenBao CA

@@ -4,7 +4,8 @@
 //! TLS, login, token capabilities, Transit key metadata, profile and upsert
 //! setting, the registry (checkpoint rules, identity, drift, auto-bootstrap
 //! decision), a Transit encrypt/decrypt with the active version and AAD, and
-//! key_id determinism. Check IDs follow the reference's `doctor`.
+//! key_id determinism. Check IDs are a stable interface: runbooks and
+//! automation match on them.
 //!
 //! It runs beside a live provider: the registry is read without taking the
 //! writer lock, and nothing is written.

@@ -817,7 +817,7 @@ impl Engine {
             .await
     }
 
-    /// Unknown-key_id discovery (seed-product §5): another node may have
+    /// Unknown-key_id discovery (docs/rotation.md): another node may have
     /// promoted a version this node has not observed yet, and its
     /// kube-apiserver may already have written data under it. One shared
     /// read of the configured key's metadata, at most once per

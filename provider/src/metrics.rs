@@ -1,6 +1,6 @@
-//! The Prometheus metric catalog (seed-product §7.2): names, label sets and
-//! histogram buckets match the reference so its dashboards and alert rules
-//! work unchanged. Labels only ever carry bounded, fixed vocabularies:
+//! The Prometheus metric catalog: metric names, label sets and histogram
+//! buckets are a stable interface for dashboards and alert rules (see
+//! docs/operations.md). Labels only ever carry bounded, fixed vocabularies:
 //! never key_ids (only their hash), paths, key names, UIDs or error text.
 
 use std::sync::atomic::AtomicU64;

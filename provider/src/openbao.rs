@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::metrics::{Metrics, Operation as OpLabel, OperationStatus};
 
-/// Body caps (seed-product §3.5).
+/// Caps on OpenBao response bodies read into memory.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const METADATA_BODY_LIMIT: usize = 4 * 1024 * 1024;
 const DEFAULT_BODY_LIMIT: usize = 256 * 1024;

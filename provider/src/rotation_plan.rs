@@ -1,8 +1,8 @@
 //! `rotation-plan` and `verify-rotation`: read-only views of the rotation,
 //! from the local registry (read without the writer lock) and live Transit
 //! metadata, evaluated with the same rules the running provider applies.
-//! Field names follow the reference's report so runbooks and automation
-//! work unchanged.
+//! Field names are a stable interface: runbooks and automation match on
+//! them.
 //!
 //! `verify-rotation` adds an explicit limited-confidence statement: it
 //! cannot see etcd, Kubernetes objects or backups, and it never recommends

@@ -276,7 +276,7 @@ impl ProviderEnv {
         write_file(&self.config_path, yaml.as_bytes(), 0o640)
     }
 
-    /// The config, in the reference product's `v1alpha1` schema.
+    /// The config, in the published `v1alpha1` schema.
     pub fn config_yaml(&self) -> String {
         let s = &self.settings;
         let gid = match self.chroot.as_ref().and_then(|c| c.user) {

@@ -1,6 +1,6 @@
 //! The canonical AAD sent to Transit as `associated_data` on every encrypt and
 //! decrypt: Go-compact JSON with a fixed key order (DESIGN 3,
-//! seed-product §3.4). It is always rebuilt from the key snapshot, never from
+//! docs/key-id-and-aad.md). It is always rebuilt from the key snapshot, never from
 //! request annotations.
 
 use serde::Serialize;

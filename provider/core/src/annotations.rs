@@ -1,5 +1,5 @@
 //! KMS annotations returned by Encrypt and required on Decrypt
-//! (`*.kms.openbao.org`, seed-product §3.3). They are stored in plaintext
+//! (`*.kms.openbao.org`, docs/key-id-and-aad.md). They are stored in plaintext
 //! with every object in etcd, so they carry only hashes and versions.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Error classes (`error_class`, seed-product §7.3) and the one mapping from
+//! Error classes (`error_class`, docs/operations.md) and the one mapping from
 //! a class to the KMS gRPC status code. The provider maps [`KmsCode`] to
 //! tonic's code; metric labels and log fields use [`ErrorClass::as_str`].
 

@@ -1,8 +1,8 @@
 //! JSON bytes identical to Go's `encoding/json` output.
 //!
-//! Every hashed or persisted JSON body of the reference product (the AAD, the
-//! registry state hash body, the identity fingerprint) is produced by Go's
-//! encoder. serde_json already matches it for key order (declaration order),
+//! Every hashed or persisted JSON body of the published formats (the AAD, the
+//! registry state hash body, the identity fingerprint) is defined as the
+//! output of Go's encoder. serde_json already matches it for key order (declaration order),
 //! numbers and the short escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`,
 //! `\u00XX` with lowercase hex). Go additionally escapes `<`, `>`, `&`,
 //! U+2028 and U+2029; this formatter adds exactly those.

@@ -1,4 +1,4 @@
-//! The hash helper `H(x)` of the reference product: base64url without padding
+//! The hash helper `H(x)` of the published formats: base64url without padding
 //! of SHA-256 over the UTF-8 bytes of `x`, always 43 characters.
 //!
 //! Used for annotation values, AAD fields, the key_id hash metric label and

@@ -75,7 +75,7 @@ impl IdentityScope {
 pub(crate) mod tests {
     use super::*;
 
-    /// The sample identity used throughout the reference's documentation and fixtures.
+    /// The sample identity of the published golden vectors (docs/key-id-and-aad.md).
     pub fn sample_scope() -> IdentityScope {
         IdentityScope {
             provider_name: "openbao-kms-workload-a".into(),

@@ -191,7 +191,7 @@ pub struct Finding {
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The reference's rendering, which runbooks and alerts match on.
+        // A stable rendering: runbooks and alerts match on it.
         write!(f, "blocking/{}: {}", self.impact.as_str(), self.message)
     }
 }

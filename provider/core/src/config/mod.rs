@@ -1,5 +1,5 @@
-//! Configuration: the reference product's `configVersion: v1alpha1` schema
-//! (seed-product §1), parsed strictly and validated into typed values.
+//! Configuration: the published `configVersion: v1alpha1` schema
+//! (docs/configuration.md), parsed strictly and validated into typed values.
 //!
 //! Flow: YAML text -> [`raw`] serde structs (unknown fields rejected, no
 //! scalar coercion) -> defaults -> [`validate`] (every problem collected,

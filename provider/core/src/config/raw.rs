@@ -261,7 +261,7 @@ pub struct RawLogging {
     pub level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
-    /// The reference spells the acronym in capitals.
+    /// The published `v1alpha1` field name spells the acronym in capitals.
     #[serde(rename = "logOpenBaoRequestIDs", skip_serializing_if = "Option::is_none")]
     pub log_openbao_request_ids: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

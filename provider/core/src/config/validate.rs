@@ -60,7 +60,7 @@ pub const ALLOWED_SOCKET_DIRS: [&str; 2] = ["/run/openbao-kms", "/var/run/openba
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 
-/// Environment variables that override `logging.level` (seed-product §1.8).
+/// Environment variables that override `logging.level`.
 pub const ENV_LOG_LEVEL: [&str; 2] = ["BAO_KMS_PROVIDER_LOG_LEVEL", "BAO_KMS_PROVIDER_LOGGING_LEVEL"];
 /// Environment variables that override `server.metricsAddress`.
 pub const ENV_METRICS_ADDRESS: [&str; 2] = [
@@ -83,8 +83,8 @@ pub struct Override {
     pub origin: String,
 }
 
-/// The only values that may be overridden outside the file (seed-product
-/// §1.8). Secrets and identity-bearing values never are.
+/// The only values that may be overridden outside the file. Secrets and
+/// identity-bearing values never are.
 /// Precedence: defaults < file < environment < flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -94,7 +94,7 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// Reads the §1.8 variables through `lookup` (the provider passes
+    /// Reads the `ENV_*` variables above through `lookup` (the provider passes
     /// `std::env::var`; tests pass a map). An empty variable counts as unset.
     /// Both spellings of one variable set to different values is an error.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
@@ -367,8 +367,9 @@ fn type_message(v: &Yaml, schema: &Json) -> String {
     }
 }
 
-/// Fields known from the reference product's history or its OAuth2 feature,
-/// with a message better than "unknown field".
+/// Fields removed from the schema or belonging to features this provider
+/// does not support (such as OAuth2), with a message better than
+/// "unknown field".
 fn unsupported(path: &str) -> Option<&'static str> {
     Some(match path {
         "auth.jwt.oauth2" => {
@@ -1448,7 +1449,7 @@ impl Validator<'_> {
     }
 
     /// `debugCorrelation` is decoded and its documented constraints checked
-    /// so reference configs that carry the section (disabled) still load,
+    /// so `v1alpha1` configs that carry the section (disabled) still load,
     /// but `enabled: true` is refused: the time-boxed debug correlation
     /// feature is not implemented here, and silently ignoring an operator's
     /// request for incident logging would be worse than failing.

@@ -1,11 +1,12 @@
 //! The key registry: a non-secret JSON state file with a hash chain, and a
-//! checkpoint beside it that catches rollbacks (DESIGN 4, seed-product §4).
+//! checkpoint beside it that catches rollbacks (DESIGN 4, docs/registry.md).
 //!
 //! This module is the file format and its rules; reading, locking and
 //! crash-safe writing live in the provider's `state` module.
 //!
 //! - [`StateFile`] is schema `keyregistry.openbao-kms/v1alpha2`, byte
-//!   compatible with the reference: `currentHash` is `krs1.` + H(Go compact
+//!   compatible with the published format (golden vectors in
+//!   tests/fixtures/registry): `currentHash` is `krs1.` + H(Go compact
 //!   JSON of the state without `currentHash`).
 //! - [`Checkpoint`] holds the generation and hash of the last state written.
 //! - [`checkpoint_status`] applies the rollback rules to what is on disk.

@@ -5,7 +5,8 @@
 //! the provider fails closed.
 //!
 //! Kept in its own file (`<state.path>.openbao-identity`) so the state file
-//! stays byte-compatible with the reference product.
+//! stays byte-compatible with the published v1alpha2 registry format
+//! (golden vectors in tests/fixtures/registry).
 
 use serde::{Deserialize, Serialize};
 

@@ -19,7 +19,7 @@ fn reference_v1alpha2_fixture_hash_and_bytes() {
         state.computed_hash(),
         "krs1.tu6TkH8g61rdindHuId9bXZcMXbUgYPcygzMWgtzBgk"
     );
-    // Our encoder writes the reference's file byte for byte.
+    // Our encoder writes the published fixture byte for byte.
     assert_eq!(String::from_utf8(state.encode()).unwrap(), DISCOVERED);
     assert_eq!(state.decryptable().len(), 2);
 }
