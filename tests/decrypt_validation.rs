@@ -1,5 +1,5 @@
 //! Decrypt refuses what it cannot vouch for before calling OpenBao
-//! (DESIGN 3): a key_id that is malformed or unknown, and annotations that
+//! (docs/key-id-and-aad.md): a key_id that is malformed or unknown, and annotations that
 //! are missing, malformed or do not match the key snapshot the key_id
 //! selects. Each refusal has its gRPC code and increments its reason
 //! counter by exactly one, and `transit_decrypt` does not move.

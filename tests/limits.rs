@@ -1,5 +1,5 @@
 //! kube-apiserver's KMS v2 limits, enforced by the provider before OpenBao
-//! is called (kmsv2-contract §2.3): ciphertext and key_id at most 1 KiB,
+//! is called (kube-apiserver's KMS v2 limits): ciphertext and key_id at most 1 KiB,
 //! annotations at most 32 KiB, a non-empty plaintext of at most 1 KiB, and a
 //! 64 KiB cap on any gRPC message. Oversize input is refused and the
 //! provider stays healthy.

@@ -1,4 +1,4 @@
-//! The key registry fails closed (DESIGN 4): when the state file is missing
+//! The key registry fails closed (docs/registry.md): when the state file is missing
 //! beside its checkpoint, rolled back, or replaced, and when the Transit key
 //! is not an unrotated initial key at first start, `serve` exits with code 5
 //! and the reason, never creates the socket, and never rewrites the state.

@@ -1,4 +1,4 @@
-//! Transit key rotation against a real OpenBao (DESIGN 5, rotation runbook):
+//! Transit key rotation against a real OpenBao (docs/rotation.md, rotation runbook):
 //! a rotated key is observed as pending, promoted only after the stable
 //! observations and the activation delay, old data keeps decrypting, new
 //! data uses the new key_id with the explicit Transit version; skipped

@@ -1,5 +1,5 @@
 //! bao-kms-preflight: node-local checks, a node agent, and a kubectl-style
-//! cluster checker for bao-kms-provider (DESIGN §9).
+//! cluster checker for bao-kms-provider (docs/preflight.md).
 //!
 //! Data flow: [`cli`] -> collect ([`collect`]: files, local `/status`)
 //! -> [`checks`] (pure, calling the provider core for configuration and

@@ -279,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn names_match_the_reference_catalog() {
+    fn names_match_the_published_catalog() {
         let m = metrics();
         m.grpc_requests
             .get_or_create(&MethodStatus {

@@ -6,7 +6,7 @@
 //! kube-apiserver does when it loads its encryption config: one Status, then
 //! one Encrypt of a fresh 32-byte seed, with every check kube-apiserver
 //! applies to both answers (`ValidateEncryptedObject`,
-//! `isKMSv2ProviderHealthyAndMaybeRotateDEK`; research/kmsv2-contract.md §2).
+//! `isKMSv2ProviderHealthyAndMaybeRotateDEK`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The canonical AAD sent to Transit as `associated_data` on every encrypt and
-//! decrypt: Go-compact JSON with a fixed key order (DESIGN 3,
-//! docs/key-id-and-aad.md). It is always rebuilt from the key snapshot, never from
+//! decrypt: Go-compact JSON with a fixed key order
+//! (docs/key-id-and-aad.md). It is always rebuilt from the key snapshot, never from
 //! request annotations.
 
 use serde::Serialize;
@@ -57,7 +57,7 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
 
     #[test]
-    fn reference_golden_vector() {
+    fn published_golden_vector() {
         let golden: serde_json::Value =
             serde_json::from_str(include_str!("../../../tests/fixtures/golden/key-aad-v1.json")).unwrap();
         let scope = sample_scope();

@@ -154,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn reference_golden_annotations() {
+    fn published_golden_annotations() {
         let g = golden();
         let scope = sample_scope();
         let snap = KeySnapshot::new(&scope, 3, 1_715_803_200).unwrap();

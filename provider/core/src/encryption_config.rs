@@ -14,7 +14,7 @@
 //! Every rule returns structured [`Finding`]s (severity, stable code, field
 //! path, message) so `bao-kms-preflight node` and the provider's `doctor
 //! --encryption-config` report the same thing. Messages of kube-apiserver's
-//! rules are kube-apiserver's own wording (see `kmsv2-contract.md` §3.2).
+//! rules are kube-apiserver's own wording.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;

@@ -35,7 +35,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reference_vectors() {
+    fn published_vectors() {
         assert_eq!(
             h("obk2.ig7zS9_yvQrdlcvWgJUhA5q_fQYupc5jRX5MzhAMQSk"),
             "qCXYChOIPSWs7scJIduEDiNOYvEUJtFS1Rsbz1eAWY4"

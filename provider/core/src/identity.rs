@@ -3,7 +3,7 @@
 //!
 //! Changing any of these values changes every key_id and AAD, so data written
 //! before the change can no longer be decrypted. They are recorded at rollout
-//! and never changed (DESIGN 3).
+//! and never changed (docs/key-id-and-aad.md).
 
 use serde::Serialize;
 

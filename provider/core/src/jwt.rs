@@ -1,5 +1,5 @@
 //! Local checks of the JWT presented to OpenBao's JWT auth, run before every
-//! login (DESIGN 7, docs/auth.md). The JWT is re-read from its file at
+//! login (docs/auth.md). The JWT is re-read from its file at
 //! each login; these checks turn an expired or mis-issued JWT into a
 //! one-line reason instead of an opaque OpenBao 400. Claims only: the
 //! signature is OpenBao's to verify. `iss`, `aud` and `sub` are not secret

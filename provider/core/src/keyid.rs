@@ -115,7 +115,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn reference_vectors() {
+    fn published_vectors() {
         let scope = sample_scope();
         let cases = [
             (3, 1_715_803_200, "obk2.ig7zS9_yvQrdlcvWgJUhA5q_fQYupc5jRX5MzhAMQSk"),

@@ -1,4 +1,4 @@
-//! The KMS v2 limits kube-apiserver enforces (kmsv2-contract §2.3), enforced
+//! The KMS v2 limits kube-apiserver enforces (kube-apiserver's KMS v2 limits), enforced
 //! here too so an oversize or malformed request is refused before OpenBao
 //! is called and a response kube-apiserver would discard is never returned.
 

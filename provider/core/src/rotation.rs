@@ -1,4 +1,4 @@
-//! The rotation state machine (DESIGN 5, docs/rotation.md): what one
+//! The rotation state machine (docs/rotation.md): what one
 //! successful Transit metadata observation does to the key registry.
 //!
 //! The machine's durable state is the registry ([`StateFile`]); its only

@@ -1,6 +1,6 @@
 //! Transit key metadata (`GET /v1/<mount>/keys/<name>`), the key profile
-//! findings that make the provider fail closed (DESIGN 6), and the
-//! auto-bootstrap decision for a missing registry (DESIGN 4).
+//! findings that make the provider fail closed (docs/openbao-policy.md), and the
+//! auto-bootstrap decision for a missing registry (docs/registry.md).
 
 use std::collections::BTreeMap;
 

@@ -1531,7 +1531,7 @@ fn listeners_clash(a: &str, b: &str) -> bool {
 pub(crate) mod tests {
     use super::*;
 
-    /// DESIGN.md 1a, restricted to the jwt method.
+    /// The sample configuration, restricted to the jwt method.
     pub const FULL: &str = r#"
 configVersion: v1alpha1
 server:
@@ -1680,7 +1680,7 @@ transit:
         assert_eq!(
             c.identity_scope().fingerprint(),
             "cfg1.iWfCItBef04qDNcnEXME76HSYDWTVfhtoTlg2YQpdPg",
-            "the sample identity's fingerprint (seed-product 1.9)"
+            "the sample identity's fingerprint"
         );
         assert_eq!(c.status.deep_probe_interval, Duration::from_secs(300));
         assert_eq!(c.logging.format, LogFormat::Json);

@@ -1,5 +1,5 @@
 //! The key registry: a non-secret JSON state file with a hash chain, and a
-//! checkpoint beside it that catches rollbacks (DESIGN 4, docs/registry.md).
+//! checkpoint beside it that catches rollbacks (docs/registry.md).
 //!
 //! This module is the file format and its rules; reading, locking and
 //! crash-safe writing live in the provider's `state` module.

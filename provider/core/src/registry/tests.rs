@@ -13,7 +13,7 @@ fn bootstrap_state() -> StateFile {
 }
 
 #[test]
-fn reference_v1alpha2_fixture_hash_and_bytes() {
+fn published_v1alpha2_fixture_hash_and_bytes() {
     let state = StateFile::decode(DISCOVERED.as_bytes()).unwrap();
     assert_eq!(
         state.computed_hash(),
@@ -25,7 +25,7 @@ fn reference_v1alpha2_fixture_hash_and_bytes() {
 }
 
 #[test]
-fn reference_legacy_fixture_hash_rule_and_refusal() {
+fn published_legacy_fixture_hash_rule_and_refusal() {
     // The hash body rule is the same on the legacy schema.
     let mut value: serde_json::Value = serde_json::from_str(LEGACY).unwrap();
     value.as_object_mut().unwrap().shift_remove("currentHash");
