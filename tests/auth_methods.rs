@@ -7,11 +7,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bao_kms_system_tests::doctor::{assert_fails, run_doctor};
 use bao_kms_system_tests::provider::dev_setup;
-use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, provision};
+use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, provision, wait};
 use rcgen::{CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
 const EXIT_RUNTIME: i32 = 5;
@@ -96,15 +96,14 @@ fn jwt_auth_yaml(jwt_file: &Path) -> String {
 
 /// Waits until the provider has logged in successfully `n` times.
 async fn wait_for_logins(provider: &Provider, n: f64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = provider.metrics_text().await?;
-        if counter(&text, "openbao_kms_auth_login_total", &[("status", "ok")]) >= n {
-            return Ok(());
+    wait::until(Duration::from_secs(15), &format!("{n} successful logins"), || async {
+        match provider.metrics_text().await {
+            Ok(text) if counter(&text, "openbao_kms_auth_login_total", &[("status", "ok")]) >= n => Ok(()),
+            Ok(text) => Err(text),
+            Err(e) => Err(format!("{e:#}")),
         }
-        anyhow::ensure!(Instant::now() < deadline, "fewer than {n} logins:\n{text}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -156,18 +155,26 @@ async fn jwt_login_relogin_after_revocation_and_expired_jwt_recovery() -> anyhow
         .await
         .expect_err("decrypt must fail without a token");
     assert!(format!("{err:#}").contains("JWT expired"), "{err:#}");
-    let deadline = Instant::now() + Duration::from_secs(15);
     // The first unhealthy probe may report the revoked token (403); the
     // login that follows reports the expired JWT.
-    loop {
-        let status = provider.status_json().await?;
-        let reasons = status["reasons"].to_string();
-        if status["healthy"] == false && reasons.contains("auth_failed") && reasons.contains("JWT expired") {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no auth_failed/JWT expired reason: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::until(
+        Duration::from_secs(15),
+        "auth_failed with JWT expired in /status",
+        || async {
+            match provider.status_json().await {
+                Ok(s) => {
+                    let reasons = s["reasons"].to_string();
+                    if s["healthy"] == false && reasons.contains("auth_failed") && reasons.contains("JWT expired") {
+                        Ok(())
+                    } else {
+                        Err(s.to_string())
+                    }
+                }
+                Err(e) => Err(format!("{e:#}")),
+            }
+        },
+    )
+    .await?;
     assert!(
         !provider.stderr().contains(&first) && !provider.stderr().contains(&second),
         "JWTs must never be logged"
@@ -176,14 +183,21 @@ async fn jwt_login_relogin_after_revocation_and_expired_jwt_recovery() -> anyhow
     // A fresh JWT appears: the provider recovers without a restart (within
     // the login backoff).
     write_private(&jwt_file, &issuer.mint(now() + 3600)?)?;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if provider.status_json().await?["healthy"] == true && kms.decrypt(&stored).await.is_ok() {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no recovery after a fresh JWT appeared");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait::until(
+        Duration::from_secs(40),
+        "recovery after a fresh JWT appeared",
+        || async {
+            let status = provider.status_json().await.map_err(|e| format!("{e:#}"))?;
+            if status["healthy"] != true {
+                return Err(status.to_string());
+            }
+            kms.decrypt(&stored)
+                .await
+                .map(drop)
+                .map_err(|e| format!("decrypt: {e:#}"))
+        },
+    )
+    .await?;
     Ok(())
 }
 

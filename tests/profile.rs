@@ -3,10 +3,10 @@
 //! no key_id, `/ready` 503 and a `cryptographic_safety` finding, while
 //! Encrypt is refused.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bao_kms_system_tests::Provider;
 use bao_kms_system_tests::provider::dev_setup;
+use bao_kms_system_tests::{Provider, wait};
 use tonic::Code;
 
 async fn fails_closed_after(setting: &str) -> anyhow::Result<()> {
@@ -16,16 +16,19 @@ async fn fails_closed_after(setting: &str) -> anyhow::Result<()> {
     kms.prime().await?;
     bao.bao(&["write", &format!("{}/keys/{}/config", p.mount, p.key), setting])?;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = kms.status().await?;
-        if status.healthz != "ok" {
-            assert!(status.key_id.is_empty(), "no key_id while unsafe: {status:?}");
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "still healthy after {setting}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = wait::until(
+        Duration::from_secs(10),
+        &format!("unhealthy Status after {setting}"),
+        || async {
+            match kms.status().await {
+                Ok(status) if status.healthz != "ok" => Ok(status),
+                Ok(status) => Err(format!("{status:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        },
+    )
+    .await?;
+    assert!(status.key_id.is_empty(), "no key_id while unsafe: {status:?}");
     let (code, ready) = provider.ready().await?;
     assert_eq!(code, 503, "{ready}");
     assert!(ready["reasons"].to_string().contains("profile_invalid"), "{ready}");

@@ -5,12 +5,12 @@
 //! auto-bootstrap denial.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bao_kms_core::hash::h;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, dev_setup_with, provider_binary};
-use bao_kms_system_tests::{Provider, ProviderEnv};
+use bao_kms_system_tests::{Provider, ProviderEnv, wait};
 use serde_json::Value;
 
 const EXIT_DIAGNOSTIC: i32 = 4;
@@ -36,11 +36,14 @@ async fn pending_rotation_is_reported_with_limited_confidence() -> anyhow::Resul
     let provider = Provider::start(&env).await?;
     provider.client().await?.prime().await?;
     bao.rotate_key(&p)?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while provider.status_json().await?["rotationState"] != "pending" {
-        anyhow::ensure!(Instant::now() < deadline, "rotation not observed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::until(Duration::from_secs(15), "rotationState pending", || async {
+        match provider.status_json().await {
+            Ok(s) if s["rotationState"] == "pending" => Ok(()),
+            Ok(s) => Err(s.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await?;
 
     let (code, plan) = report(&env, "rotation-plan")?;
     assert_eq!(code, 0, "{plan:#}");
