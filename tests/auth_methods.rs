@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bao_kms_system_tests::doctor::{assert_fails, run_doctor};
 use bao_kms_system_tests::provider::dev_setup;
-use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, provision, wait};
+use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, metric, provision, wait};
 use rcgen::{CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
 const EXIT_RUNTIME: i32 = 5;
@@ -269,10 +269,31 @@ impl Pki {
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        } else {
+            params.not_after = rcgen::date_time_ymd(2100, 1, 1);
         }
         let issuer: &Issuer<'_, KeyPair> = &self.ca;
         Ok((params.signed_by(&key, issuer)?.pem(), key))
     }
+}
+
+/// `notAfter` of [`Pki::client`]'s valid certificates: 2100-01-01T00:00:00Z.
+const VALID_CLIENT_NOT_AFTER: i64 = 4_102_444_800;
+
+/// The certificate metrics after a cert login with a valid client
+/// certificate from `source`.
+fn assert_certificate_metrics(text: &str, source: &str) {
+    assert_eq!(
+        metric(text, "openbao_kms_certificate_source_info", &[("source", source)]),
+        Some(1.0),
+        "{text}"
+    );
+    let ttl = metric(text, "openbao_kms_certificate_ttl_seconds", &[]).expect("certificate_ttl_seconds");
+    let expected = (VALID_CLIENT_NOT_AFTER - now()) as f64;
+    assert!(
+        ttl <= expected && ttl > expected - 120.0,
+        "certificate_ttl_seconds {ttl}, expected about {expected}"
+    );
 }
 
 /// Cert auth at `auth/cert` trusting `pki`'s CA for the provider's policy.
@@ -339,6 +360,7 @@ async fn cert_login_valid_expired_and_unknown_ca() -> anyhow::Result<()> {
         ),
         1.0
     );
+    assert_certificate_metrics(&text, "file");
     provider.terminate().await?;
 
     // Expired: refused locally with the reason, before any login attempt.
@@ -465,6 +487,7 @@ async fn pkcs11_login_with_softhsm_and_wrong_pin() -> anyhow::Result<()> {
         ),
         1.0
     );
+    assert_certificate_metrics(&text, "pkcs11");
     provider.terminate().await?;
 
     write_private(&pin_file, "9999")?;

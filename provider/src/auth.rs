@@ -23,6 +23,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bao_kms_core::config::{AuthMethod, CertSource, JwtAuth};
@@ -180,6 +181,9 @@ pub struct Auth {
     login: Login,
     current: RwLock<Option<Held>>,
     login_lock: Mutex<Backoff>,
+    /// `notAfter` (Unix seconds) of the client certificate of the last
+    /// successful cert login; 0 before one.
+    cert_not_after: AtomicI64,
 }
 
 /// The token in use and its lease as last reported by OpenBao.
@@ -224,6 +228,7 @@ impl Auth {
             login,
             current: RwLock::new(None),
             login_lock: Mutex::new(Backoff::default()),
+            cert_not_after: AtomicI64::new(0),
         })
     }
 
@@ -329,7 +334,7 @@ impl Auth {
                 source,
                 min_remaining_ttl,
             } => {
-                let identity = crate::certauth::identity(source, *min_remaining_ttl, crate::now_unix())?;
+                let (identity, not_after) = crate::certauth::identity(source, *min_remaining_ttl, crate::now_unix())?;
                 let material = match source {
                     CertSource::File {
                         certificate_file,
@@ -348,10 +353,13 @@ impl Auth {
                 } else {
                     json!({"name": name})
                 };
-                client
+                let logged_in = client
                     .login(Op::CertLogin, mount, &body)
                     .await
-                    .map_err(AuthError::Login)?
+                    .map_err(AuthError::Login)?;
+                self.cert_not_after.store(not_after, Ordering::Relaxed);
+                self.publish_certificate_ttl();
+                logged_in
             }
         };
         self.metrics
@@ -365,10 +373,21 @@ impl Auth {
         })
     }
 
+    /// Sets `certificate_ttl_seconds` from the certificate of the last
+    /// successful cert login (0 once expired, and without cert auth).
+    fn publish_certificate_ttl(&self) {
+        let not_after = self.cert_not_after.load(Ordering::Relaxed);
+        if not_after != 0 {
+            let left = not_after.saturating_sub(crate::now_unix()).max(0);
+            self.metrics.certificate_ttl_seconds.set(left);
+        }
+    }
+
     /// Renews or replaces the token once its remaining lease is within
     /// `refresh_window`. Never drops a still-valid token because a renewal
     /// or login failed.
     pub async fn maintain(&self, refresh_window: Duration, increment: Duration) {
+        self.publish_certificate_ttl();
         let Some(held) = self.current.read().await.clone() else {
             return;
         };

@@ -39,12 +39,15 @@ fn cert_err(path: &Path, why: impl Into<String>) -> AuthError {
     }
 }
 
+/// A client certificate chain (leaf first) whose leaf passed the checks.
+pub struct Chain {
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's `notAfter`, Unix seconds.
+    pub not_after_unix: i64,
+}
+
 /// Reads a PEM certificate chain (leaf first) and checks the leaf.
-pub fn read_chain(
-    path: &Path,
-    min_remaining: Duration,
-    now_unix: i64,
-) -> Result<Vec<CertificateDer<'static>>, AuthError> {
+pub fn read_chain(path: &Path, min_remaining: Duration, now_unix: i64) -> Result<Chain, AuthError> {
     crate::fsutil::regular_file(path, 0o037, "0640 or stricter")
         .map_err(|why| cert_err(path, why))?
         .ok_or_else(|| cert_err(path, "does not exist"))?;
@@ -55,12 +58,16 @@ pub fn read_chain(
     let leaf = chain
         .first()
         .ok_or_else(|| cert_err(path, "contains no CERTIFICATE block"))?;
-    check_leaf(leaf, min_remaining, now_unix).map_err(|why| cert_err(path, why))?;
-    Ok(chain)
+    let not_after_unix = check_leaf(leaf, min_remaining, now_unix).map_err(|why| cert_err(path, why))?;
+    Ok(Chain {
+        certs: chain,
+        not_after_unix,
+    })
 }
 
-/// Validity window, remaining lifetime and client-auth usage of `leaf`.
-pub fn check_leaf(leaf: &CertificateDer<'_>, min_remaining: Duration, now_unix: i64) -> Result<(), String> {
+/// Validity window, remaining lifetime and client-auth usage of `leaf`;
+/// returns its `notAfter` (Unix seconds).
+pub fn check_leaf(leaf: &CertificateDer<'_>, min_remaining: Duration, now_unix: i64) -> Result<i64, String> {
     let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| format!("unparsable certificate: {e}"))?;
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
@@ -87,11 +94,16 @@ pub fn check_leaf(leaf: &CertificateDer<'_>, min_remaining: Duration, now_unix: 
     {
         return Err("has extended key usages but not clientAuth".into());
     }
-    Ok(())
+    Ok(not_after)
 }
 
-/// Builds the client identity for one login.
-pub fn identity(source: &CertSource, min_remaining: Duration, now_unix: i64) -> Result<ClientIdentity, AuthError> {
+/// Builds the client identity for one login, with the leaf's `notAfter`
+/// (Unix seconds).
+pub fn identity(
+    source: &CertSource,
+    min_remaining: Duration,
+    now_unix: i64,
+) -> Result<(ClientIdentity, i64), AuthError> {
     match source {
         CertSource::File {
             certificate_file,
@@ -105,13 +117,22 @@ pub fn identity(source: &CertSource, min_remaining: Duration, now_unix: i64) -> 
             let key = rustls_pemfile::private_key(&mut pem.as_slice())
                 .map_err(|e| cert_err(key_file, format!("invalid PEM: {e}")))?
                 .ok_or_else(|| cert_err(key_file, "contains no private key"))?;
-            Ok(ClientIdentity::Key { chain, key })
+            Ok((
+                ClientIdentity::Key {
+                    chain: chain.certs,
+                    key,
+                },
+                chain.not_after_unix,
+            ))
         }
         CertSource::Pkcs11(p) => {
             let chain = read_chain(&p.certificate_file, min_remaining, now_unix)?;
-            let key = Pkcs11Key::open(p, &chain[0])?;
-            let certified = Arc::new(CertifiedKey::new(chain, Arc::new(SharedKey(Arc::new(key)))));
-            Ok(ClientIdentity::Resolver(Arc::new(StaticResolver(certified))))
+            let key = Pkcs11Key::open(p, &chain.certs[0])?;
+            let certified = Arc::new(CertifiedKey::new(chain.certs, Arc::new(SharedKey(Arc::new(key)))));
+            Ok((
+                ClientIdentity::Resolver(Arc::new(StaticResolver(certified))),
+                chain.not_after_unix,
+            ))
         }
     }
 }

@@ -99,7 +99,11 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         check_encryption_config(&mut r, &cfg, path);
     }
 
-    let metrics = Arc::new(Metrics::new(crate::serve::build_info(), cfg.auth.method.name()));
+    let metrics = Arc::new(Metrics::new(
+        crate::serve::build_info(),
+        cfg.auth.method.name(),
+        cfg.auth.method.certificate_source(),
+    ));
     let settings = ClientSettings::from_config(&cfg);
     let bao = match OpenBao::new(settings, metrics.clone()) {
         Ok(b) => b,

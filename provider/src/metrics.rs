@@ -60,6 +60,11 @@ pub struct AuthMethodLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateSource {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildInfo {
     pub version: &'static str,
     pub commit: &'static str,
@@ -87,6 +92,8 @@ pub struct Metrics {
     pub auth_renewal: Family<Status, Counter>,
     pub auth_method_info: Family<AuthMethodLabel, Gauge>,
     pub token_ttl_seconds: Gauge,
+    pub certificate_source_info: Family<CertificateSource, Gauge>,
+    pub certificate_ttl_seconds: Gauge,
     pub status_key_id_hash: Family<HashLabel, Gauge>,
     pub key_version: Gauge,
     pub status_cache_age_seconds: FloatGauge,
@@ -104,7 +111,9 @@ pub const KMS_METHODS: [&str; 3] = ["status", "encrypt", "decrypt"];
 pub const ROTATION_STATES: [&str; 3] = ["active", "pending", "unknown"];
 
 impl Metrics {
-    pub fn new(build: BuildInfo, auth_method: &'static str) -> Self {
+    /// `auth_method` is the `auth.method` value, `certificate_source` the
+    /// client certificate's source (`pkcs11`, `file`, or `none`).
+    pub fn new(build: BuildInfo, auth_method: &'static str, certificate_source: &'static str) -> Self {
         let mut registry = Registry::with_prefix("openbao_kms");
         let m = Self {
             grpc_requests: Family::default(),
@@ -117,6 +126,8 @@ impl Metrics {
             auth_renewal: Family::default(),
             auth_method_info: Family::default(),
             token_ttl_seconds: Gauge::default(),
+            certificate_source_info: Family::default(),
+            certificate_ttl_seconds: Gauge::default(),
             status_key_id_hash: Family::default(),
             key_version: Gauge::default(),
             status_cache_age_seconds: FloatGauge::default(),
@@ -178,6 +189,16 @@ impl Metrics {
             m.token_ttl_seconds.clone(),
         );
         r.register(
+            "certificate_source_info",
+            "Source of the client certificate for cert auth (none without cert auth)",
+            m.certificate_source_info.clone(),
+        );
+        r.register(
+            "certificate_ttl_seconds",
+            "Seconds until the client certificate of the last cert login expires (0 without cert auth or once expired)",
+            m.certificate_ttl_seconds.clone(),
+        );
+        r.register(
             "status_key_id_hash",
             "Hash of the active key_id (1 for the active hash; absent without an active key)",
             m.status_key_id_hash.clone(),
@@ -233,6 +254,11 @@ impl Metrics {
         m.auth_method_info
             .get_or_create(&AuthMethodLabel { method: auth_method })
             .set(1);
+        m.certificate_source_info
+            .get_or_create(&CertificateSource {
+                source: certificate_source,
+            })
+            .set(1);
         m.build_info.get_or_create(&build).set(1);
         Self { registry, ..m }
     }
@@ -275,6 +301,7 @@ mod tests {
                 dirty: "false",
             },
             "token",
+            "none",
         )
     }
 
@@ -301,6 +328,8 @@ mod tests {
             "openbao_kms_status_cache_age_seconds 0",
             "openbao_kms_rotation_persistence_degraded 0",
             "openbao_kms_rotation_promotions_total 0",
+            "openbao_kms_certificate_source_info{source=\"none\"} 1",
+            "openbao_kms_certificate_ttl_seconds 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

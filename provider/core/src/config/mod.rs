@@ -120,6 +120,22 @@ impl AuthMethod {
             Self::Token(_) => "token",
         }
     }
+
+    /// Where the client certificate comes from (`pkcs11`, `file`), or
+    /// `none` for methods without one.
+    pub fn certificate_source(&self) -> &'static str {
+        match self {
+            Self::Cert(CertAuth {
+                source: CertSource::Pkcs11(_),
+                ..
+            }) => "pkcs11",
+            Self::Cert(CertAuth {
+                source: CertSource::File { .. },
+                ..
+            }) => "file",
+            _ => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
