@@ -31,7 +31,8 @@ export BAO_KMS_IMAGE_ARCHIVE
 ## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
 ## engine, to render the chart in tests), skopeo and containerd (to check the
 ## image archive and the preload hook), shellcheck (lints the bootstrap
-## hooks), and promtool (checks and unit-tests the alert rules); idempotent.
+## hooks), and Prometheus (promtool and the server: check, unit-test and
+## evaluate the alert rules); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -58,10 +59,10 @@ deps:
 	else \
 		echo "deps: openssl, curl, skopeo, containerd, shellcheck and softhsm2 present"; \
 	fi
-	@if command -v promtool >/dev/null; then \
-		echo "deps: promtool present"; \
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
+		echo "deps: promtool and prometheus present"; \
 	else \
-		echo "deps: installing prometheus (for promtool)"; \
+		echo "deps: installing prometheus (promtool and the server)"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
 
