@@ -16,10 +16,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use bao_kms_system_tests::net::free_port;
+use bao_kms_system_tests::prometheus::{Prometheus, exported, families, metric_names};
 use bao_kms_system_tests::provider::{dev_setup, workspace_root};
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision, wait};
 use serde_yaml_ng::Value;
@@ -62,47 +62,6 @@ fn alerts() -> anyhow::Result<BTreeMap<String, Value>> {
     }
     anyhow::ensure!(!alerts.is_empty(), "no alerting rules in {RULES}");
     Ok(alerts)
-}
-
-/// The `openbao_kms_*` identifiers in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = expr;
-    while let Some(at) = rest.find("openbao_kms_") {
-        let preceded_by_ident = rest[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        if !preceded_by_ident {
-            names.push(tail[..end].to_owned());
-        }
-        rest = &tail[end..];
-    }
-    names
-}
-
-/// Family name -> type, from the `# TYPE` lines of an exposition.
-fn families(exposition: &str) -> BTreeMap<String, String> {
-    exposition
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
-        .collect()
-}
-
-/// Whether `name`, as read by PromQL, is a sample name of an exported family.
-fn exported(name: &str, families: &BTreeMap<String, String>) -> bool {
-    let is = |family: &str, kind: &str| families.get(family).is_some_and(|k| k == kind);
-    is(name, "gauge")
-        || name.strip_suffix("_total").is_some_and(|f| is(f, "counter"))
-        || ["_bucket", "_sum", "_count"]
-            .iter()
-            .any(|suffix| name.strip_suffix(suffix).is_some_and(|f| is(f, "histogram")))
 }
 
 #[test]
@@ -159,125 +118,6 @@ async fn every_metric_the_rules_read_is_exported_by_the_provider() -> anyhow::Re
     Ok(())
 }
 
-#[test]
-fn metric_names_are_found_whole_and_only_as_identifiers() {
-    assert_eq!(
-        metric_names("rate(openbao_kms_a_total{x=\"y\"}[5m]) / openbao_kms_b > 0 and my_openbao_kms_c"),
-        ["openbao_kms_a_total", "openbao_kms_b"]
-    );
-    let families = BTreeMap::from([
-        ("openbao_kms_c".to_owned(), "counter".to_owned()),
-        ("openbao_kms_g".to_owned(), "gauge".to_owned()),
-        ("openbao_kms_h".to_owned(), "histogram".to_owned()),
-    ]);
-    assert!(exported("openbao_kms_c_total", &families));
-    assert!(!exported("openbao_kms_c", &families));
-    assert!(exported("openbao_kms_g", &families));
-    assert!(!exported("openbao_kms_g_total", &families));
-    assert!(exported("openbao_kms_h_bucket", &families));
-    assert!(!exported("openbao_kms_h", &families));
-}
-
-/// A Prometheus server with the shipped rules, scraping one target every
-/// second as job `kms`; killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(target: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {rules}\n\
-                 scrape_configs:\n  - job_name: kms\n    static_configs:\n      - targets: ['{target}']\n",
-                rules = rules_dir().join(RULES).display()
-            ),
-        )?;
-        let listen = format!("127.0.0.1:{}", free_port()?);
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={listen}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("prometheus: {e}; run `make deps` (Debian package prometheus)"))?;
-        let prometheus = Self {
-            child,
-            url: format!("http://{listen}"),
-            http: reqwest::Client::new(),
-            _dir: dir,
-        };
-        wait::until(Duration::from_secs(30), "Prometheus /-/ready", || async {
-            match prometheus.http.get(format!("{}/-/ready", prometheus.url)).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(r.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await?;
-        Ok(prometheus)
-    }
-
-    async fn api(&self, path: &str) -> Result<serde_json::Value, String> {
-        let body: serde_json::Value = self
-            .http
-            .get(format!("{}/api/v1/{path}", self.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        if body["status"] != "success" {
-            return Err(body.to_string());
-        }
-        Ok(body["data"].clone())
-    }
-
-    /// Scrapes of the target so far.
-    async fn scrapes(&self) -> Result<u64, String> {
-        let data = self.api("query?query=count_over_time(up[1h])").await?;
-        data["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| data.to_string())
-    }
-
-    /// Active alerts as (name, state, instance).
-    async fn alerts(&self) -> Result<Vec<(String, String, String)>, String> {
-        let data = self.api("alerts").await?;
-        Ok(data["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-                (
-                    field(&a["labels"]["alertname"]),
-                    field(&a["state"]),
-                    field(&a["labels"]["instance"]),
-                )
-            })
-            .collect())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_real_prometheus_raises_the_alerts_when_openbao_is_sealed() -> anyhow::Result<()> {
     let bao = OpenBao::start_raft().await?;
@@ -290,7 +130,7 @@ async fn a_real_prometheus_raises_the_alerts_when_openbao_is_sealed() -> anyhow:
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
         .to_owned();
-    let prometheus = Prometheus::start(&target).await?;
+    let prometheus = Prometheus::start(&target, Some(&rules_dir().join(RULES))).await?;
 
     // The target is up and every rule has been evaluated on its samples
     // without error.
@@ -307,8 +147,11 @@ async fn a_real_prometheus_raises_the_alerts_when_openbao_is_sealed() -> anyhow:
                 .flat_map(|g| g["rules"].as_array().into_iter().flatten())
                 .collect();
             let ok = rules.iter().filter(|r| r["health"] == "ok").count();
-            let scraped = prometheus.api("query?query=up").await?;
-            let up = scraped["result"][0]["value"][1] == "1";
+            let up = prometheus
+                .query("up")
+                .await?
+                .first()
+                .is_some_and(|r| r["value"][1] == "1");
             if rules.len() == count && ok == count && up {
                 Ok(())
             } else {

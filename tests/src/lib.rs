@@ -17,6 +17,7 @@
 //! - [`metrics`]: reading samples out of Prometheus text.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
+//! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
 //!
 //! Every child process is killed when its handle is dropped, and every file
 //! lives in a temp directory removed at the end of the test.
@@ -27,6 +28,7 @@ pub mod kms_client;
 pub mod metrics;
 pub mod net;
 pub mod openbao;
+pub mod prometheus;
 pub mod provider;
 pub mod wait;
 
