@@ -139,7 +139,7 @@ async fn a_real_prometheus_raises_the_alerts_when_openbao_is_sealed() -> anyhow:
         Duration::from_secs(30),
         "every rule evaluated with health ok",
         || async {
-            let data = prometheus.api("rules").await?;
+            let data = prometheus.api("rules", &[]).await?;
             let rules: Vec<&serde_json::Value> = data["groups"]
                 .as_array()
                 .into_iter()

@@ -99,11 +99,13 @@ impl Prometheus {
         Ok(prometheus)
     }
 
-    /// `GET /api/v1/<path>`: the `data` of a `success` answer, else the body.
-    pub async fn api(&self, path: &str) -> Result<serde_json::Value, String> {
+    /// `GET /api/v1/<path>?<params>`: the `data` of a `success` answer,
+    /// else the body.
+    pub async fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<serde_json::Value, String> {
         let body: serde_json::Value = self
             .http
             .get(format!("{}/api/v1/{path}", self.url))
+            .query(params)
             .send()
             .await
             .map_err(|e| e.to_string())?
@@ -118,20 +120,8 @@ impl Prometheus {
 
     /// An instant query: the `result` array.
     pub async fn query(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
-        let body: serde_json::Value = self
-            .http
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr)])
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        match body["data"]["result"].as_array() {
-            Some(result) if body["status"] == "success" => Ok(result.clone()),
-            _ => Err(body.to_string()),
-        }
+        let data = self.api("query", &[("query", expr)]).await?;
+        data["result"].as_array().cloned().ok_or_else(|| data.to_string())
     }
 
     /// Scrapes of the target so far.
@@ -146,7 +136,7 @@ impl Prometheus {
 
     /// Active alerts as (name, state, instance).
     pub async fn alerts(&self) -> Result<Vec<(String, String, String)>, String> {
-        let data = self.api("alerts").await?;
+        let data = self.api("alerts", &[]).await?;
         Ok(data["alerts"]
             .as_array()
             .into_iter()
