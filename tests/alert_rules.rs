@@ -125,11 +125,7 @@ async fn a_real_prometheus_raises_the_alerts_when_openbao_is_sealed() -> anyhow:
     let env = ProviderEnv::new(&bao, &p)?;
     let provider = Provider::start(&env).await?;
     provider.client().await?.prime().await?;
-    let target = env
-        .metrics_url()
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
+    let target = env.metrics_address().to_owned();
     let prometheus = Prometheus::start(&target, Some(&rules_dir().join(RULES))).await?;
 
     // The target is up and every rule has been evaluated on its samples

@@ -114,12 +114,7 @@ async fn every_query_runs_on_a_real_prometheus_scraping_a_provider() -> anyhow::
     let families = families(&exposition);
     let sampled: BTreeSet<String> = samples(&exposition).into_iter().map(|s| s.name).collect();
 
-    let target = env
-        .metrics_url()
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let prometheus = Prometheus::start(&target, None).await?;
+    let prometheus = Prometheus::start(env.metrics_address(), None).await?;
     // Enough scrapes after the traffic for rate() over 1m to see it.
     wait::until(Duration::from_secs(30), "five scrapes", || async {
         match prometheus.scrapes().await {

@@ -14,12 +14,13 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
 use bao_kms_core::keyid::KeyId;
 use bao_kms_system_tests::containerd::Containerd;
+use bao_kms_system_tests::process::run_checked;
 use bao_kms_system_tests::provider::{Chroot, dev_setup_with, workspace_root};
 use bao_kms_system_tests::{Provider, ProviderEnv};
 use serde_json::Value;
@@ -62,18 +63,6 @@ fn published_digest(archive: &Path) -> anyhow::Result<String> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
 }
 
 /// One header of a tar stream.
@@ -179,7 +168,7 @@ fn unpack(archive: &Path) -> anyhow::Result<Unpacked> {
     let rootfs = dir.path().join("rootfs");
     fs::create_dir(&layout)?;
     fs::create_dir(&rootfs)?;
-    run(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&layout))?;
+    run_checked(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&layout))?;
     let outer_entries = tar_entries(&fs::read(archive)?)?;
 
     let oci_layout: Value = serde_json::from_slice(&fs::read(layout.join("oci-layout"))?)?;
@@ -239,17 +228,19 @@ fn unpack(archive: &Path) -> anyhow::Result<Unpacked> {
     // The layer, uncompressed by the real gzip, is the config's diff_id.
     let gz_file = dir.path().join("layer.tar.gz");
     fs::write(&gz_file, &layer_gz)?;
-    let layer_tar = run(Command::new("gzip").arg("-dc").arg(&gz_file))?.stdout;
+    let layer_tar = run_checked(Command::new("gzip").arg("-dc").arg(&gz_file))?.stdout;
     assert_eq!(
         config["rootfs"]["diff_ids"],
         serde_json::json!([format!("sha256:{}", sha256_hex(&layer_tar))])
     );
     let layer_entries = tar_entries(&layer_tar)?;
-    run(Command::new("tar")
-        .args(["--numeric-owner", "-xpzf"])
-        .arg(&gz_file)
-        .arg("-C")
-        .arg(&rootfs))?;
+    run_checked(
+        Command::new("tar")
+            .args(["--numeric-owner", "-xpzf"])
+            .arg(&gz_file)
+            .arg("-C")
+            .arg(&rootfs),
+    )?;
     // The image's `/` as a container runtime creates it.
     fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
 
@@ -329,10 +320,12 @@ fn archive_is_a_valid_minimal_image() -> anyhow::Result<()> {
         }
     }
     // created = the entries' mtime (SOURCE_DATE_EPOCH).
-    let out = run(Command::new("date")
-        .arg("-u")
-        .arg(format!("-d@{mtime}"))
-        .arg("+%Y-%m-%dT%H:%M:%SZ"))?;
+    let out = run_checked(
+        Command::new("date")
+            .arg("-u")
+            .arg(format!("-d@{mtime}"))
+            .arg("+%Y-%m-%dT%H:%M:%SZ"),
+    )?;
     assert_eq!(c["created"], String::from_utf8(out.stdout)?.trim());
 
     // Exactly: the two binaries, the CA bundle, passwd, group, shared
@@ -420,11 +413,13 @@ fn archive_is_a_valid_minimal_image() -> anyhow::Result<()> {
 
     // Both binaries run from the image's files alone, as the image's user.
     for bin in ["bao-kms-provider", "bao-kms-preflight"] {
-        let out = run(Command::new("chroot")
-            .arg(format!("--userspec={NONROOT}:{NONROOT}"))
-            .arg(&image.rootfs)
-            .arg(format!("/usr/bin/{bin}"))
-            .arg("--version"))?;
+        let out = run_checked(
+            Command::new("chroot")
+                .arg(format!("--userspec={NONROOT}:{NONROOT}"))
+                .arg(&image.rootfs)
+                .arg(format!("/usr/bin/{bin}"))
+                .arg("--version"),
+        )?;
         let stdout = String::from_utf8(out.stdout)?;
         assert!(stdout.contains(VERSION), "{bin} --version: {stdout}");
     }
@@ -475,9 +470,11 @@ async fn first_encrypt_from_the_image_rootfs() -> anyhow::Result<()> {
 #[test]
 fn skopeo_accepts_the_archive() -> anyhow::Result<()> {
     let archive = archive_path();
-    let out = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci-archive:{}", archive.display())))?;
+    let out = run_checked(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", archive.display())),
+    )?;
     let info: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(info["Digest"], published_digest(&archive)?, "{info}");
     assert_eq!(info["Os"], "linux");
@@ -492,22 +489,24 @@ fn skopeo_accepts_the_archive() -> anyhow::Result<()> {
 fn build_image(inputs: &BuildInputs, preflight: &Path) -> anyhow::Result<(Vec<u8>, String, f64)> {
     let out = tempfile::Builder::new().prefix("bao-kms-image-out-").tempdir()?;
     let started = Instant::now();
-    run(Command::new("python3")
-        .arg(workspace_root().join("images/build-image.py"))
-        .arg("--provider")
-        .arg(&inputs.provider)
-        .arg("--preflight")
-        .arg(preflight)
-        .arg("--ca-certs")
-        .arg(&inputs.ca_certs)
-        .arg("--out")
-        .arg(out.path())
-        .arg(format!("--repo={}", inputs.repo))
-        .arg(format!("--version={VERSION}"))
-        .arg(format!("--revision={}", inputs.revision))
-        .arg(format!("--source-date-epoch={}", inputs.epoch))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("IMAGE_REPO"))?;
+    run_checked(
+        Command::new("python3")
+            .arg(workspace_root().join("images/build-image.py"))
+            .arg("--provider")
+            .arg(&inputs.provider)
+            .arg("--preflight")
+            .arg(preflight)
+            .arg("--ca-certs")
+            .arg(&inputs.ca_certs)
+            .arg("--out")
+            .arg(out.path())
+            .arg(format!("--repo={}", inputs.repo))
+            .arg(format!("--version={VERSION}"))
+            .arg(format!("--revision={}", inputs.revision))
+            .arg(format!("--source-date-epoch={}", inputs.epoch))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("IMAGE_REPO"),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let archive = out
         .path()

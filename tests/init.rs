@@ -8,12 +8,14 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bao_kms_system_tests::doctor::{report_check, run_preflight_node};
 use bao_kms_system_tests::net::free_port;
 use bao_kms_system_tests::openbao::bao_binary;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, READY_TIMEOUT, preflight_binary, provider_binary};
+use bao_kms_system_tests::process::KillOnDrop;
+use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, READY_TIMEOUT, provider_binary};
 use bao_kms_system_tests::{KmsClient, OpenBao, wait};
 use k8s_openapi::api::core::v1::Pod;
 use rcgen::KeyPair;
@@ -255,24 +257,6 @@ fn never_overwrites_and_rejects_bad_flags_and_values() -> anyhow::Result<()> {
 
 // ------------------------------------------------------- static pod
 
-fn preflight_node(args: &[String]) -> anyhow::Result<(i32, Value)> {
-    let out = Command::new(preflight_binary())
-        .arg("node")
-        .args(args)
-        .args(["-o", "json"])
-        .env_remove(ALLOWED_SOCKET_DIR_ENV)
-        .output()?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
-    Ok((code(&out), report))
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["id"] == id))
-        .unwrap_or(&Value::Null)
-}
-
 /// A socket GID this test can give its socket directory: its own group, or
 /// (as root, whose group 0 init refuses) a dedicated one.
 fn socket_gid() -> u32 {
@@ -380,7 +364,7 @@ fn static_pod_parses_as_a_pod_and_passes_the_node_checks() -> anyhow::Result<()>
         .map(|a| (*a).to_owned())
         .collect()
     };
-    let (rc, report) = preflight_node(&args(&manifest))?;
+    let (rc, report) = run_preflight_node(&args(&manifest))?;
     assert_eq!(rc, 0, "{report:#}");
     for c in report["checks"].as_array().into_iter().flatten() {
         let id = c["id"].as_str().unwrap_or_default();
@@ -394,7 +378,7 @@ fn static_pod_parses_as_a_pod_and_passes_the_node_checks() -> anyhow::Result<()>
         assert_eq!(c["status"], want, "{id}: {report:#}");
     }
     assert!(
-        check(&report, "encryption_config.provider")["message"]
+        report_check(&report, "encryption_config.provider")["message"]
             .as_str()
             .is_some_and(|m| m.contains("identity remains as a read fallback")),
         "{report:#}"
@@ -407,7 +391,7 @@ fn static_pod_parses_as_a_pod_and_passes_the_node_checks() -> anyhow::Result<()>
         "encryption_config.rules",
         "socket.directory",
     ] {
-        assert_eq!(check(&report, id)["status"], "pass", "{id}");
+        assert_eq!(report_check(&report, id)["status"], "pass", "{id}");
     }
 
     // supplementalGroups without the socket GID, and an unpinned image,
@@ -420,22 +404,22 @@ fn static_pod_parses_as_a_pod_and_passes_the_node_checks() -> anyhow::Result<()>
     );
     assert_ne!(edited, text);
     fs::write(&wrong_groups, edited)?;
-    let (rc, report) = preflight_node(&args(&wrong_groups))?;
+    let (rc, report) = run_preflight_node(&args(&wrong_groups))?;
     assert_eq!(rc, EXIT_DIAGNOSTIC);
     assert_eq!(
-        check(&report, "manifest.supplemental_groups")["status"],
+        report_check(&report, "manifest.supplemental_groups")["status"],
         "fail",
         "{report:#}"
     );
-    assert_eq!(check(&report, "manifest.image")["status"], "pass");
+    assert_eq!(report_check(&report, "manifest.image")["status"], "pass");
     let unpinned = dir.path().join("unpinned.yaml");
     let edited = text.replace(&image, "registry.example.internal/bao-kms-provider:0.1.0");
     assert_ne!(edited, text);
     fs::write(&unpinned, edited)?;
-    let (rc, report) = preflight_node(&args(&unpinned))?;
+    let (rc, report) = run_preflight_node(&args(&unpinned))?;
     assert_eq!(rc, EXIT_DIAGNOSTIC);
-    assert_eq!(check(&report, "manifest.image")["status"], "fail", "{report:#}");
-    assert_eq!(check(&report, "manifest.supplemental_groups")["status"], "pass");
+    assert_eq!(report_check(&report, "manifest.image")["status"], "fail", "{report:#}");
+    assert_eq!(report_check(&report, "manifest.supplemental_groups")["status"], "pass");
     Ok(())
 }
 
@@ -471,16 +455,6 @@ fn run_setup(script: &Path, bao: &OpenBao, pubkeys: &Path) -> anyhow::Result<Out
         .env("BAO_BIN", bao_binary())
         .env("BAO_KMS_JWT_VALIDATION_PUBKEYS_FILE", pubkeys)
         .output()?)
-}
-
-/// The provider process, killed when dropped.
-struct Serving(Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
@@ -588,7 +562,7 @@ async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::R
     for var in CLEARED_ENV {
         cmd.env_remove(var);
     }
-    let _provider = Serving(
+    let _provider = KillOnDrop(
         cmd.args(["serve", "--config", &s(&config)])
             .env(ALLOWED_SOCKET_DIR_ENV, &socket_dir)
             .stdin(Stdio::null())

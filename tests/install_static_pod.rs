@@ -13,9 +13,8 @@ use std::process::{Command, Output};
 
 use anyhow::Context as _;
 use bao_kms_system_tests::containerd::Containerd;
-use bao_kms_system_tests::doctor::EXIT_DIAGNOSTIC;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, preflight_binary, provider_binary, workspace_root};
-use serde_json::Value;
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, report_check, run_preflight_node};
+use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, provider_binary, workspace_root};
 
 /// The archive `make image` wrote (the Makefile exports the path).
 fn image_archive() -> PathBuf {
@@ -42,25 +41,6 @@ fn ok(out: Output, what: &str) -> anyhow::Result<String> {
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn preflight(args: &[String]) -> anyhow::Result<(i32, Value)> {
-    let out = Command::new(preflight_binary())
-        .arg("node")
-        .args(args)
-        .args(["-o", "json"])
-        .output()?;
-    let report: Value =
-        serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-    Ok((out.status.code().unwrap_or(-1), report))
-}
-
-fn status<'a>(report: &'a Value, id: &str) -> &'a str {
-    report["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["id"] == id))
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or("absent")
 }
 
 #[tokio::test]
@@ -199,7 +179,7 @@ transit:
             s(&socket_dir),
         ]
     };
-    let (rc, report) = preflight(&args(&digest))?;
+    let (rc, report) = run_preflight_node(&args(&digest))?;
     assert_eq!(rc, 0, "{report:#}");
     for id in [
         "config.file",
@@ -214,15 +194,19 @@ transit:
         "manifest.mounts",
         "manifest.security",
     ] {
-        assert_eq!(status(&report, id), "pass", "{id}: {report:#}");
+        assert_eq!(report_check(&report, id)["status"], "pass", "{id}: {report:#}");
     }
     // Phase 1 is a rollout state: said, not failed.
-    assert_eq!(status(&report, "encryption_config.provider"), "warn", "{report:#}");
+    assert_eq!(
+        report_check(&report, "encryption_config.provider")["status"],
+        "warn",
+        "{report:#}"
+    );
 
     // Another digest than the preloaded one: the manifest check fails.
     let other = format!("sha256:{}", "0".repeat(64));
-    let (rc, report) = preflight(&args(&other))?;
+    let (rc, report) = run_preflight_node(&args(&other))?;
     assert_eq!(rc, EXIT_DIAGNOSTIC, "{report:#}");
-    assert_eq!(status(&report, "manifest.image"), "fail", "{report:#}");
+    assert_eq!(report_check(&report, "manifest.image")["status"], "fail", "{report:#}");
     Ok(())
 }

@@ -5,30 +5,11 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use bao_kms_system_tests::Provider;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, preflight_binary};
+use bao_kms_system_tests::doctor::{report_check, run_preflight_node};
+use bao_kms_system_tests::provider::dev_setup;
 use serde_json::Value;
-
-/// The preflight binary, built beside the provider binary.
-fn run_node(args: &[String]) -> anyhow::Result<(i32, Value)> {
-    let out = Command::new(preflight_binary())
-        .arg("node")
-        .args(args)
-        .args(["-o", "json"])
-        .env_remove(ALLOWED_SOCKET_DIR_ENV)
-        .output()?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
-    Ok((out.status.code().unwrap_or(-1), report))
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["id"] == id))
-        .unwrap_or(&Value::Null)
-}
 
 #[tokio::test]
 async fn node_checks_pass_against_a_serving_provider_and_name_each_break() -> anyhow::Result<()> {
@@ -57,16 +38,16 @@ async fn node_checks_pass_against_a_serving_provider_and_name_each_break() -> an
         env.socket_dir().display().to_string(),
     ];
 
-    let (code, report) = run_node(&args)?;
+    let (code, report) = run_preflight_node(&args)?;
     assert_eq!(code, 0, "{report:#}");
     for id in ["socket.directory", "socket.file", "provider.ready", "provider.status"] {
-        assert_eq!(check(&report, id)["status"], "pass", "{id}: {report:#}");
+        assert_eq!(report_check(&report, id)["status"], "pass", "{id}: {report:#}");
     }
     let status: Value = reqwest::get(env.health_url("/status")).await?.json().await?;
     let hash = status["keyIDHash"].as_str().unwrap_or_default();
     assert!(!hash.is_empty());
     assert!(
-        check(&report, "provider.status")["message"]
+        report_check(&report, "provider.status")["message"]
             .as_str()
             .is_some_and(|m| m.starts_with(&format!("keyIDHash {hash}, generation "))),
         "{report:#}"
@@ -74,9 +55,9 @@ async fn node_checks_pass_against_a_serving_provider_and_name_each_break() -> an
 
     // A broken EncryptionConfiguration: the provider's name misspelt.
     write_ec("openbao-kms-typo")?;
-    let (code, report) = run_node(&args)?;
+    let (code, report) = run_preflight_node(&args)?;
     assert_eq!(code, 4);
-    let c = check(&report, "encryption_config.provider");
+    let c = report_check(&report, "encryption_config.provider");
     assert_eq!(c["status"], "fail");
     assert_eq!(
         c["message"],
@@ -93,15 +74,15 @@ async fn node_checks_pass_against_a_serving_provider_and_name_each_break() -> an
     let broken = yaml.replace(&format!("socketGroup: \"{gid}\""), &format!("socketGroup: \"{wrong}\""));
     assert_ne!(broken, yaml);
     env.write_config_text(&broken)?;
-    let (code, report) = run_node(&args)?;
+    let (code, report) = run_preflight_node(&args)?;
     assert_eq!(code, 4);
     let dir = env.socket_dir();
     assert_eq!(
-        check(&report, "socket.directory")["message"],
+        report_check(&report, "socket.directory")["message"],
         format!("{}: group {gid}, want the socket group {wrong}", dir.display())
     );
     assert_eq!(
-        check(&report, "socket.file")["message"],
+        report_check(&report, "socket.file")["message"],
         format!(
             "{}: group {gid}, want the socket group {wrong}",
             env.socket_path().display()

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bao_kms_system_tests::doctor::EXIT_DIAGNOSTIC;
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, report_check};
 use bao_kms_system_tests::provider::{dev_setup, provider_binary};
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision};
 use serde_json::Value;
@@ -28,13 +28,6 @@ fn probe(socket: &Path, extra: &[&str]) -> anyhow::Result<(i32, Value, Output)> 
     Ok((out.status.code().unwrap_or(-1), report, out))
 }
 
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["id"] == id))
-        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
-}
-
 #[tokio::test]
 async fn a_healthy_provider_passes_the_round_trip() -> anyhow::Result<()> {
     let (_bao, _p, env) = dev_setup().await?;
@@ -44,10 +37,10 @@ async fn a_healthy_provider_passes_the_round_trip() -> anyhow::Result<()> {
     let (code, report, _) = probe(env.socket_path(), &[])?;
     assert_eq!(code, 0, "{report:#}");
     for id in ["kms.socket", "kms.status", "kms.encrypt", "kms.decrypt", "kms.key_id"] {
-        assert_eq!(check(&report, id)["status"], "pass", "{id}: {report:#}");
+        assert_eq!(report_check(&report, id)["status"], "pass", "{id}: {report:#}");
     }
     assert!(
-        check(&report, "kms.key_id")["message"]
+        report_check(&report, "kms.key_id")["message"]
             .as_str()
             .unwrap_or_default()
             .contains(&key_id),
@@ -55,7 +48,7 @@ async fn a_healthy_provider_passes_the_round_trip() -> anyhow::Result<()> {
     );
     // Root connects whatever the socket's group and mode: said, not failed.
     if nix::unistd::geteuid().is_root() {
-        let caller = check(&report, "kms.caller");
+        let caller = report_check(&report, "kms.caller");
         assert_eq!(caller["status"], "warn", "{caller}");
         assert!(caller["message"].as_str().unwrap_or_default().contains("root"));
     }
@@ -64,7 +57,7 @@ async fn a_healthy_provider_passes_the_round_trip() -> anyhow::Result<()> {
     assert_eq!(code, 0, "{report:#}");
     let (code, report, _) = probe(env.socket_path(), &["--expected-key-id", "obk2.someone-else"])?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{report:#}");
-    assert_eq!(check(&report, "kms.key_id")["status"], "fail");
+    assert_eq!(report_check(&report, "kms.key_id")["status"], "fail");
 
     // The text form: the report name, then one line per check.
     let out = Command::new(provider_binary())
@@ -97,7 +90,7 @@ async fn anything_but_the_socket_itself_is_refused() -> anyhow::Result<()> {
     ] {
         let (code, report, _) = probe(path, &[])?;
         assert_eq!(code, EXIT_DIAGNOSTIC, "{report:#}");
-        let c = check(&report, "kms.socket");
+        let c = report_check(&report, "kms.socket");
         assert_eq!(c["status"], "fail");
         assert!(c["message"].as_str().unwrap_or_default().contains(needle), "{c}");
         // Nothing after a failed prerequisite.
@@ -123,7 +116,7 @@ async fn an_unhealthy_provider_fails_at_status() -> anyhow::Result<()> {
     .await?;
     let (code, report, _) = probe(env.socket_path(), &[])?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{report:#}");
-    let status = check(&report, "kms.status");
+    let status = report_check(&report, "kms.status");
     assert_eq!(status["status"], "fail", "{status}");
     assert!(
         status["message"].as_str().unwrap_or_default().contains("healthz"),

@@ -15,12 +15,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bao_kms_core::hash::h;
 use bao_kms_core::keyid::KeyId;
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, ProviderEnvBuilder, dev_setup_with, provider_binary};
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, wait};
 use serde_json::Value;
 use tonic::Code;
 
-const EXIT_DIAGNOSTIC: i32 = 4;
 const EXIT_USAGE: i32 = 2;
 /// Bound on a promotion once the rotation is in Transit (a few fast probes).
 const CHANGE_WITHIN: Duration = Duration::from_secs(15);
@@ -33,22 +33,18 @@ fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
 }
 
 /// Runs `bao-kms-provider <args> --output json --config <env>`.
-fn run(env: &ProviderEnv, args: &[&str]) -> anyhow::Result<(i32, Value)> {
-    let out = Command::new(provider_binary())
-        .args(args)
-        .args(["--output", "json", "--config"])
-        .arg(env.config_path())
-        .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
-        .output()?;
-    let code = out.status.code().unwrap_or(-1);
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "{args:?} exited {code} and printed no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    Ok((code, v))
+/// `<command> <selection> --apply --expected-state-hash <hash>`.
+fn apply(env: &ProviderEnv, command: &str, selection: &[&str], hash: &str) -> anyhow::Result<(i32, Value)> {
+    let args = [selection, &["--apply", "--expected-state-hash", hash]].concat();
+    run_json(env, command, &args, &[])
+}
+
+/// The `currentHash` of the state file.
+fn current_hash(env: &ProviderEnv) -> anyhow::Result<String> {
+    Ok(read_json(env.state_path())?["currentHash"]
+        .as_str()
+        .context("currentHash")?
+        .to_owned())
 }
 
 /// The registry files' bytes (state, checkpoint).
@@ -115,7 +111,7 @@ async fn retire_then_restore_version_1() -> anyhow::Result<()> {
     let state = read_json(env.state_path())?;
     let generation = state["generation"].as_u64().context("generation")?;
     let hash = state["currentHash"].as_str().context("currentHash")?.to_owned();
-    let (code, plan) = run(&env, &["retire-versions", "--before-version", "2"])?;
+    let (code, plan) = run_json(&env, "retire-versions", &["--before-version", "2"], &[])?;
     assert_eq!(code, 0, "{plan:#}");
     assert_eq!(plan["name"], "retire-versions");
     assert_eq!(plan["applied"], false);
@@ -152,17 +148,7 @@ async fn retire_then_restore_version_1() -> anyhow::Result<()> {
 
     // A wrong hash: refused, nothing written.
     let wrong = "krs1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let (code, r) = run(
-        &env,
-        &[
-            "retire-versions",
-            "--before-version",
-            "2",
-            "--apply",
-            "--expected-state-hash",
-            wrong,
-        ],
-    )?;
+    let (code, r) = apply(&env, "retire-versions", &["--before-version", "2"], wrong)?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{r:#}");
     assert_eq!(r["applied"], false);
     assert!(reasons(&r).contains("is not the current state hash"), "{r:#}");
@@ -171,17 +157,7 @@ async fn retire_then_restore_version_1() -> anyhow::Result<()> {
     // The provider running: the lock is held, nothing written.
     let mut provider = Provider::start(&env).await?;
     let running = files(&env)?;
-    let (code, r) = run(
-        &env,
-        &[
-            "retire-versions",
-            "--before-version",
-            "2",
-            "--apply",
-            "--expected-state-hash",
-            &hash,
-        ],
-    )?;
+    let (code, r) = apply(&env, "retire-versions", &["--before-version", "2"], &hash)?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{r:#}");
     assert_eq!(r["applied"], false);
     assert!(reasons(&r).contains("provider is running (lock held)"), "{r:#}");
@@ -190,17 +166,7 @@ async fn retire_then_restore_version_1() -> anyhow::Result<()> {
     assert_eq!(files(&env)?, before, "an unchanged key writes nothing");
 
     // The reviewed hash with the provider stopped: applied.
-    let (code, r) = run(
-        &env,
-        &[
-            "retire-versions",
-            "--before-version",
-            "2",
-            "--apply",
-            "--expected-state-hash",
-            &hash,
-        ],
-    )?;
+    let (code, r) = apply(&env, "retire-versions", &["--before-version", "2"], &hash)?;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["applied"], true);
     assert_eq!(r["removedVersions"], serde_json::json!([1]));
@@ -237,24 +203,14 @@ async fn retire_then_restore_version_1() -> anyhow::Result<()> {
 
     // Restore version 1: plan, then apply with the reviewed hash.
     let before = files(&env)?;
-    let (code, plan) = run(&env, &["restore-versions", "--versions", "1"])?;
+    let (code, plan) = run_json(&env, "restore-versions", &["--versions", "1"], &[])?;
     assert_eq!(code, 0, "{plan:#}");
     assert_eq!(plan["operation"], "restore");
     assert_eq!(plan["restoredVersions"], serde_json::json!([1]), "{plan:#}");
     assert_eq!(plan["removedVersions"], serde_json::json!([]), "{plan:#}");
     assert_eq!(plan["stateHash"], retired_hash.as_str());
     assert_eq!(files(&env)?, before);
-    let (code, r) = run(
-        &env,
-        &[
-            "restore-versions",
-            "--versions",
-            "1",
-            "--apply",
-            "--expected-state-hash",
-            &retired_hash,
-        ],
-    )?;
+    let (code, r) = apply(&env, "restore-versions", &["--versions", "1"], &retired_hash)?;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["applied"], true);
     let state = read_json(env.state_path())?;
@@ -269,14 +225,14 @@ async fn retire_then_restore_version_1() -> anyhow::Result<()> {
     kms.decrypt(&seed_v1).await?;
     kms.decrypt(&seed_v2).await?;
     // Restoring a version that is not removed is refused.
-    let (code, r) = run(&env, &["restore-versions", "--versions", "1"])?;
+    let (code, r) = run_json(&env, "restore-versions", &["--versions", "1"], &[])?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{r:#}");
     assert!(reasons(&r).contains("not removed"), "{r:#}");
     assert_eq!(provider.terminate().await?, 0);
     Ok(())
 }
 
-/// Like [`run`], for invocations that fail before printing a report.
+/// Like [`run_json`], for invocations that fail before printing a report.
 fn run_raw(env: &ProviderEnv, args: &[&str]) -> anyhow::Result<(i32, String)> {
     let out = Command::new(provider_binary())
         .args(args)
@@ -297,23 +253,10 @@ async fn refusals_leave_the_registry_unchanged() -> anyhow::Result<()> {
     rotate_and_promote(&bao, &p, &env, &provider, 2).await?;
     assert_eq!(provider.terminate().await?, 0);
     let before = files(&env)?;
-    let hash = read_json(env.state_path())?["currentHash"]
-        .as_str()
-        .context("currentHash")?
-        .to_owned();
+    let hash = current_hash(&env)?;
 
     for (n, why) in [("1", "greater than 1"), ("3", "above the active version 2")] {
-        let (code, r) = run(
-            &env,
-            &[
-                "retire-versions",
-                "--before-version",
-                n,
-                "--apply",
-                "--expected-state-hash",
-                &hash,
-            ],
-        )?;
+        let (code, r) = apply(&env, "retire-versions", &["--before-version", n], &hash)?;
         assert_eq!(code, EXIT_DIAGNOSTIC, "N={n}: {r:#}");
         assert_eq!(r["applied"], false);
         assert!(reasons(&r).contains(why), "N={n}: {r:#}");
@@ -339,21 +282,8 @@ async fn refusals_leave_the_registry_unchanged() -> anyhow::Result<()> {
     .await?;
     assert_eq!(provider.terminate().await?, 0);
     let before = files(&env)?;
-    let hash = read_json(env.state_path())?["currentHash"]
-        .as_str()
-        .context("currentHash")?
-        .to_owned();
-    let (code, r) = run(
-        &env,
-        &[
-            "retire-versions",
-            "--before-version",
-            "2",
-            "--apply",
-            "--expected-state-hash",
-            &hash,
-        ],
-    )?;
+    let hash = current_hash(&env)?;
+    let (code, r) = apply(&env, "retire-versions", &["--before-version", "2"], &hash)?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{r:#}");
     assert!(reasons(&r).contains("rotation is pending (version 3"), "{r:#}");
     assert_eq!(files(&env)?, before);

@@ -4,31 +4,13 @@
 //! limited confidence; a rotated key without a registry is refused with the
 //! auto-bootstrap denial.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bao_kms_core::hash::h;
 use bao_kms_core::keyid::KeyId;
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, dev_setup_with, provider_binary};
-use bao_kms_system_tests::{Provider, ProviderEnv, wait};
-use serde_json::Value;
-
-const EXIT_DIAGNOSTIC: i32 = 4;
-
-fn report(env: &ProviderEnv, command: &str) -> anyhow::Result<(i32, Value)> {
-    let out = Command::new(provider_binary())
-        .args([command, "--output", "json", "--config"])
-        .arg(env.config_path())
-        .env(ALLOWED_SOCKET_DIR_ENV, env.socket_dir())
-        .output()?;
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "{command} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
-    Ok((out.status.code().unwrap_or(-1), v))
-}
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
+use bao_kms_system_tests::provider::{dev_setup, dev_setup_with};
+use bao_kms_system_tests::{Provider, wait};
 
 #[tokio::test]
 async fn pending_rotation_is_reported_with_limited_confidence() -> anyhow::Result<()> {
@@ -45,7 +27,7 @@ async fn pending_rotation_is_reported_with_limited_confidence() -> anyhow::Resul
     })
     .await?;
 
-    let (code, plan) = report(&env, "rotation-plan")?;
+    let (code, plan) = run_json(&env, "rotation-plan", &[], &[])?;
     assert_eq!(code, 0, "{plan:#}");
     assert_eq!(plan["rotationState"], "pending", "{plan:#}");
     assert_eq!(plan["activeTransitVersion"], 1);
@@ -57,7 +39,7 @@ async fn pending_rotation_is_reported_with_limited_confidence() -> anyhow::Resul
     assert_eq!(plan["pendingKeyIdHash"], h(v2.as_str()), "{plan:#}");
     assert!(plan.get("confidence").is_none());
 
-    let (code, verify) = report(&env, "verify-rotation")?;
+    let (code, verify) = run_json(&env, "verify-rotation", &[], &[])?;
     assert_eq!(code, 0, "{verify:#}");
     assert_eq!(verify["confidence"], "limited");
     let limits = verify["limitations"].to_string();
@@ -72,7 +54,7 @@ async fn pending_rotation_is_reported_with_limited_confidence() -> anyhow::Resul
 async fn rotated_key_without_registry_is_refused_with_the_reason() -> anyhow::Result<()> {
     let (bao, p, env) = dev_setup().await?;
     bao.rotate_key(&p)?;
-    let (code, plan) = report(&env, "rotation-plan")?;
+    let (code, plan) = run_json(&env, "rotation-plan", &[], &[])?;
     assert_eq!(code, EXIT_DIAGNOSTIC, "{plan:#}");
     assert_eq!(plan["stateLoaded"], false);
     assert_eq!(plan["stateCheckpointStatus"], "absent");

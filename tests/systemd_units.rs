@@ -18,9 +18,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use bao_kms_system_tests::doctor::report_check;
+use bao_kms_system_tests::process::KillOnDrop;
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup, provider_binary, workspace_root};
 use bao_kms_system_tests::wait;
 use tempfile::TempDir;
@@ -328,15 +330,6 @@ fn place(path: &Path, contents: &[u8], mode: u32, uid: u32, gid: u32) {
     chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn provider_serves_as_the_unit_identity_and_the_socket_group_reaches_only_the_socket() -> anyhow::Result<()> {
     assert!(
@@ -401,7 +394,7 @@ async fn provider_serves_as_the_unit_identity_and_the_socket_group_reaches_only_
         .stdout(Stdio::null())
         .stderr(fs::File::create(&logs)?)
         .spawn()?;
-    let mut provider = Killed(child);
+    let mut provider = KillOnDrop(child);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let ready = env.health_url("/ready");
     wait::until(Duration::from_secs(30), "the provider's /ready", || {
@@ -497,10 +490,7 @@ async fn provider_serves_as_the_unit_identity_and_the_socket_group_reaches_only_
         "socket.file",
         "provider.ready",
     ] {
-        let check = report["checks"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["id"] == id))
-            .unwrap_or_else(|| panic!("no {id} in {report}"));
+        let check = report_check(&report, id);
         assert_eq!(check["status"], "pass", "{check}");
     }
     Ok(())

@@ -11,12 +11,15 @@ use std::time::Instant;
 use anyhow::{Context as _, ensure};
 use tempfile::TempDir;
 
+use crate::process::{KillOnDrop, run_checked};
+
 /// A throw-away containerd: its own socket, root, state and plugin
 /// directories in a temp dir, the `native` snapshotter, no CRI. Killed on
 /// drop.
 pub struct Containerd {
+    // Declared first: killed before its directory is removed.
+    child: KillOnDrop,
     dir: TempDir,
-    child: std::process::Child,
     socket: PathBuf,
 }
 
@@ -57,10 +60,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .stderr(fs::File::create(d.join("containerd.err"))?)
             .spawn()
             .context("starting containerd (Debian package containerd; `make deps`)")?;
-        let mut containerd = Self { dir, child, socket };
+        let mut containerd = Self {
+            child: KillOnDrop(child),
+            dir,
+            socket,
+        };
         let deadline = Instant::now() + Self::START_TIMEOUT;
         loop {
-            if let Some(status) = containerd.child.try_wait()? {
+            if let Some(status) = containerd.child.0.try_wait()? {
                 anyhow::bail!("containerd exited ({status}): {}", containerd.log());
             }
             if containerd.ctr(&["version"]).is_ok() {
@@ -82,16 +89,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 
     /// `ctr -a <socket> <args>`; stdout.
     pub fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("-a").arg(&self.socket).args(args);
-        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-        ensure!(
-            out.status.success(),
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_checked(Command::new("ctr").arg("-a").arg(&self.socket).args(args))?;
         Ok(String::from_utf8(out.stdout)?)
     }
 
@@ -112,13 +110,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     /// The daemon's temp directory (container output files live here).
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

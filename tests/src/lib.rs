@@ -16,6 +16,7 @@
 //!   the same per-call deadline and the same checks of every response.
 //! - [`metrics`]: reading samples out of Prometheus text.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
+//! - [`process`]: kill-on-drop child processes and checked commands.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
 //!
@@ -28,6 +29,7 @@ pub mod kms_client;
 pub mod metrics;
 pub mod net;
 pub mod openbao;
+pub mod process;
 pub mod prometheus;
 pub mod provider;
 pub mod wait;

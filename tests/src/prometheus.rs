@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::net::free_port;
+use crate::process::KillOnDrop;
 use crate::wait;
 
 /// The `openbao_kms_*` identifiers in a PromQL expression.
@@ -53,7 +54,8 @@ pub fn exported(name: &str, families: &BTreeMap<String, String>) -> bool {
 /// A real Prometheus server scraping one target every second as job
 /// `kms`, evaluating `rules` (if any) every second; killed on drop.
 pub struct Prometheus {
-    child: Child,
+    // Declared first: killed before its directory is removed.
+    _child: KillOnDrop,
     url: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -83,7 +85,7 @@ impl Prometheus {
             .spawn()
             .map_err(|e| anyhow::anyhow!("prometheus: {e}; run `make deps` (Debian package prometheus)"))?;
         let prometheus = Self {
-            child,
+            _child: KillOnDrop(child),
             url: format!("http://{listen}"),
             http: reqwest::Client::new(),
             _dir: dir,
@@ -150,13 +152,6 @@ impl Prometheus {
                 )
             })
             .collect())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -436,6 +436,11 @@ logging:
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.metrics_address)
     }
+
+    /// `server.metricsAddress` (`host:port`), as a scrape target.
+    pub fn metrics_address(&self) -> &str {
+        &self.metrics_address
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
