@@ -122,12 +122,8 @@ enum Command {
         /// Retire every retained version below this one (greater than 1, at most the active version).
         #[arg(long)]
         before_version: u64,
-        /// Write the plan; the provider must be stopped.
-        #[arg(long, requires = "expected_state_hash")]
-        apply: bool,
-        /// The stateHash of the reviewed plan; --apply refuses any other state.
-        #[arg(long, requires = "apply")]
-        expected_state_hash: Option<String>,
+        #[command(flatten)]
+        apply: ApplyArgs,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -139,12 +135,8 @@ enum Command {
         /// Removed versions to restore, comma-separated (e.g. 1,2).
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         versions: Vec<u64>,
-        /// Write the plan; the provider must be stopped.
-        #[arg(long, requires = "expected_state_hash")]
-        apply: bool,
-        /// The stateHash of the reviewed plan; --apply refuses any other state.
-        #[arg(long, requires = "apply")]
-        expected_state_hash: Option<String>,
+        #[command(flatten)]
+        apply: ApplyArgs,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -338,6 +330,18 @@ fn benchmark(
     emit_fields(&report, output)
 }
 
+/// `--apply` with the reviewed state hash, shared by `retire-versions` and
+/// `restore-versions`; each flag requires the other.
+#[derive(clap::Args)]
+struct ApplyArgs {
+    /// Write the plan; the provider must be stopped.
+    #[arg(long, requires = "expected_state_hash")]
+    apply: bool,
+    /// The stateHash of the reviewed plan; --apply refuses any other state.
+    #[arg(long, requires = "apply")]
+    expected_state_hash: Option<String>,
+}
+
 /// `retire-versions` and `restore-versions`: plan, or apply with the reviewed hash.
 fn versions_command(
     config: Option<PathBuf>,
@@ -426,8 +430,9 @@ fn main() -> ExitCode {
         Command::RetireVersions {
             config,
             before_version,
-            apply: _,
-            expected_state_hash,
+            apply: ApplyArgs {
+                expected_state_hash, ..
+            },
             output,
         } => versions_command(
             config,
@@ -438,8 +443,9 @@ fn main() -> ExitCode {
         Command::RestoreVersions {
             config,
             versions,
-            apply: _,
-            expected_state_hash,
+            apply: ApplyArgs {
+                expected_state_hash, ..
+            },
             output,
         } => versions_command(
             config,
