@@ -165,11 +165,7 @@ pub async fn transit(cfg: &Config, iterations: usize, concurrency: usize) -> Out
         }
         Err(e) => return fail(e),
     };
-    let metrics = Arc::new(Metrics::new(
-        crate::serve::build_info(),
-        cfg.auth.method.name(),
-        cfg.auth.method.certificate_source(),
-    ));
+    let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let bao = match OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()) {
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),

@@ -99,11 +99,7 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         check_encryption_config(&mut r, &cfg, path);
     }
 
-    let metrics = Arc::new(Metrics::new(
-        crate::serve::build_info(),
-        cfg.auth.method.name(),
-        cfg.auth.method.certificate_source(),
-    ));
+    let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let settings = ClientSettings::from_config(&cfg);
     let bao = match OpenBao::new(settings, metrics.clone()) {
         Ok(b) => b,

@@ -111,6 +111,11 @@ pub const KMS_METHODS: [&str; 3] = ["status", "encrypt", "decrypt"];
 pub const ROTATION_STATES: [&str; 3] = ["active", "pending", "unknown"];
 
 impl Metrics {
+    /// This build's metrics for the configured auth method.
+    pub fn for_auth(method: &bao_kms_core::config::AuthMethod) -> Self {
+        Self::new(crate::serve::build_info(), method.name(), method.certificate_source())
+    }
+
     /// `auth_method` is the `auth.method` value, `certificate_source` the
     /// client certificate's source (`pkcs11`, `file`, or `none`).
     pub fn new(build: BuildInfo, auth_method: &'static str, certificate_source: &'static str) -> Self {

@@ -37,11 +37,7 @@ pub type Plan = crate::report::FieldReport;
 
 /// Logs in and reads the configured key's Transit metadata (errors redacted).
 pub(crate) async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
-    let metrics = Arc::new(Metrics::new(
-        crate::serve::build_info(),
-        cfg.auth.method.name(),
-        cfg.auth.method.certificate_source(),
-    ));
+    let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let bao = OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()).map_err(|e| e.to_string())?;
     let token = Auth::new(&cfg.auth.method, bao.clone(), metrics)
         .map_err(|e| e.to_string())?

@@ -61,11 +61,7 @@ async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, mut
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let cfg = Arc::new(cfg);
     tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
-    let metrics = Arc::new(Metrics::new(
-        build_info(),
-        cfg.auth.method.name(),
-        cfg.auth.method.certificate_source(),
-    ));
+    let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let gid = socket::resolve_group(&cfg.server.socket_group).map_err(|e| StartupError::Config(e.to_string()))?;
     // Fail on a bad socket directory before the registry is touched.
     if let Some(dir) = cfg.server.socket_path.parent() {
