@@ -434,11 +434,7 @@ pub struct ManifestFacts {
     pub digest: Option<String>,
 }
 
-/// `sha256:<64 lowercase hex>`.
-pub fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
+pub use bao_kms_core::init::is_digest;
 
 /// The digest an image reference is pinned by (`repo@sha256:...`).
 pub fn image_digest(image: &str) -> Option<&str> {

@@ -195,8 +195,8 @@ pub struct Rendered {
     pub policy_name: String,
 }
 
-/// `sha256:` and 64 lowercase hex digits.
-fn is_digest(s: &str) -> bool {
+/// `sha256:` and 64 lowercase hex digits: an image digest.
+pub fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
