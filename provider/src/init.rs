@@ -132,11 +132,7 @@ pub fn run(args: InitArgs) -> u8 {
         Err(InitError::Values(problems)) => {
             eprintln!("init: the values file {} is invalid:", args.values.display());
             for p in problems {
-                if p.path.is_empty() {
-                    eprintln!("{}", p.message);
-                } else {
-                    eprintln!("{}: {}", p.path, p.message);
-                }
+                eprintln!("{p}");
             }
             return EXIT_VALUES;
         }

@@ -159,18 +159,7 @@ pub fn config_validate(text: Result<&str, &str>, ctx: &ValidationContext) -> (Ch
             (Check::pass(i, t, msg), Some(cfg))
         }
         Err(errors) => {
-            let msg = errors
-                .0
-                .iter()
-                .map(|e| {
-                    if e.path.is_empty() {
-                        e.message.clone()
-                    } else {
-                        format!("{}: {}", e.path, e.message)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            let msg = errors.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             (
                 Check::fail(
                     i,

@@ -39,6 +39,17 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// `path: message`, or the message alone for a problem of the whole file.
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 /// Every problem found in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -1530,6 +1541,20 @@ fn listeners_clash(a: &str, b: &str) -> bool {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_problem_reads_path_then_message_and_a_file_problem_the_message_alone() {
+        let field = ConfigError {
+            path: "server.socketPath".into(),
+            message: "must be absolute".into(),
+        };
+        let file = ConfigError {
+            path: String::new(),
+            message: "not YAML".into(),
+        };
+        assert_eq!(field.to_string(), "server.socketPath: must be absolute");
+        assert_eq!(file.to_string(), "not YAML");
+    }
 
     /// The sample configuration, restricted to the jwt method.
     pub const FULL: &str = r#"

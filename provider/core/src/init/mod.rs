@@ -159,17 +159,7 @@ pub enum InitError {
 }
 
 fn lines(problems: &[ConfigError]) -> String {
-    problems
-        .iter()
-        .map(|p| {
-            if p.path.is_empty() {
-                p.message.clone()
-            } else {
-                format!("{}: {}", p.path, p.message)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 fn problem(path: &str, message: impl Into<String>) -> ConfigError {
