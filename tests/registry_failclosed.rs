@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bao_kms_core::hash::h;
-use bao_kms_system_tests::provider::dev_setup;
+use bao_kms_system_tests::provider::{dev_setup, read_json};
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision};
 use serde_json::Value;
 
@@ -29,10 +29,6 @@ async fn run_once(env: &ProviderEnv) -> anyhow::Result<()> {
 /// Starts `serve`, which must exit without ever creating its socket.
 async fn refused_start(env: &ProviderEnv) -> anyhow::Result<(i32, String)> {
     Provider::spawn(env)?.wait_exit_without_socket(EXIT_TIMEOUT).await
-}
-
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    Ok(serde_json::from_slice(&fs::read(path)?)?)
 }
 
 fn write_json(path: &Path, doc: &Value) -> anyhow::Result<()> {

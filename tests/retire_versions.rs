@@ -8,7 +8,6 @@
 //! active version, a pending rotation.
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +15,9 @@ use anyhow::Context as _;
 use bao_kms_core::hash::h;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, ProviderEnvBuilder, dev_setup_with, provider_binary};
+use bao_kms_system_tests::provider::{
+    ALLOWED_SOCKET_DIR_ENV, ProviderEnvBuilder, dev_setup_with, provider_binary, read_json, registry_record,
+};
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, wait};
 use serde_json::Value;
 use tonic::Code;
@@ -52,17 +53,8 @@ fn files(env: &ProviderEnv) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     Ok((fs::read(env.state_path())?, fs::read(env.checkpoint_path())?))
 }
 
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    serde_json::from_slice(&fs::read(path)?).with_context(|| path.display().to_string())
-}
-
 fn record_state(state: &Value, version: u64) -> Option<String> {
-    state["snapshots"]
-        .as_array()?
-        .iter()
-        .find(|r| r["transitVersion"] == version)
-        .and_then(|r| r["state"].as_str())
-        .map(str::to_owned)
+    registry_record(state, version)?["state"].as_str().map(str::to_owned)
 }
 
 fn reasons(report: &Value) -> String {

@@ -12,7 +12,6 @@
 //! state file with a deadline.
 
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, ensure};
 use bao_kms_core::hash::h;
 use bao_kms_core::keyid::KeyId;
-use bao_kms_system_tests::provider::{ProviderEnvBuilder, dev_setup_with};
+use bao_kms_system_tests::provider::{ProviderEnvBuilder, dev_setup_with, read_json, registry_record};
 use bao_kms_system_tests::{
     EncryptedSeed, KmsClient, OpenBao, Provider, ProviderEnv, Provisioned, counter, metric, provision, wait,
 };
@@ -61,19 +60,6 @@ async fn wait_key_id(provider: &Provider, key_id: &str) -> anyhow::Result<Value>
         s["keyID"] == key_id && s["healthy"] == true
     })
     .await
-}
-
-fn read_json(path: &Path) -> anyhow::Result<Value> {
-    serde_json::from_slice(&fs::read(path)?).with_context(|| path.display().to_string())
-}
-
-/// The state file's record of Transit `version`, if any.
-fn record(state: &Value, version: u64) -> Option<Value> {
-    state["snapshots"]
-        .as_array()?
-        .iter()
-        .find(|r| r["transitVersion"] == version)
-        .cloned()
 }
 
 fn reason_codes(doc: &Value) -> Vec<String> {
@@ -211,14 +197,14 @@ async fn rotation_is_promoted_after_stable_observations_and_the_activation_delay
     // Stable after three observations, durably.
     let state = wait::until(CHANGE_WITHIN, "stableAtUnix for version 2", || async {
         let state = read_json(env.state_path()).map_err(|e| format!("{e:#}"))?;
-        match record(&state, 2) {
+        match registry_record(&state, 2) {
             Some(r) if r["stableAtUnix"].as_i64().unwrap_or(0) > 0 => Ok(state),
             other => Err(format!("{other:?}")),
         }
     })
     .await?;
     let seen_stable = Instant::now();
-    let v2 = record(&state, 2).context("version 2 record")?;
+    let v2 = registry_record(&state, 2).context("version 2 record")?;
     assert_eq!(v2["state"], "pending", "{v2}");
     assert_eq!(v2["stableObservationCount"], 3, "{v2}");
     assert_eq!(state["activeKeyId"], k1.as_str());
@@ -250,9 +236,9 @@ async fn rotation_is_promoted_after_stable_observations_and_the_activation_delay
     let state = assert_checkpoint_matches(&env)?;
     assert_eq!(state["generation"], 5);
     assert_eq!(state["activeKeyId"], k2.as_str());
-    let v1 = record(&state, 1).context("version 1 record")?;
+    let v1 = registry_record(&state, 1).context("version 1 record")?;
     assert_eq!(v1["state"], "retired", "{v1}");
-    let v2 = record(&state, 2).context("version 2 record")?;
+    let v2 = registry_record(&state, 2).context("version 2 record")?;
     assert_eq!(v2["state"], "active", "{v2}");
     assert!(v2["promotedAtUnix"].as_i64().unwrap_or(0) >= v2["stableAtUnix"].as_i64().unwrap_or(i64::MAX));
 
@@ -324,7 +310,7 @@ async fn back_to_back_rotations_retain_the_skipped_version_a_peer_encrypted_with
     assert_eq!(status["keyID"], seed_v1.key_id.as_str(), "/status: {status}");
     assert_eq!(status["rotationState"], "pending", "/status: {status}");
     let state = assert_checkpoint_matches(&node_a)?;
-    let v2 = record(&state, 2).context("skipped version 2 is not retained")?;
+    let v2 = registry_record(&state, 2).context("skipped version 2 is not retained")?;
     assert_eq!(v2["state"], "retired", "{v2}");
     assert_eq!(v2["kubernetesKeyId"], k2.as_str(), "{v2}");
     assert_eq!(
@@ -336,7 +322,7 @@ async fn back_to_back_rotations_retain_the_skipped_version_a_peer_encrypted_with
         v2.get("stableObservationCount").is_none(),
         "a skipped version is never counted: {v2}"
     );
-    assert_eq!(record(&state, 3).context("version 3")?["state"], "pending");
+    assert_eq!(registry_record(&state, 3).context("version 3")?["state"], "pending");
 
     // The peer's v2 data decrypts on A, before and after A promotes v3.
     let kms = a.client().await?;
@@ -344,8 +330,8 @@ async fn back_to_back_rotations_retain_the_skipped_version_a_peer_encrypted_with
     kms.decrypt(&seed_v1).await?;
     wait_key_id(&a, &k3).await?;
     let state = assert_checkpoint_matches(&node_a)?;
-    assert_eq!(record(&state, 2).context("version 2")?["state"], "retired");
-    assert_eq!(record(&state, 1).context("version 1")?["state"], "retired");
+    assert_eq!(registry_record(&state, 2).context("version 2")?["state"], "retired");
+    assert_eq!(registry_record(&state, 1).context("version 1")?["state"], "retired");
     kms.decrypt(&seed_v2).await?;
     kms.decrypt(&seed_v1).await?;
     let seed_v3 = kms.prime().await?;
@@ -503,7 +489,7 @@ async fn save_failures_defer_observations_and_stop_encrypt_on_promotion() -> any
     fs::remove_dir(&blocker)?;
     wait::until(CHANGE_WITHIN, "stable version 2 on disk", || async {
         let state = read_json(env.state_path()).map_err(|e| format!("{e:#}"))?;
-        match record(&state, 2) {
+        match registry_record(&state, 2) {
             Some(r) if r["stableAtUnix"].as_i64().unwrap_or(0) > 0 => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -642,7 +628,7 @@ async fn an_unknown_key_id_of_a_newer_version_is_discovered_once_per_probe_inter
     assert_ne!(status["keyID"], k2.as_str(), "never promoted: {status}");
     assert_eq!(status["pendingVersion"], 2, "/status: {status}");
     let state = assert_checkpoint_matches(&node_a)?;
-    let v2 = record(&state, 2).context("discovered version 2 is not saved")?;
+    let v2 = registry_record(&state, 2).context("discovered version 2 is not saved")?;
     assert_eq!(v2["state"], "pending", "{v2}");
     assert!(
         v2.get("stableObservationCount").is_none(),

@@ -494,6 +494,21 @@ pub fn provider_binary() -> PathBuf {
     path
 }
 
+/// A JSON file of the provider (registry state, checkpoint, pins); errors
+/// name the file.
+pub fn read_json(path: &Path) -> anyhow::Result<Value> {
+    serde_json::from_slice(&fs::read(path)?).with_context(|| path.display().to_string())
+}
+
+/// The registry state's record of Transit `version`, if any.
+pub fn registry_record(state: &Value, version: u64) -> Option<Value> {
+    state["snapshots"]
+        .as_array()?
+        .iter()
+        .find(|r| r["transitVersion"] == version)
+        .cloned()
+}
+
 /// The `bao-kms-preflight` binary built beside the provider.
 pub fn preflight_binary() -> PathBuf {
     let bin = provider_binary().with_file_name("bao-kms-preflight");
