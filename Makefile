@@ -19,9 +19,9 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps build fmt-check clippy check-core-deps test demo demo-rotate demo-stop bench image
+.PHONY: deps build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus demo demo-rotate demo-stop bench image
 
-# The image archive `make image` writes; tests/image.rs reads it.
+# The image archive `make image` writes; tests/system/slow/image.rs reads it.
 ifndef BAO_KMS_IMAGE_ARCHIVE
 BAO_KMS_IMAGE_ARCHIVE := $(shell python3 images/build-image.py --print-archive-path)
 endif
@@ -94,8 +94,28 @@ image:
 	$(CARGO) build --locked --release --bins
 	python3 images/build-image.py
 
-test: deps fmt-check clippy check-core-deps build image
-	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked --workspace
+test: deps fmt-check clippy check-core-deps build image test-unit test-system test-image test-containerd test-prometheus
+
+## test-unit: every crate's own tests (core rules, provider and preflight
+## component tests, the preflight binary against a fake Kubernetes API).
+test-unit:
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked --workspace --exclude bao-kms-system-tests
+	$(CARGO) test --locked -p bao-kms-system-tests --lib
+
+## test-system: the system tests (tests/system/) without the slow tiers.
+test-system: build
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- --skip slow::
+
+## test-image, test-containerd, test-prometheus: the slow tiers, one each
+## (the OCI image archive; a throw-away containerd; a real Prometheus).
+test-image: build image
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::image::
+
+test-containerd: build image
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::containerd::
+
+test-prometheus: build
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::prometheus::
 
 demo: deps
 	scripts/demo.sh

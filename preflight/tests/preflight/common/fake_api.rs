@@ -3,7 +3,7 @@
 //! PUT of `coordination.k8s.io/v1` Leases with resourceVersion conflicts.
 //! It records every request and writes a kubeconfig pointing at itself.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! directory, EncryptionConfiguration, static pod manifest) and a fake
 //! provider health listener serving `/ready` and `/status` on loopback.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -4,8 +4,6 @@
 //! k8s-openapi types: it deserializes, and serializing it back gives the
 //! same document (so no field is misspelt or misplaced).
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;

@@ -4,16 +4,12 @@
 //! missing the image, a rotation half-way and done; table and JSON output
 //! and exit codes.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::fake_api::FakeApi;
+use crate::common::*;
 use bao_kms_preflight::lease::{CheckResult, NodeSummary, lease_name, timestamp_from_unix, to_lease};
 use bao_kms_preflight::report::CheckStatus;
-use common::fake_api::FakeApi;
-use common::*;
 use serde_json::Value;
 
 const NS: &str = "kube-system";

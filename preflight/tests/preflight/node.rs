@@ -1,14 +1,10 @@
 //! `bao-kms-preflight node` on fixture trees: the good tree passes; each
 //! kind of broken file, mode, group or manifest fails with its exact finding.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn node(tree: &NodeTree) -> (i32, Value) {

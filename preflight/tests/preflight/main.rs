@@ -1,0 +1,10 @@
+//! `bao-kms-preflight` tests in one binary: the node checks on real files,
+//! the agent and the cluster check against a fake Kubernetes API server
+//! (`common::fake_api`), and the Helm chart rendered by Helm's own engine.
+
+#![allow(clippy::unwrap_used)]
+
+mod chart;
+mod cluster;
+mod common;
+mod node;
