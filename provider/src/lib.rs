@@ -7,11 +7,13 @@
 //! [`auth`] (token lifecycle). [`state`] persists the registry;
 //! [`health`] and [`metrics`] serve `/live`, `/ready`, `/status`, `/metrics`;
 //! [`serve`] wires it together and handles shutdown. [`probe_cmd`] is the
-//! client side used by `bao-kms-provider probe`.
+//! client side used by `bao-kms-provider probe`; [`cli`] is the command
+//! line `main` parses (and the man pages are generated from).
 
 pub mod auth;
 pub mod benchmark;
 pub mod certauth;
+pub mod cli;
 pub mod config_file;
 pub mod doctor;
 pub mod engine;

@@ -1,0 +1,197 @@
+//! The command line of `bao-kms-provider`: every subcommand, flag and
+//! value type as clap definitions. `main` parses with [`Cli`]; the man
+//! pages and shell completions are generated from the same definitions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "bao-kms-provider", version = crate::VERSION, about = "Kubernetes KMS v2 plugin for OpenBao Transit")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogLevelArg {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the KMS v2 API on the configured Unix socket.
+    Serve {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides logging.level.
+        #[arg(long, value_enum)]
+        log_level: Option<LogLevelArg>,
+        /// Overrides server.metricsAddress.
+        #[arg(long)]
+        metrics_address: Option<String>,
+        /// Overrides server.healthAddress.
+        #[arg(long)]
+        health_address: Option<String>,
+    },
+    /// Status -> Encrypt -> Decrypt round trip through a running provider's socket.
+    Probe {
+        #[arg(long, default_value = crate::probe_cmd::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Deadline of each call, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Fail unless Status reports this key_id.
+        #[arg(long)]
+        expected_key_id: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Check configuration, socket, auth, OpenBao, Transit key and registry, one line each.
+    Doctor {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also check kube-apiserver's --encryption-provider-config file against this configuration.
+        #[arg(long)]
+        encryption_config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print the resolved configuration and identity fingerprint, or `config schema`.
+    Config {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        what: Option<ConfigWhat>,
+    },
+    /// Key-only checks: Transit key, profile, version restrictions, registry, key_id.
+    VerifyKey {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Rotation state, candidate, observations and what promotion waits for (read-only).
+    RotationPlan {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The local registry against Transit, with an explicit limited-confidence statement.
+    VerifyRotation {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Plan (or --apply) removing Transit versions below N from this node's local decryption.
+    RetireVersions {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Retire every retained version below this one (greater than 1, at most the active version).
+        #[arg(long)]
+        before_version: u64,
+        #[command(flatten)]
+        apply: ApplyArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Plan (or --apply) making removed versions decryptable again on this node.
+    RestoreVersions {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Removed versions to restore, comma-separated (e.g. 1,2).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        versions: Vec<u64>,
+        #[command(flatten)]
+        apply: ApplyArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Write the install files (config, EncryptionConfigurations, OpenBao setup, node setup) from a values file.
+    Init(crate::init::InitArgs),
+    /// Print the least-privilege policy for this configuration.
+    Policy {
+        #[command(subcommand)]
+        target: PolicyTarget,
+    },
+    /// Encrypt/Decrypt latency with random non-secret data: against Transit
+    /// with this configuration, or through a running provider's socket.
+    Benchmark {
+        /// Configuration file (Transit mode) [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// Benchmark through this KMS socket instead (what kube-apiserver sees).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Encrypt+Decrypt round trips.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        iterations: u32,
+        /// Round trips in flight at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        concurrency: u32,
+        /// Connect timeout for --socket.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print version, commit, build date and dirty flag.
+    Version,
+    /// Print shell completion.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyTarget {
+    /// The OpenBao policy (HCL) the provider's token needs, and nothing more.
+    Openbao {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Include `auth/token/renew-self` (token renewal).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        include_token_renewal: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigWhat {
+    /// Print the configuration JSON Schema.
+    Schema,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    bao_kms_core::config::validate::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// `--apply` with the reviewed state hash, shared by `retire-versions` and
+/// `restore-versions`; each flag requires the other.
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// Write the plan; the provider must be stopped.
+    #[arg(long, requires = "expected_state_hash")]
+    pub apply: bool,
+    /// The stateHash of the reviewed plan; --apply refuses any other state.
+    #[arg(long, requires = "apply")]
+    pub expected_state_hash: Option<String>,
+}
