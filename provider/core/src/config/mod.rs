@@ -6,7 +6,16 @@
 //! path-qualified) -> [`Config`]. File-system checks that need I/O (the config
 //! file's own mode, the CA file) live in the provider crate; rules that only
 //! need values live here.
+//!
+//! Layout: this file holds the validated types; [`schema`] the published
+//! JSON Schema; [`raw`] the serde view of the file; [`validate`] the
+//! validation pass, one module per section; beside them the problem type
+//! (`error`), the environment and flag overrides (`overrides`) and Go-style
+//! durations (`duration`), whose items are re-exported here.
 
+mod duration;
+mod error;
+mod overrides;
 pub mod raw;
 pub mod schema;
 pub mod validate;
@@ -16,10 +25,10 @@ use std::time::Duration;
 
 use crate::identity::IdentityScope;
 
-pub use validate::{
-    ConfigError, ConfigErrors, Override, Overrides, ValidationContext, format_duration, parse_duration, parse_yaml,
-    parse_yaml_with,
-};
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors};
+pub use overrides::{Override, Overrides, ValidationContext};
+pub use validate::{parse_yaml, parse_yaml_with};
 
 /// Default path of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/openbao-kms/config.yaml";

@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::validate::format_duration;
+use super::duration::format_duration;
 use super::{AuthMethod, CertSource, Config, LogFormat, LogLevel, SocketGroup};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -437,5 +437,31 @@ impl RawConfig {
                 debug_correlation: None,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml;
+    use crate::config::validate::tests::{FULL, PKCS11, cert_doc, with};
+
+    /// The resolved form printed by `config` parses back to the same config.
+    #[test]
+    fn resolved_round_trip() {
+        for text in [
+            FULL.to_owned(),
+            cert_doc("pkcs11", PKCS11),
+            with(FULL, "server.socketGroup", "\"1234\""),
+        ] {
+            let c = parse_yaml(&text).unwrap();
+            let raw = RawConfig::from_config(&c);
+            let out = serde_yaml_ng::to_string(&raw).unwrap();
+            assert_eq!(parse_yaml(&out).unwrap(), c, "{out}");
+        }
+        let c = parse_yaml(&with(FULL, "server.metricsAddress", "\"\"")).unwrap();
+        let out = serde_yaml_ng::to_string(&RawConfig::from_config(&c)).unwrap();
+        assert_eq!(parse_yaml(&out).unwrap().server.metrics_address, None);
     }
 }

@@ -1,0 +1,223 @@
+//! The sections with a default for every field, which tune how the provider
+//! runs: `bootstrap`, `status`, `state`, `rotation` and `logging`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::syntax::{absolute_path_problem, label_problem};
+use super::validator::Validator;
+use crate::config::duration::format_duration;
+use crate::config::raw::{RawBootstrap, RawLogging, RawRotation, RawState, RawStatus};
+use crate::config::{BootstrapConfig, LogFormat, LogLevel, LoggingConfig, RotationConfig, StateConfig, StatusConfig};
+
+impl Validator<'_> {
+    pub(super) fn bootstrap(&mut self, r: &RawBootstrap) -> Option<BootstrapConfig> {
+        let grace = self.duration(
+            "bootstrap.graceTimeout",
+            &r.grace_timeout,
+            Duration::from_secs(60),
+            true,
+        );
+        let retry = self.duration(
+            "bootstrap.retryInterval",
+            &r.retry_interval,
+            Duration::from_secs(5),
+            false,
+        );
+        Some(BootstrapConfig {
+            grace_timeout: grace?,
+            retry_interval: retry?,
+        })
+    }
+
+    pub(super) fn status(&mut self, r: &RawStatus) -> Option<StatusConfig> {
+        let probe = self.duration(
+            "status.probeInterval",
+            &r.probe_interval,
+            Duration::from_secs(30),
+            false,
+        );
+        let deep = self.duration(
+            "status.deepProbeInterval",
+            &r.deep_probe_interval,
+            Duration::from_secs(300),
+            false,
+        );
+        let stale = self.duration(
+            "status.statusMaxStaleness",
+            &r.status_max_staleness,
+            Duration::from_secs(120),
+            false,
+        );
+        if let (Some(p), Some(s)) = (probe, stale)
+            && p >= s
+        {
+            self.err(
+                "status.probeInterval",
+                format!("must be less than status.statusMaxStaleness ({})", format_duration(s)),
+            );
+        }
+        Some(StatusConfig {
+            probe_interval: probe?,
+            deep_probe_interval: deep?,
+            status_max_staleness: stale?,
+        })
+    }
+
+    pub(super) fn state(&mut self, r: &RawState) -> Option<StateConfig> {
+        let s = r
+            .path
+            .as_deref()
+            .unwrap_or("/var/lib/openbao-kms/state/key-registry.json");
+        match absolute_path_problem(s) {
+            Some(p) => {
+                self.err("state.path", p);
+                None
+            }
+            None => Some(StateConfig { path: PathBuf::from(s) }),
+        }
+    }
+
+    pub(super) fn rotation(&mut self, r: &RawRotation) -> Option<RotationConfig> {
+        if let Some(mode) = &r.mode
+            && mode != "observed"
+        {
+            self.err("rotation.mode", "must be observed (the only rotation mode)");
+        }
+        let delay = self.duration(
+            "rotation.activationDelay",
+            &r.activation_delay,
+            Duration::from_secs(120),
+            false,
+        );
+        let count = self.int(
+            "rotation.requireStableObservationCount",
+            r.require_stable_observation_count,
+            3,
+            1,
+            1_000_000,
+        );
+        Some(RotationConfig {
+            activation_delay: delay?,
+            require_stable_observation_count: count?,
+            reject_version_rollback: r.reject_version_rollback.unwrap_or(true),
+        })
+    }
+
+    /// `debugCorrelation` is decoded and its documented constraints checked
+    /// so `v1alpha1` configs that carry the section (disabled) still load,
+    /// but `enabled: true` is refused: the time-boxed debug correlation
+    /// feature is not implemented here, and silently ignoring an operator's
+    /// request for incident logging would be worse than failing.
+    pub(super) fn logging(&mut self, r: &RawLogging) -> Option<LoggingConfig> {
+        let level_raw = self
+            .ctx
+            .overrides
+            .log_level
+            .as_ref()
+            .map(|o| o.value.clone())
+            .or(r.level.clone());
+        let level = if level_raw.as_deref() == Some("trace") {
+            self.err("logging.level", "trace was removed; use debug");
+            None
+        } else {
+            self.one_of(
+                "logging.level",
+                level_raw.as_deref(),
+                LogLevel::Info,
+                &[
+                    ("debug", LogLevel::Debug),
+                    ("info", LogLevel::Info),
+                    ("warn", LogLevel::Warn),
+                    ("error", LogLevel::Error),
+                ],
+            )
+        };
+        let format = self.one_of(
+            "logging.format",
+            r.format.as_deref(),
+            LogFormat::Json,
+            &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+        );
+        if let Some(dc) = &r.debug_correlation {
+            if let Some(ttl) = self.duration("logging.debugCorrelation.ttl", &dc.ttl, Duration::from_secs(900), false)
+                && ttl > Duration::from_secs(3600)
+            {
+                self.err("logging.debugCorrelation.ttl", "must be at most 1h");
+            }
+            if let Some(id) = dc.incident_id.as_deref().filter(|s| !s.is_empty()) {
+                if let Some(p) = label_problem(id) {
+                    self.err("logging.debugCorrelation.incidentId", p);
+                } else if id.chars().count() > 64 {
+                    self.err("logging.debugCorrelation.incidentId", "must be at most 64 characters");
+                }
+            }
+            if dc.enabled == Some(true) {
+                self.err(
+                    "logging.debugCorrelation.enabled",
+                    "time-boxed debug correlation is not supported by this provider; set logging.level: debug for the incident instead",
+                );
+            }
+        }
+        Some(LoggingConfig {
+            level: level?,
+            format: format?,
+            log_openbao_request_ids: r.log_openbao_request_ids.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::validate::tests::*;
+
+    #[test]
+    fn other_sections() {
+        set_fails("status.probeInterval", "2m", "less than status.statusMaxStaleness");
+        set_ok("status.probeInterval", "119s");
+        set_fails("status.deepProbeInterval", "0s", "positive");
+        set_fails("bootstrap.retryInterval", "0s", "positive");
+        assert_eq!(
+            set_ok("bootstrap.graceTimeout", "0s").bootstrap.grace_timeout,
+            Duration::ZERO
+        );
+        set_fails("state.path", "state.json", "absolute");
+        set_fails("state.path", "/var/lib/x/", "name a file");
+        set_fails("rotation.mode", "manual", "observed");
+        set_fails("rotation.requireStableObservationCount", "0", "between 1");
+        set_fails("rotation.activationDelay", "0s", "positive");
+        assert!(
+            !set_ok("rotation.rejectVersionRollback", "false")
+                .rotation
+                .reject_version_rollback
+        );
+        set_fails("logging.level", "trace", "removed");
+        set_fails("logging.level", "verbose", "debug, info, warn, error");
+        set_fails("logging.format", "xml", "json, text");
+        assert_eq!(set_ok("logging.level", "warn").logging.level, LogLevel::Warn);
+        assert!(
+            !set_ok("logging.logOpenBaoRequestIDs", "false")
+                .logging
+                .log_openbao_request_ids
+        );
+    }
+
+    #[test]
+    fn debug_correlation() {
+        set_ok(
+            "logging.debugCorrelation",
+            "{enabled: false, ttl: 30m, incidentId: INC-1}",
+        );
+        set_fails("logging.debugCorrelation.enabled", "true", "not supported");
+        set_fails("logging.debugCorrelation.ttl", "2h", "at most 1h");
+        set_fails("logging.debugCorrelation.ttl", "0s", "positive");
+        set_fails(
+            "logging.debugCorrelation.incidentId",
+            &format!("{:?}", "x".repeat(65)),
+            "64",
+        );
+        set_fails("logging.debugCorrelation.incidentId", "\" x\"", "whitespace");
+    }
+}

@@ -1,0 +1,242 @@
+//! The `server` section: the KMS socket (path inside the runtime
+//! directories, mode, group), the metrics and health listeners, and the
+//! concurrency limits of the three KMS calls.
+
+use std::path::{Path, PathBuf};
+
+use super::syntax::{absolute_path_problem, listen_address_problem, listeners_clash};
+use super::validator::Validator;
+use crate::config::raw::RawServer;
+use crate::config::{ServerConfig, SocketGroup};
+
+/// Runtime directories a socket may be created in (the directory itself or below).
+pub const ALLOWED_SOCKET_DIRS: [&str; 2] = ["/run/openbao-kms", "/var/run/openbao-kms"];
+
+/// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+impl Validator<'_> {
+    pub(super) fn server(&mut self, r: &RawServer) -> Option<ServerConfig> {
+        let socket_path = self.socket_path(r.socket_path.as_deref().unwrap_or("/run/openbao-kms/kms.sock"));
+        let socket_mode = self.socket_mode(r.socket_mode.as_deref().unwrap_or("0660"));
+        let socket_group = self.socket_group(&r.socket_group);
+        let o = &self.ctx.overrides;
+        let metrics_raw = o
+            .metrics_address
+            .as_ref()
+            .map(|o| o.value.clone())
+            .or(r.metrics_address.clone());
+        let health_raw = o
+            .health_address
+            .as_ref()
+            .map(|o| o.value.clone())
+            .or(r.health_address.clone());
+        let metrics = self.listen_address(
+            "server.metricsAddress",
+            metrics_raw.as_deref().unwrap_or("127.0.0.1:8081"),
+        );
+        let health = self.listen_address(
+            "server.healthAddress",
+            health_raw.as_deref().unwrap_or("127.0.0.1:8082"),
+        );
+        if let (Some(Some(m)), Some(Some(h))) = (&metrics, &health)
+            && listeners_clash(m, h)
+        {
+            self.err(
+                "server.healthAddress",
+                format!("must differ from server.metricsAddress ({m})"),
+            );
+        }
+        let status = self.int("server.maxConcurrentStatus", r.max_concurrent_status, 16, 1, 1024);
+        let encrypt = self.int("server.maxConcurrentEncrypt", r.max_concurrent_encrypt, 32, 1, 1024);
+        let decrypt = self.int("server.maxConcurrentDecrypt", r.max_concurrent_decrypt, 64, 1, 1024);
+        Some(ServerConfig {
+            socket_path: socket_path?,
+            socket_mode: socket_mode?,
+            socket_group: socket_group?,
+            metrics_address: metrics?,
+            health_address: health?,
+            max_concurrent_status: status?,
+            max_concurrent_encrypt: encrypt?,
+            max_concurrent_decrypt: decrypt?,
+        })
+    }
+
+    fn socket_path(&mut self, s: &str) -> Option<PathBuf> {
+        const P: &str = "server.socketPath";
+        if let Some(p) = absolute_path_problem(s) {
+            self.err(P, p);
+            return None;
+        }
+        if s.len() > MAX_SOCKET_PATH_BYTES {
+            self.err(
+                P,
+                format!(
+                    "is {} bytes long; a Unix socket path may have at most {MAX_SOCKET_PATH_BYTES}",
+                    s.len()
+                ),
+            );
+            return None;
+        }
+        let path = PathBuf::from(s);
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let extra = self.ctx.extra_socket_dirs.iter().filter(|d| d.is_absolute());
+        let allowed = ALLOWED_SOCKET_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .chain(extra.cloned())
+            .any(|dir| parent.starts_with(&dir));
+        if !allowed {
+            self.err(
+                P,
+                format!(
+                    "must be inside {} or {}",
+                    ALLOWED_SOCKET_DIRS[0], ALLOWED_SOCKET_DIRS[1]
+                ),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    fn socket_mode(&mut self, s: &str) -> Option<u32> {
+        const P: &str = "server.socketMode";
+        let digits_ok = s.len() == 4 && s.starts_with('0') && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        let Some(mode) = digits_ok.then(|| u32::from_str_radix(s, 8).ok()).flatten() else {
+            self.err(P, "must be a quoted octal mode with a leading zero, e.g. \"0660\"");
+            return None;
+        };
+        if mode & 0o117 != 0 {
+            self.err(
+                P,
+                format!("{s} grants execute or world access; it must not intersect 0117 (use \"0660\")"),
+            );
+            return None;
+        }
+        Some(mode)
+    }
+
+    fn socket_group(&mut self, v: &Option<String>) -> Option<SocketGroup> {
+        const P: &str = "server.socketGroup";
+        let s = self.required(P, v)?;
+        if s.is_empty() {
+            self.err(P, "must not be empty");
+            return None;
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return match s.parse::<u32>() {
+                Ok(gid) if gid != u32::MAX => Some(SocketGroup::Gid(gid)),
+                _ => {
+                    self.err(P, "is not a valid numeric GID");
+                    None
+                }
+            };
+        }
+        let body = s.strip_suffix('$').unwrap_or(s);
+        let name_ok = !body.is_empty()
+            && !body.starts_with('-')
+            && s.len() <= 256
+            && body
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !name_ok {
+            self.err(
+                P,
+                "must be a group name (letters, digits, '_', '.', '-') or a decimal GID in quotes",
+            );
+            return None;
+        }
+        Some(SocketGroup::Name(s.to_owned()))
+    }
+
+    fn listen_address(&mut self, path: &str, s: &str) -> Option<Option<String>> {
+        if s.is_empty() {
+            return Some(None);
+        }
+        match listen_address_problem(s) {
+            Some(p) => {
+                self.err(path, p);
+                None
+            }
+            None => Some(Some(s.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::config::validate::tests::*;
+    use crate::config::{ValidationContext, parse_yaml, parse_yaml_with};
+
+    #[test]
+    fn server_rules() {
+        set_fails("server.socketPath", "/tmp/kms.sock", "must be inside /run/openbao-kms");
+        set_fails("server.socketPath", "/run/openbao-kms-evil/kms.sock", "must be inside");
+        set_fails("server.socketPath", "/run/openbao-kms/../kms.sock", "'..'");
+        set_fails("server.socketPath", "run/openbao-kms/kms.sock", "absolute");
+        set_fails(
+            "server.socketPath",
+            &format!("/run/openbao-kms/{}", "a".repeat(100)),
+            "at most 107",
+        );
+        set_ok("server.socketPath", "/var/run/openbao-kms/kms.sock");
+        set_ok("server.socketPath", "/run/openbao-kms/sub/kms.sock");
+        set_fails("server.socketMode", "\"660\"", "leading zero");
+        set_fails("server.socketMode", "\"0680\"", "octal");
+        set_fails("server.socketMode", "\"0770\"", "0117");
+        set_fails("server.socketMode", "\"0661\"", "0117");
+        assert_eq!(set_ok("server.socketMode", "\"0600\"").server.socket_mode, 0o600);
+        set_fails("server.socketGroup", "\"\"", "empty");
+        set_fails("server.socketGroup", "\"a b\"", "group name");
+        set_fails("server.socketGroup", "\"4294967296\"", "GID");
+        fails_at(&without(FULL, "server.socketGroup"), "server.socketGroup", "required");
+        set_fails("server.metricsAddress", "\"8081\"", "host:port");
+        set_fails("server.metricsAddress", "\":8081\"", "name a host");
+        set_fails("server.metricsAddress", "\"127.0.0.1:99999\"", "port");
+        set_fails("server.metricsAddress", "\"::1:8081\"", "brackets");
+        set_ok("server.metricsAddress", "\"[::1]:8081\"");
+        set_ok("server.metricsAddress", "\"localhost:0\"");
+        assert_eq!(set_ok("server.metricsAddress", "\"\"").server.metrics_address, None);
+        set_fails(
+            "server.healthAddress",
+            "\"127.0.0.1:8081\"",
+            "must differ from server.metricsAddress",
+        );
+        set_fails("server.healthAddress", "\"0.0.0.0:8081\"", "must differ");
+        set_ok("server.healthAddress", "\"127.0.0.2:8081\"");
+        let t = with(
+            &with(FULL, "server.metricsAddress", "\"127.0.0.1:0\""),
+            "server.healthAddress",
+            "\"127.0.0.1:0\"",
+        );
+        assert!(parse_yaml(&t).is_ok(), "two ephemeral ports do not clash");
+        for f in ["maxConcurrentStatus", "maxConcurrentEncrypt", "maxConcurrentDecrypt"] {
+            set_fails(&format!("server.{f}"), "0", "between 1 and 1024");
+            set_fails(&format!("server.{f}"), "1025", "between 1 and 1024");
+            set_fails(&format!("server.{f}"), "-3", "between 1 and 1024");
+            set_ok(&format!("server.{f}"), "1024");
+        }
+    }
+
+    #[test]
+    fn socket_dir_extension() {
+        let t = with(FULL, "server.socketPath", "/tmp/test-xyz/kms.sock");
+        assert!(parse_yaml(&t).is_err());
+        let ctx = ValidationContext {
+            extra_socket_dirs: vec![PathBuf::from("/tmp/test-xyz")],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_yaml_with(&t, &ctx).unwrap().server.socket_path,
+            PathBuf::from("/tmp/test-xyz/kms.sock")
+        );
+        let rel = ValidationContext {
+            extra_socket_dirs: vec![PathBuf::from("tmp/test-xyz")],
+            ..Default::default()
+        };
+        assert!(parse_yaml_with(&with(FULL, "server.socketPath", "/tmp/test-xyz/kms.sock"), &rel).is_err());
+    }
+}
