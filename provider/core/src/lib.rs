@@ -34,6 +34,7 @@ pub mod jwt;
 pub mod keyid;
 pub mod limits;
 pub mod policy;
+pub mod reason;
 pub mod registry;
 pub mod rotation;
 pub mod snapshot;

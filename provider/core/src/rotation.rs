@@ -51,14 +51,8 @@ use crate::registry::{SnapshotRecord, SnapshotState, StateFile};
 use crate::snapshot::KeySnapshot;
 use crate::transit::KeyMetadata;
 
-/// Health reason: Transit's `latest_version` went below a retained version.
-pub const VERSION_ROLLBACK: &str = "version_rollback";
-/// Health reason: a retained version's creation second changed.
-pub const IDENTITY_DRIFT: &str = "identity_drift";
-/// Health reason: metadata is missing or inconsistent for a version the registry needs.
-pub const METADATA_UNVERIFIED: &str = "metadata_unverified";
-/// Health reason: `min_encryption_version` is above the active version.
-pub const ENCRYPTION_BLOCKED: &str = "encryption_blocked";
+// The reasons a step reports, named where the machine's output is read.
+pub use crate::reason::{ENCRYPTION_BLOCKED, IDENTITY_DRIFT, METADATA_UNVERIFIED, Reason, VERSION_ROLLBACK};
 
 /// Rotation state as Status, `/ready` and the `rotation_state` metric report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,28 +72,6 @@ impl RotationState {
             Self::Pending => "pending",
             Self::Unknown => "unknown",
         }
-    }
-}
-
-/// A health reason: a stable code and a one-line detail without secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
-    pub code: &'static str,
-    pub detail: String,
-}
-
-impl Reason {
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
     }
 }
 
@@ -339,7 +311,7 @@ impl Rotation<'_> {
     }
 
     fn verify(&self, state: &StateFile, meta: &KeyMetadata) -> Vec<Reason> {
-        verify_metadata(state, meta, self.policy.reject_version_rollback)
+        state.verify_metadata(meta, self.policy.reject_version_rollback)
     }
 
     /// The observation transition for `latest > active` on verified
@@ -514,54 +486,6 @@ enum Plan<'s> {
         next: StateFile,
         notes: Vec<Note>,
     },
-}
-
-/// Checks that apply to every observation (and to `doctor`): the metadata
-/// is self-consistent, `latest_version` is not below a retained version
-/// (unless `reject_version_rollback` is false), and every retained version
-/// (active, pending, retired) is still reported with its creation second.
-pub fn verify_metadata(state: &StateFile, meta: &KeyMetadata, reject_version_rollback: bool) -> Vec<Reason> {
-    let mut problems = Vec::new();
-    let latest = meta.latest_version;
-    if let Some((&v, _)) = meta.versions.range(latest.saturating_add(1)..).next() {
-        problems.push(Reason::new(
-            METADATA_UNVERIFIED,
-            format!("Transit metadata is inconsistent: version {v} is listed above latest_version={latest}"),
-        ));
-    }
-    let retained: Vec<&SnapshotRecord> = state.snapshots.iter().filter(|r| r.state.decrypts()).collect();
-    let newest = retained.iter().map(|r| r.transit_version).max().unwrap_or(0);
-    let reject = reject_version_rollback;
-    if latest < newest && reject {
-        problems.push(Reason::new(
-            VERSION_ROLLBACK,
-            format!(
-                "Transit latest_version={latest} is below version {newest}, which the registry retains; the key was rolled back or replaced"
-            ),
-        ));
-    }
-    for r in retained {
-        let v = r.transit_version;
-        match meta.versions.get(&v) {
-            None if reject && v > latest => {}
-            None => problems.push(Reason::new(
-                METADATA_UNVERIFIED,
-                format!(
-                    "Transit no longer reports version {v} ({}), which the registry references",
-                    r.state.as_str()
-                ),
-            )),
-            Some(&created) if created != r.transit_version_created_at_unix => problems.push(Reason::new(
-                IDENTITY_DRIFT,
-                format!(
-                    "Transit version {v} creation time changed from {} to {created} (key deleted and re-created, or metadata restored or imported)",
-                    r.transit_version_created_at_unix
-                ),
-            )),
-            Some(_) => {}
-        }
-    }
-    problems
 }
 
 fn encryption_blocked(meta: &KeyMetadata, active_version: u64) -> Vec<Reason> {

@@ -10,8 +10,12 @@
 //!   JSON of the state without `currentHash`).
 //! - [`Checkpoint`] holds the generation and hash of the last state written.
 //! - [`checkpoint_status`] applies the rollback rules to what is on disk.
+//! - [`StateFile::verify_metadata`] holds the registry against Transit's
+//!   key metadata (`metadata`); [`retire`] plans retiring and restoring
+//!   versions.
 
 mod checkpoint;
+mod metadata;
 mod pins;
 pub mod retire;
 
@@ -27,7 +31,6 @@ use crate::hash::sha256_b64url;
 use crate::identity::IdentityScope;
 use crate::keyid::KeyId;
 use crate::snapshot::KeySnapshot;
-use crate::transit::KeyMetadata;
 
 /// Current state schema.
 pub const STATE_SCHEMA: &str = "keyregistry.openbao-kms/v1alpha2";
@@ -403,19 +406,6 @@ impl StateFile {
             .iter()
             .filter(|r| r.state.decrypts())
             .map(|r| r.transit_version)
-            .collect()
-    }
-
-    /// Compares every retained version with live Transit metadata: each must
-    /// still exist with the same creation second (identity drift otherwise),
-    /// and `latest_version` must not be below a retained version. The rule
-    /// the rotation machine applies to every observation
-    /// ([`crate::rotation::verify_metadata`], rollbacks rejected), as
-    /// `<code>: <detail>` lines.
-    pub fn drift_against(&self, meta: &KeyMetadata) -> Vec<String> {
-        crate::rotation::verify_metadata(self, meta, true)
-            .iter()
-            .map(ToString::to_string)
             .collect()
     }
 }

@@ -24,7 +24,6 @@
 use std::collections::BTreeSet;
 
 use super::{SnapshotState, StateFile};
-use crate::rotation::verify_metadata;
 use crate::transit::KeyMetadata;
 
 /// Which operation a plan is for.
@@ -225,7 +224,8 @@ fn finish(
 /// recorded creation second, and not excluded by `min_decryption_version`
 /// or `min_available_version`.
 fn decryptability(next: &StateFile, meta: &KeyMetadata) -> Vec<String> {
-    let mut out: Vec<String> = verify_metadata(next, meta, true)
+    let mut out: Vec<String> = next
+        .verify_metadata(meta, true)
         .iter()
         .map(ToString::to_string)
         .collect();
