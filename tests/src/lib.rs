@@ -19,6 +19,8 @@
 //! - [`process`]: kill-on-drop child processes and checked commands.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
+//! - [`modgraph`]: the module graph of a crate read from its sources; its
+//!   test holds the workspace's crates to no import cycles.
 //!
 //! Every child process is killed when its handle is dropped, and every file
 //! lives in a temp directory removed at the end of the test.
@@ -27,6 +29,7 @@ pub mod containerd;
 pub mod doctor;
 pub mod kms_client;
 pub mod metrics;
+pub mod modgraph;
 pub mod net;
 pub mod openbao;
 pub mod process;
