@@ -185,17 +185,23 @@ impl Report {
     }
 }
 
-/// 2-space JSON with a trailing newline.
+/// 2-space JSON with a trailing newline. `value` is one of preflight's
+/// reports: derived structs of strings, numbers and enums, maps keyed by
+/// strings.
 pub fn to_json<T: Serialize>(value: &T) -> String {
-    // Serializing plain structs of strings, numbers and enums does not fail.
-    let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+    // serde_json fails only on a map key that is neither a string nor a number, or
+    // on a Serialize impl that errs; the reports have neither.
+    let mut s = serde_json::to_string_pretty(value).expect("a preflight report serialises to JSON");
     s.push('\n');
     s
 }
 
 /// YAML of the same document as [`to_json`].
 pub fn to_yaml<T: Serialize>(value: &T) -> String {
-    serde_yaml_ng::to_string(value).unwrap_or_default()
+    // serde_yaml_ng fails only on a Serialize impl that errs, a map key that
+    // is not a scalar, or a depth beyond its recursion limit; the reports
+    // are shallow derived structs.
+    serde_yaml_ng::to_string(value).expect("a preflight report serialises to YAML")
 }
 
 /// Left-aligned columns separated by three spaces, like kubectl; the last

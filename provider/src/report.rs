@@ -86,7 +86,10 @@ impl Report {
     }
 
     pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        // serde_json fails only on a map key that is neither a string nor a
+        // number, or on a Serialize impl that errs; the report is derived structs
+        // of strings and enums.
+        let mut s = serde_json::to_string_pretty(self).expect("the check report serialises to JSON");
         s.push('\n');
         s
     }
@@ -156,6 +159,7 @@ impl FieldReport {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(&self.report).unwrap_or_default()
+        // The field report is a JSON value, whose maps have string keys.
+        serde_json::to_string_pretty(&self.report).expect("the field report serialises to JSON")
     }
 }

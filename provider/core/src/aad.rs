@@ -45,8 +45,10 @@ pub fn canonical(scope: &IdentityScope, snapshot: &KeySnapshot) -> Vec<u8> {
         key_id_hash: snapshot.key_id.hash(),
         key_version: snapshot.version.to_string(),
     };
-    // A struct of strings always serializes.
-    gojson::to_compact(&body).unwrap_or_default()
+    // serde_json fails only on a map key that is neither a string nor a number, or
+    // on a Serialize impl that errs; AadBody is a derived struct of strings, so an
+    // empty (or any other) fallback would only ever hide a bug in the AAD bytes.
+    gojson::to_compact(&body).expect("the AAD body, a struct of strings, serialises to JSON")
 }
 
 #[cfg(test)]

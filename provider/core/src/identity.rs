@@ -65,8 +65,10 @@ impl IdentityScope {
             transit_mount_path: &self.transit_mount_path,
             transit_key_name: &self.transit_key_name,
         };
-        // Serializing a struct of strings cannot fail.
-        let bytes = gojson::to_compact(&body).unwrap_or_default();
+        // serde_json fails only on a map key that is neither a string nor a
+        // number, or on a Serialize impl that errs; FingerprintBody is a derived
+        // struct of strings.
+        let bytes = gojson::to_compact(&body).expect("the fingerprint body, a struct of strings, serialises to JSON");
         format!("{FINGERPRINT_PREFIX}{}", sha256_b64url(&bytes))
     }
 }

@@ -455,8 +455,8 @@ pub fn json_schema() -> Value {
 
 /// The schema as pretty-printed JSON with a trailing newline.
 pub fn json_schema_pretty() -> String {
-    // Serializing a `serde_json::Value` cannot fail.
-    let mut text = serde_json::to_string_pretty(&json_schema()).unwrap_or_default();
+    // Serializing a `serde_json::Value` cannot fail: its maps have string keys.
+    let mut text = serde_json::to_string_pretty(&json_schema()).expect("a JSON value serialises");
     text.push('\n');
     text
 }

@@ -1016,7 +1016,10 @@ impl Renderer<'_> {
             files,
             remaining_actions: remaining,
         };
-        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        // serde_json fails only on a map key that is neither a string nor a
+        // number, or on a Serialize impl that errs; the installation document is
+        // derived structs of strings, lists and options.
+        let mut text = serde_json::to_string_pretty(&doc).expect("the installation document serialises to JSON");
         text.push('\n');
         text
     }

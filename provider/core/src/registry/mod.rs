@@ -226,20 +226,22 @@ impl StateFile {
 
     /// `krs1.` + H(Go compact JSON without `currentHash`).
     pub fn computed_hash(&self) -> String {
-        let mut value = match serde_json::to_value(self) {
-            Ok(v) => v,
-            Err(_) => return String::new(),
-        };
+        // serde_json fails only on a map key that is neither a string nor a
+        // number, or on a Serialize impl that errs; the state is derived structs
+        // of strings, integers, booleans and lists, and a `Value` always
+        // serialises.
+        let mut value = serde_json::to_value(self).expect("the registry state serialises to JSON");
         if let Some(obj) = value.as_object_mut() {
             obj.shift_remove("currentHash");
         }
-        let bytes = gojson::to_compact(&value).unwrap_or_default();
+        let bytes = gojson::to_compact(&value).expect("a JSON value serialises");
         format!("{STATE_HASH_PREFIX}{}", sha256_b64url(&bytes))
     }
 
     /// Bytes written to disk: 2-space indented JSON and a trailing newline.
     pub fn encode(&self) -> Vec<u8> {
-        gojson::to_indented(self).unwrap_or_default()
+        // As in `computed_hash`: derived structs of plain values always serialise.
+        gojson::to_indented(self).expect("the registry state serialises to JSON")
     }
 
     /// Parses and checks a state file: schema, hash, and internal consistency.
