@@ -3,23 +3,38 @@
 //! arguments, so each rule is unit-tested on values.
 //!
 //! Layout, along the request path:
-//! - [`config`]: strict schema, defaults, validation -> typed [`config::Config`].
+//! - [`config`]: the configuration file -> typed [`config::Config`]:
+//!   [`config::schema`] (the published JSON Schema), [`config::raw`] (the
+//!   serde view of the file), [`config::validate`] (the validation pass:
+//!   schema walk, string rules, one module per section: server, openbao,
+//!   auth, transit, and the runtime sections), with its problems, overrides
+//!   and Go-style durations in modules of their own.
 //! - [`identity`], [`keyid`], [`snapshot`], [`hash`]: the identity scope and
 //!   key_id derivation (wire contract, golden vectors).
 //! - [`limits`], [`annotations`], [`aad`]: what Encrypt returns and what
 //!   Decrypt checks before anything reaches OpenBao.
 //! - [`transit`]: Transit key metadata, profile findings, bootstrap decision.
 //! - [`registry`]: the persisted key registry (state file + checkpoint),
-//!   its hash chain and rollback rules.
+//!   its hash chain and rollback rules, its check against Transit metadata
+//!   ([`registry::StateFile::verify_metadata`]) and the retire/restore plans.
 //! - [`rotation`]: the rotation state machine driven by metadata
 //!   observations (candidate, stable count, activation delay, promotion).
+//! - [`reason`]: health reasons (stable code + detail) that the registry
+//!   check and the rotation machine report.
 //! - [`encryption_config`]: kube-apiserver's EncryptionConfiguration, its
 //!   validation rules and the cross-check against [`config::Config`].
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
+//! - [`jwt`]: local claim checks of the JWT before each login.
 //! - [`gojson`]: Go-identical JSON bytes for every hashed body.
 //! - [`policy`]: the least-privilege OpenBao policy for a configuration.
 //! - [`init`]: the install files `bao-kms-provider init` writes, rendered
 //!   from one values file and the templates in `manifests/`.
+//!
+//! Imports run one way: no file imports itself through others (the
+//! system-test crate's `modgraph` test checks every crate of the
+//! workspace). The leaves are `hash`, `gojson`, `limits`, `errors`, `jwt`,
+//! `transit` and `reason`; `registry` builds on `identity`, `keyid` and
+//! `snapshot`; `rotation` on `registry`, `transit` and `config`.
 
 pub mod aad;
 pub mod annotations;
