@@ -451,7 +451,7 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
                 CertSource::File { certificate_file, .. } => certificate_file,
                 CertSource::Pkcs11(p) => &p.certificate_file,
             };
-            if let Err(e) = crate::certauth::read_chain(file, c.min_remaining_ttl, now) {
+            if let Err(e) = crate::auth::read_chain(file, c.min_remaining_ttl, now) {
                 r.add(
                     "auth.cert.local",
                     "client certificate is valid for client auth",
@@ -466,7 +466,7 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
                 CheckStatus::Pass,
                 None,
             );
-            match crate::certauth::identity(&c.source, c.min_remaining_ttl, now) {
+            match crate::auth::client_identity(&c.source, c.min_remaining_ttl, now) {
                 Ok(_) => {
                     if matches!(c.source, CertSource::Pkcs11(_)) {
                         r.add(

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::engine::Engine;
+use crate::runtime::Engine;
 
 #[derive(Clone)]
 pub struct HealthState {
@@ -49,11 +49,11 @@ async fn ready(State(s): State<HealthState>) -> Response {
         "stale": view.stale,
         "rotation_state": view.published.rotation_state.as_str(),
         "reasons": reasons,
-        "metadata_error_class": view.published.metadata_error_class.unwrap_or(""),
+        "metadata_error_class": view.published.metadata_error_class.map(|c| c.as_str()).unwrap_or(""),
         "persistence_degraded": view.published.persistence_degraded,
     });
     if let Some(deep) = view.published.deep_error_class {
-        body["deep_error_class"] = json!(deep);
+        body["deep_error_class"] = json!(deep.as_str());
     }
     json_response(
         if ok {

@@ -99,7 +99,7 @@ pub fn run(args: InitArgs) -> u8 {
     if let Some(dir) = std::env::var_os(ALLOWED_SOCKET_DIR_ENV).filter(|d| !d.is_empty()) {
         extra_socket_dirs.push(PathBuf::from(dir));
     }
-    let build = crate::serve::build_info();
+    let build = crate::build::current();
     let req = InitRequest {
         values,
         model: match args.model {

@@ -2,9 +2,10 @@
 //! request path:
 //!
 //! kube-apiserver -> [`socket`] (Unix socket lifecycle) -> [`service`]
-//! (KMS v2 gRPC, limits, metrics) -> [`engine`] (published status snapshot,
-//! registry, probes, Encrypt/Decrypt) -> [`openbao`] (HTTPS to Transit) with
-//! [`auth`] (token lifecycle). [`state`] persists the registry;
+//! (KMS v2 gRPC, concurrency, metrics) -> [`runtime`] (published status
+//! snapshot, registry, startup, probes and rotation, Encrypt/Decrypt) ->
+//! [`transit`] (the seam) -> [`openbao`] (HTTPS to Transit) with [`auth`]
+//! (token lifecycle). [`state`] persists the registry;
 //! [`health`] and [`metrics`] serve `/live`, `/ready`, `/status`, `/metrics`;
 //! [`serve`] wires it together and handles shutdown. [`probe_cmd`] is the
 //! client side used by `bao-kms-provider probe`; [`cli`] is the command
@@ -12,11 +13,10 @@
 
 pub mod auth;
 pub mod benchmark;
-pub mod certauth;
+pub mod build;
 pub mod cli;
 pub mod config_file;
 pub mod doctor;
-pub mod engine;
 pub mod fsutil;
 pub mod health;
 pub mod init;
@@ -28,11 +28,13 @@ pub mod probe_cmd;
 pub mod report;
 pub mod retire;
 pub mod rotation_plan;
+pub mod runtime;
 pub mod serve;
 pub mod service;
 pub mod singleflight;
 pub mod socket;
 pub mod state;
+pub mod transit;
 
 /// Wall-clock Unix seconds (0 if the clock is before the epoch). The only
 /// place the provider reads the wall clock; the rules in core take it as input.

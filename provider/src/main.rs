@@ -10,8 +10,8 @@ use std::time::Duration;
 use bao_kms_core::config::DEFAULT_CONFIG_PATH;
 use bao_kms_core::config::validate::{Override, Overrides};
 use bao_kms_provider::cli::{ApplyArgs, Cli, Command, ConfigWhat, LogLevelArg, Output, PolicyTarget};
-use bao_kms_provider::engine::StartupError;
 use bao_kms_provider::report::FieldReport;
+use bao_kms_provider::runtime::StartupError;
 use bao_kms_provider::{config_file, logging, probe_cmd, serve};
 use clap::{CommandFactory, Parser};
 
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Version => {
-            let b = serve::build_info();
+            let b = bao_kms_provider::build::current();
             println!(
                 "version: {}\ncommit: {}\nbuildDate: {}\ndirty: {}",
                 b.version, b.commit, b.build_date, b.dirty

@@ -113,12 +113,12 @@ pub const ROTATION_STATES: [&str; 3] = ["active", "pending", "unknown"];
 impl Metrics {
     /// This build's metrics for the configured auth method.
     pub fn for_auth(method: &bao_kms_core::config::AuthMethod) -> Self {
-        Self::new(crate::serve::build_info(), method.name(), method.certificate_source())
+        Self::new(crate::build::current(), method.name(), method.certificate_source())
     }
 
     /// `auth_method` is the `auth.method` value, `certificate_source` the
     /// client certificate's source (`pkcs11`, `file`, or `none`).
-    pub fn new(build: BuildInfo, auth_method: &'static str, certificate_source: &'static str) -> Self {
+    pub fn new(build: crate::build::Build, auth_method: &'static str, certificate_source: &'static str) -> Self {
         let mut registry = Registry::with_prefix("openbao_kms");
         let m = Self {
             grpc_requests: Family::default(),
@@ -264,6 +264,12 @@ impl Metrics {
                 source: certificate_source,
             })
             .set(1);
+        let build = BuildInfo {
+            version: build.version,
+            commit: build.commit,
+            build_date: build.build_date,
+            dirty: build.dirty,
+        };
         m.build_info.get_or_create(&build).set(1);
         Self { registry, ..m }
     }
@@ -299,7 +305,7 @@ mod tests {
 
     fn metrics() -> Metrics {
         Metrics::new(
-            BuildInfo {
+            crate::build::Build {
                 version: "v0",
                 commit: "c",
                 build_date: "d",

@@ -13,64 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bao_kms_core::errors::ErrorClass;
-use bao_kms_core::transit::{KeyMetadata, parse_key_metadata};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use reqwest::{Method, StatusCode};
+use bao_kms_core::transit::KeyMetadata;
+use bao_kms_core::transit_wire::{self as wire, DEFAULT_BODY_LIMIT, ERROR_BODY_LIMIT, METADATA_BODY_LIMIT, WireError};
+pub use bao_kms_core::transit_wire::{MountIdentity, Op, TokenLease};
+use reqwest::Method;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::metrics::{Metrics, Operation as OpLabel, OperationStatus};
-
-/// Caps on OpenBao response bodies read into memory.
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
-const METADATA_BODY_LIMIT: usize = 4 * 1024 * 1024;
-const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
-
-/// What a request was for: the `operation` metric label and log field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    TransitMetadataRead,
-    TransitDisableUpsertRead,
-    TransitEncrypt,
-    TransitDecrypt,
-    TokenLookupSelf,
-    TokenRenewSelf,
-    JwtLogin,
-    AppRoleLogin,
-    CertLogin,
-    CapabilitiesSelf,
-    OpenBaoHealth,
-    MountRead,
-}
-
-impl Op {
-    /// A login: its 400/401/403 answers are authentication failures.
-    pub fn is_login(self) -> bool {
-        matches!(self, Self::JwtLogin | Self::AppRoleLogin | Self::CertLogin)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TransitMetadataRead => "transit_metadata_read",
-            Self::TransitDisableUpsertRead => "transit_disable_upsert_read",
-            Self::TransitEncrypt => "transit_encrypt",
-            Self::TransitDecrypt => "transit_decrypt",
-            Self::TokenLookupSelf => "token_lookup_self",
-            Self::TokenRenewSelf => "token_renew_self",
-            Self::JwtLogin => "jwt_login",
-            Self::AppRoleLogin => "approle_login",
-            Self::CertLogin => "cert_login",
-            Self::CapabilitiesSelf => "capabilities_self",
-            Self::OpenBaoHealth => "openbao_health",
-            Self::MountRead => "mount_read",
-        }
-    }
-}
 
 /// A failed OpenBao request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,13 +37,13 @@ pub struct BaoError {
 }
 
 impl BaoError {
-    /// OpenBao answered 200 with something that is not what the API promises.
-    fn invalid_response(op: Op, message: impl Into<String>) -> Self {
+    /// OpenBao answered 200 with something the API does not promise.
+    fn from_wire(op: Op, e: WireError) -> Self {
         Self {
-            class: ErrorClass::InvalidResponse,
+            class: e.class,
             op,
             http_status: Some(200),
-            message: message.into(),
+            message: e.message,
         }
     }
 }
@@ -251,19 +205,6 @@ pub struct OpenBao {
     metrics: Arc<Metrics>,
 }
 
-/// Transit key path segment: the key name, escaped once.
-fn escape_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl OpenBao {
     pub fn new(settings: ClientSettings, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
         let http = http_client(&settings, ClientIdentity::None)?;
@@ -286,11 +227,7 @@ impl OpenBao {
     }
 
     fn transit_path(&self, action: &str) -> String {
-        format!(
-            "{}/{action}/{}",
-            self.settings.mount_path.trim_matches('/'),
-            escape_segment(&self.settings.key_name)
-        )
+        wire::transit_path(&self.settings.mount_path, action, &self.settings.key_name)
     }
 
     /// One request: headers, deadline, body cap, classification, metrics.
@@ -305,15 +242,7 @@ impl OpenBao {
     ) -> Result<Zeroizing<Vec<u8>>, BaoError> {
         let started = Instant::now();
         let result = self.call_inner(op, method, path, token, body, limit).await;
-        let status = match &result {
-            Ok(_) => "ok",
-            Err(e) => match e.class {
-                ErrorClass::OpenBaoTlsFailed => "tls_failed",
-                ErrorClass::OpenBaoDnsFailed => "dns_failed",
-                ErrorClass::OpenBaoConnectionFailed => "connection_failed",
-                _ => "error",
-            },
-        };
+        let status = wire::request_status_label(result.as_ref().err().map(|e| e.class));
         let operation = op.as_str();
         self.metrics
             .openbao_requests
@@ -356,8 +285,7 @@ impl OpenBao {
         if let Some(token) = token {
             req = req.header("X-Vault-Token", token);
         }
-        // sys/health lives in the root namespace; everything else is namespace-relative.
-        if !self.settings.namespace.is_empty() && op != Op::OpenBaoHealth {
+        if !self.settings.namespace.is_empty() && wire::namespaced(op) {
             req = req.header("X-Vault-Namespace", &self.settings.namespace);
         }
         req = req.header("X-Vault-Request", "true");
@@ -405,71 +333,38 @@ impl OpenBao {
         if status.is_success() {
             return Ok(bytes);
         }
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let errors = parsed
-            .as_ref()
-            .and_then(|v| v.get("errors"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
-            .unwrap_or_default();
-        let mut message: String = errors.chars().take(300).collect();
-        if message.is_empty() {
-            message = format!("HTTP {}", status.as_u16());
-        }
+        let message = wire::error_text(status.as_u16(), &bytes);
         Err(fail(
-            classify_status(op, status, &message),
+            wire::classify_status(op, status.as_u16(), &message),
             Some(status.as_u16()),
             message,
         ))
     }
 
-    /// A request whose successful answer is JSON.
-    async fn call_json(
-        &self,
-        op: Op,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        limit: usize,
-    ) -> Result<Value, BaoError> {
-        let bytes = self.call(op, method, path, token, None, limit).await?;
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|_| BaoError::invalid_response(op, "response is not JSON"))
-    }
-
     /// `GET <mount>/keys/<key>`.
     pub async fn key_metadata(&self, token: &str) -> Result<KeyMetadata, BaoError> {
-        let path = self.transit_path("keys");
-        let v = self
-            .call_json(
-                Op::TransitMetadataRead,
+        let op = Op::TransitMetadataRead;
+        let bytes = self
+            .call(
+                op,
                 Method::GET,
-                &path,
+                &self.transit_path("keys"),
                 Some(token),
+                None,
                 METADATA_BODY_LIMIT,
             )
             .await?;
-        parse_key_metadata(v.get("data").unwrap_or(&Value::Null))
-            .map_err(|e| BaoError::invalid_response(Op::TransitMetadataRead, e.to_string()))
+        wire::parse_key_metadata_answer(&bytes).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `GET <mount>/config/keys` → `disable_upsert`.
     pub async fn disable_upsert(&self, token: &str) -> Result<bool, BaoError> {
-        let path = format!("{}/config/keys", self.settings.mount_path.trim_matches('/'));
-        let v = self
-            .call_json(
-                Op::TransitDisableUpsertRead,
-                Method::GET,
-                &path,
-                Some(token),
-                DEFAULT_BODY_LIMIT,
-            )
+        let op = Op::TransitDisableUpsertRead;
+        let path = wire::transit_config_path(&self.settings.mount_path);
+        let bytes = self
+            .call(op, Method::GET, &path, Some(token), None, DEFAULT_BODY_LIMIT)
             .await?;
-        v.pointer("/data/disable_upsert")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| BaoError::invalid_response(Op::TransitDisableUpsertRead, "data.disable_upsert missing"))
+        wire::parse_disable_upsert(&bytes).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `POST <mount>/encrypt/<key>` with an explicit `key_version`. Returns
@@ -481,131 +376,76 @@ impl OpenBao {
         aad: &[u8],
         key_version: u64,
     ) -> Result<String, BaoError> {
-        let encoded = Zeroizing::new(STANDARD.encode(plaintext));
-        let body = Zeroizing::new(
-            serde_json::to_vec(&json!({
-                "plaintext": encoded.as_str(),
-                "associated_data": STANDARD.encode(aad),
-                "key_version": key_version,
-            }))
-            .unwrap_or_default(),
-        );
-        let path = self.transit_path("encrypt");
+        let op = Op::TransitEncrypt;
+        let body = wire::encrypt_body(plaintext, aad, key_version);
         let bytes = self
             .call(
-                Op::TransitEncrypt,
+                op,
                 Method::POST,
-                &path,
+                &self.transit_path("encrypt"),
                 Some(token),
                 Some(&body),
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let invalid = |m: &str| BaoError::invalid_response(Op::TransitEncrypt, m);
-        let returned = v.pointer("/data/key_version").and_then(Value::as_u64).unwrap_or(0);
-        if returned != 0 && returned != key_version {
-            return Err(invalid("Transit encrypted with a different key version than requested"));
-        }
-        let ciphertext = v
-            .pointer("/data/ciphertext")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("data.ciphertext missing"))?;
-        if !ciphertext.starts_with(&format!("vault:v{key_version}:")) {
-            return Err(invalid("ciphertext does not carry the requested key version"));
-        }
-        Ok(ciphertext.to_owned())
+        wire::parse_encrypt(&bytes, key_version).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `POST <mount>/decrypt/<key>`.
     pub async fn decrypt(&self, token: &str, ciphertext: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, BaoError> {
-        let body = serde_json::to_vec(&json!({"ciphertext": ciphertext, "associated_data": STANDARD.encode(aad)}))
-            .unwrap_or_default();
-        let path = self.transit_path("decrypt");
+        let op = Op::TransitDecrypt;
+        let body = wire::decrypt_body(ciphertext, aad);
         let bytes = self
             .call(
-                Op::TransitDecrypt,
+                op,
                 Method::POST,
-                &path,
+                &self.transit_path("decrypt"),
                 Some(token),
                 Some(&body),
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        let parsed: DecryptBody = serde_json::from_slice(&bytes)
-            .map_err(|_| BaoError::invalid_response(Op::TransitDecrypt, "data.plaintext missing"))?;
-        STANDARD
-            .decode(parsed.data.plaintext.as_bytes())
-            .map(Zeroizing::new)
-            .map_err(|_| BaoError::invalid_response(Op::TransitDecrypt, "data.plaintext is not base64"))
+        wire::parse_decrypt(&bytes).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `GET sys/health` (unauthenticated): the OpenBao `cluster_id`.
     pub async fn cluster_id(&self) -> Result<String, BaoError> {
-        let v = self
-            .call_json(
-                Op::OpenBaoHealth,
-                Method::GET,
-                "sys/health?standbyok=true&perfstandbyok=true",
-                None,
-                DEFAULT_BODY_LIMIT,
-            )
+        let op = Op::OpenBaoHealth;
+        let bytes = self
+            .call(op, Method::GET, wire::HEALTH_PATH, None, None, DEFAULT_BODY_LIMIT)
             .await?;
-        match v.get("cluster_id").and_then(Value::as_str) {
-            Some(id) if !id.is_empty() => Ok(id.to_owned()),
-            _ => Err(BaoError::invalid_response(
-                Op::OpenBaoHealth,
-                "sys/health has no cluster_id",
-            )),
-        }
+        wire::parse_cluster_id(&bytes).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `GET sys/internal/ui/mounts/<mount>`: the Transit mount's accessor and uuid.
-    pub async fn mount_identity(&self, token: &str) -> Result<(String, String), BaoError> {
-        let path = format!("sys/internal/ui/mounts/{}", self.settings.mount_path.trim_matches('/'));
-        let v = self
-            .call_json(Op::MountRead, Method::GET, &path, Some(token), DEFAULT_BODY_LIMIT)
+    pub async fn mount_identity(&self, token: &str) -> Result<MountIdentity, BaoError> {
+        let op = Op::MountRead;
+        let path = wire::mount_path(&self.settings.mount_path);
+        let bytes = self
+            .call(op, Method::GET, &path, Some(token), None, DEFAULT_BODY_LIMIT)
             .await?;
-        let field = |name| v.pointer(name).and_then(Value::as_str).unwrap_or_default().to_owned();
-        let (accessor, uuid) = (field("/data/accessor"), field("/data/uuid"));
-        let kind = field("/data/type");
-        if accessor.is_empty() || kind != "transit" {
-            return Err(BaoError {
-                class: ErrorClass::TransitKeyMissing,
-                op: Op::MountRead,
-                http_status: Some(200),
-                message: format!("mount {} is not a Transit mount", self.settings.mount_path),
-            });
-        }
-        Ok((accessor, uuid))
+        wire::parse_mount_identity(&bytes, &self.settings.mount_path).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `POST <auth mount>/login` with `body`: the client token and its lease.
     /// The body (JWT, secret ID) and the answer are wiped after use.
-    pub async fn login(&self, op: Op, mount_path: &str, body: &Value) -> Result<(SecretString, TokenInfo), BaoError> {
-        let body = Zeroizing::new(serde_json::to_vec(body).unwrap_or_default());
+    pub async fn login(&self, op: Op, mount_path: &str, body: &Value) -> Result<(SecretString, TokenLease), BaoError> {
+        let body = Zeroizing::new(body.to_string().into_bytes());
         let path = format!("{}/login", mount_path.trim_matches('/'));
         let bytes = self
             .call(op, Method::POST, &path, None, Some(&body), DEFAULT_BODY_LIMIT)
             .await?;
-        let answer: LoginBody = serde_json::from_slice(&bytes)
-            .map_err(|_| BaoError::invalid_response(op, "login answer has no auth.client_token"))?;
-        if answer.auth.client_token.is_empty() {
-            return Err(BaoError::invalid_response(op, "login answer has an empty client token"));
-        }
-        let lease = TokenInfo {
-            ttl_secs: answer.auth.lease_duration,
-            renewable: answer.auth.renewable,
-        };
-        Ok((SecretString::from(answer.auth.client_token.as_str().to_owned()), lease))
+        let (token, lease) = wire::parse_login(&bytes).map_err(|e| BaoError::from_wire(op, e))?;
+        Ok((SecretString::from(token.as_str().to_owned()), lease))
     }
 
     /// `POST sys/capabilities-self`: the token's capabilities on each path.
     pub async fn capabilities(&self, token: &str, paths: &[String]) -> Result<Vec<(String, Vec<String>)>, BaoError> {
-        let body = serde_json::to_vec(&json!({ "paths": paths })).unwrap_or_default();
+        let op = Op::CapabilitiesSelf;
+        let body = wire::capabilities_body(paths);
         let bytes = self
             .call(
-                Op::CapabilitiesSelf,
+                op,
                 Method::POST,
                 "sys/capabilities-self",
                 Some(token),
@@ -613,45 +453,32 @@ impl OpenBao {
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let data = v.get("data").unwrap_or(&v);
-        paths
-            .iter()
-            .map(|p| {
-                let caps = data.get(p.as_str()).and_then(Value::as_array).ok_or_else(|| {
-                    BaoError::invalid_response(Op::CapabilitiesSelf, format!("no answer for path {p}"))
-                })?;
-                Ok((
-                    p.clone(),
-                    caps.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-                ))
-            })
-            .collect()
+        wire::parse_capabilities(&bytes, paths).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `GET auth/token/lookup-self`: remaining TTL and whether it renews.
-    pub async fn token_lookup(&self, token: &str) -> Result<TokenInfo, BaoError> {
-        let v = self
-            .call_json(
-                Op::TokenLookupSelf,
+    pub async fn token_lookup(&self, token: &str) -> Result<TokenLease, BaoError> {
+        let op = Op::TokenLookupSelf;
+        let bytes = self
+            .call(
+                op,
                 Method::GET,
                 "auth/token/lookup-self",
                 Some(token),
+                None,
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        Ok(TokenInfo {
-            ttl_secs: v.pointer("/data/ttl").and_then(Value::as_u64).unwrap_or(0),
-            renewable: v.pointer("/data/renewable").and_then(Value::as_bool).unwrap_or(false),
-        })
+        wire::parse_token_lookup(&bytes).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `POST auth/token/renew-self` with `increment`: the new lease.
-    pub async fn token_renew(&self, token: &str, increment: Duration) -> Result<TokenInfo, BaoError> {
-        let body = serde_json::to_vec(&json!({"increment": format!("{}s", increment.as_secs())})).unwrap_or_default();
+    pub async fn token_renew(&self, token: &str, increment: Duration) -> Result<TokenLease, BaoError> {
+        let op = Op::TokenRenewSelf;
+        let body = wire::renew_body(increment.as_secs());
         let bytes = self
             .call(
-                Op::TokenRenewSelf,
+                op,
                 Method::POST,
                 "auth/token/renew-self",
                 Some(token),
@@ -659,66 +486,7 @@ impl OpenBao {
                 DEFAULT_BODY_LIMIT,
             )
             .await?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(TokenInfo {
-            ttl_secs: v.pointer("/auth/lease_duration").and_then(Value::as_u64).unwrap_or(0),
-            renewable: v.pointer("/auth/renewable").and_then(Value::as_bool).unwrap_or(false),
-        })
-    }
-}
-
-/// Lease facts of the current token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenInfo {
-    /// Remaining lifetime; 0 means the token does not expire.
-    pub ttl_secs: u64,
-    pub renewable: bool,
-}
-
-/// Login answer; the client token is wiped when dropped.
-#[derive(serde::Deserialize)]
-struct LoginBody {
-    auth: LoginAuth,
-}
-
-#[derive(serde::Deserialize)]
-struct LoginAuth {
-    client_token: Zeroizing<String>,
-    #[serde(default)]
-    lease_duration: u64,
-    #[serde(default)]
-    renewable: bool,
-}
-
-/// Transit decrypt answer; the plaintext is wiped when dropped.
-#[derive(serde::Deserialize)]
-struct DecryptBody {
-    data: DecryptData,
-}
-
-#[derive(serde::Deserialize)]
-struct DecryptData {
-    plaintext: Zeroizing<String>,
-}
-
-fn classify_status(op: Op, status: StatusCode, message: &str) -> ErrorClass {
-    match status.as_u16() {
-        400 | 401 | 403 if op.is_login() => ErrorClass::AuthFailed,
-        400 if message.contains("message authentication failed") => ErrorClass::IntegrityFailed,
-        400 => ErrorClass::TransitBadRequest,
-        401 => ErrorClass::AuthFailed,
-        403 if matches!(op, Op::TokenLookupSelf | Op::TokenRenewSelf) => ErrorClass::AuthFailed,
-        403 => ErrorClass::TransitPolicyDenied,
-        404 if matches!(
-            op,
-            Op::TransitMetadataRead | Op::TransitEncrypt | Op::TransitDecrypt | Op::MountRead
-        ) =>
-        {
-            ErrorClass::TransitKeyMissing
-        }
-        429 => ErrorClass::OpenBaoRateLimited,
-        503 if message.to_ascii_lowercase().contains("sealed") => ErrorClass::OpenBaoSealed,
-        _ => ErrorClass::OpenBaoUnavailable,
+        wire::parse_token_renew(&bytes).map_err(|e| BaoError::from_wire(op, e))
     }
 }
 
@@ -800,57 +568,5 @@ impl WithoutUrl for reqwest::Error {
             s = s.replace(url.as_str(), "<openbao>");
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_names_are_escaped_once() {
-        assert_eq!(escape_segment("k8s-workload-a.etcd_1"), "k8s-workload-a.etcd_1");
-        assert_eq!(escape_segment("a b/c%"), "a%20b%2Fc%25");
-    }
-
-    #[test]
-    fn http_statuses_map_to_classes() {
-        let cases = [
-            (
-                Op::TransitDecrypt,
-                400,
-                "cipher: message authentication failed",
-                ErrorClass::IntegrityFailed,
-            ),
-            (
-                Op::TransitDecrypt,
-                400,
-                "invalid ciphertext",
-                ErrorClass::TransitBadRequest,
-            ),
-            (Op::TransitMetadataRead, 404, "", ErrorClass::TransitKeyMissing),
-            (
-                Op::TransitEncrypt,
-                403,
-                "permission denied",
-                ErrorClass::TransitPolicyDenied,
-            ),
-            (Op::TokenLookupSelf, 403, "permission denied", ErrorClass::AuthFailed),
-            (Op::TokenRenewSelf, 403, "permission denied", ErrorClass::AuthFailed),
-            (
-                Op::JwtLogin,
-                400,
-                "error validating token: token is expired",
-                ErrorClass::AuthFailed,
-            ),
-            (Op::CertLogin, 403, "permission denied", ErrorClass::AuthFailed),
-            (Op::TransitEncrypt, 503, "Vault is sealed", ErrorClass::OpenBaoSealed),
-            (Op::TransitEncrypt, 429, "", ErrorClass::OpenBaoRateLimited),
-            (Op::TransitEncrypt, 502, "", ErrorClass::OpenBaoUnavailable),
-        ];
-        for (op, code, message, want) in cases {
-            let status = StatusCode::from_u16(code).unwrap();
-            assert_eq!(classify_status(op, status, message), want, "{op:?} {code} {message:?}");
-        }
     }
 }

@@ -11,23 +11,14 @@ use bao_kms_proto::v2::key_management_service_server::KeyManagementServiceServer
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::engine::{Engine, StartupError};
 use crate::health::{HealthState, health_router, metrics_router};
-use crate::metrics::{BuildInfo, Metrics};
+use crate::metrics::Metrics;
+use crate::runtime::{Engine, StartupError};
 use crate::service::KmsService;
 use crate::socket;
 
 /// How long in-flight KMS calls may take to finish after a stop signal.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-
-pub fn build_info() -> BuildInfo {
-    BuildInfo {
-        version: crate::VERSION,
-        commit: option_env!("BAO_KMS_PROVIDER_COMMIT").unwrap_or("unknown"),
-        build_date: option_env!("BAO_KMS_PROVIDER_BUILD_DATE").unwrap_or("unknown"),
-        dirty: option_env!("BAO_KMS_PROVIDER_DIRTY").unwrap_or("unknown"),
-    }
-}
 
 async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};

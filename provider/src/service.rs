@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bao_kms_core::errors::{ErrorClass, KmsCode};
+use bao_kms_core::errors::{ErrorClass, KmsCode, KmsError};
 use bao_kms_proto::v2::key_management_service_server::KeyManagementService;
 use bao_kms_proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
@@ -14,8 +14,8 @@ use bao_kms_proto::v2::{
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 
-use crate::engine::{Engine, KmsError};
 use crate::metrics::{Method, MethodStatus};
+use crate::runtime::Engine;
 
 /// The KMS API version reported by Status; must never change.
 pub const KMS_API_VERSION: &str = "v2";
@@ -42,22 +42,6 @@ pub fn to_status(e: &KmsError) -> Status {
         KmsCode::Internal => Code::Internal,
     };
     Status::new(code, format!("{}: {}", e.class.as_str(), e.message))
-}
-
-fn status_label(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::InvalidArgument => "invalid_argument",
-        Code::NotFound => "not_found",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Unavailable => "unavailable",
-        Code::PermissionDenied => "permission_denied",
-        Code::Unauthenticated => "unauthenticated",
-        Code::ResourceExhausted => "resource_exhausted",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::Cancelled => "canceled",
-        _ => "internal",
-    }
 }
 
 impl KmsService {
@@ -96,10 +80,10 @@ impl KmsService {
                     status: "resource_exhausted",
                 })
                 .inc();
-            let e = KmsError {
-                class: ErrorClass::ConcurrencyLimit,
-                message: format!("too many concurrent {method} requests"),
-            };
+            let e = KmsError::new(
+                ErrorClass::ConcurrencyLimit,
+                format!("too many concurrent {method} requests"),
+            );
             return Err(to_status(&e));
         };
         let started = Instant::now();
@@ -114,7 +98,7 @@ impl KmsService {
             .observe(elapsed.as_secs_f64());
         let (status, class) = match &result {
             Ok(_) => ("ok", None),
-            Err(e) => (status_label(to_status(e).code()), Some(e.class.as_str())),
+            Err(e) => (e.class.code().as_str(), Some(e.class.as_str())),
         };
         metrics
             .grpc_requests
@@ -168,11 +152,11 @@ impl KeyManagementService for KmsService {
         let req = request.into_inner();
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
         self.observe("encrypt", &self.encrypt_slots, None, async {
-            let (ciphertext, key_id, annotations) = self.engine.encrypt(&plaintext, &req.uid).await?;
+            let answer = self.engine.encrypt(&plaintext, &req.uid).await?;
             Ok(Response::new(EncryptResponse {
-                ciphertext,
-                key_id: key_id.to_string(),
-                annotations: annotations.into_iter().collect(),
+                ciphertext: answer.ciphertext,
+                key_id: answer.key_id.to_string(),
+                annotations: answer.annotations.into_iter().collect(),
             }))
         })
         .await

@@ -763,14 +763,6 @@ mod tests {
     /// The workspace crates the check covers, relative to the workspace root.
     const CRATES: [&str; 3] = ["provider/core", "preflight", "provider"];
 
-    /// Crates whose import cycle is being removed by a redesign under way:
-    /// the provider shell's auth, certauth, engine, health, metrics, openbao,
-    /// serve and service import each other in a loop (closed by metrics.rs
-    /// calling serve::build_info). Their cycles are printed, not failed on.
-    /// Delete the entry when that redesign lands, so the check holds the
-    /// provider shell too.
-    const CRATES_PENDING_CYCLE_REMOVAL: [&str; 1] = ["provider"];
-
     fn workspace() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
@@ -813,12 +805,7 @@ mod tests {
                     "{name}: no modules read"
                 );
                 for cycle in g.cycles() {
-                    let line = format!("{name}/src ({}): {cycle}", g.root.display());
-                    if CRATES_PENDING_CYCLE_REMOVAL.contains(&name) {
-                        eprintln!("pending removal, not failed on: {line}");
-                    } else {
-                        failures.push(line);
-                    }
+                    failures.push(format!("{name}/src ({}): {cycle}", g.root.display()));
                 }
             }
         }

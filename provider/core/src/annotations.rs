@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::aad::{AAD_VERSION, PROVIDER_KIND};
+use crate::errors::ErrorClass;
 use crate::hash::{h, is_hash};
 use crate::identity::IdentityScope;
 use crate::limits::is_fqdn;
@@ -52,11 +53,11 @@ pub enum AnnotationError {
 
 impl AnnotationError {
     /// `aad_missing`, `annotation_invalid` or `aad_mismatch`.
-    pub fn reason(&self) -> &'static str {
+    pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Missing(_) => "aad_missing",
-            Self::Invalid { .. } => "annotation_invalid",
-            Self::Mismatch(_) => "aad_mismatch",
+            Self::Missing(_) => ErrorClass::AadMissing,
+            Self::Invalid { .. } => ErrorClass::AnnotationInvalid,
+            Self::Mismatch(_) => ErrorClass::AadMismatch,
         }
     }
 }
@@ -178,34 +179,46 @@ mod tests {
 
         let mut m = good.clone();
         m.remove(KEY_ID_HASH);
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "aad_missing");
+        assert_eq!(verify(&m, &scope, &snap).unwrap_err().class(), ErrorClass::AadMissing);
 
         let mut m = good.clone();
         m.insert(TRANSIT_KEY_VERSION.into(), b"4".to_vec());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "aad_mismatch");
+        assert_eq!(verify(&m, &scope, &snap).unwrap_err().class(), ErrorClass::AadMismatch);
 
         let mut m = good.clone();
         m.insert(TRANSIT_MOUNT_HASH.into(), h("other").into_bytes());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "aad_mismatch");
+        assert_eq!(verify(&m, &scope, &snap).unwrap_err().class(), ErrorClass::AadMismatch);
 
         let mut m = good.clone();
         m.insert(KEY_ID_HASH.into(), b"not-a-hash".to_vec());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "annotation_invalid");
+        assert_eq!(
+            verify(&m, &scope, &snap).unwrap_err().class(),
+            ErrorClass::AnnotationInvalid
+        );
 
         let mut m = good.clone();
         m.insert("Bad_Key".into(), b"x".to_vec());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "annotation_invalid");
+        assert_eq!(
+            verify(&m, &scope, &snap).unwrap_err().class(),
+            ErrorClass::AnnotationInvalid
+        );
 
         let mut m = good.clone();
         m.insert(TRANSIT_KEY_VERSION.into(), b"03".to_vec());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "annotation_invalid");
+        assert_eq!(
+            verify(&m, &scope, &snap).unwrap_err().class(),
+            ErrorClass::AnnotationInvalid
+        );
 
         let mut m = good.clone();
         m.insert(AAD_VERSION_KEY.into(), b"v2".to_vec());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "annotation_invalid");
+        assert_eq!(
+            verify(&m, &scope, &snap).unwrap_err().class(),
+            ErrorClass::AnnotationInvalid
+        );
 
         let mut m = good;
         m.insert(OPENBAO_NAMESPACE_HASH.into(), h("ns").into_bytes());
-        assert_eq!(verify(&m, &scope, &snap).unwrap_err().reason(), "aad_mismatch");
+        assert_eq!(verify(&m, &scope, &snap).unwrap_err().class(), ErrorClass::AadMismatch);
     }
 }

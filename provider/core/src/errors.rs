@@ -32,6 +32,24 @@ pub enum ErrorClass {
     Unknown,
 }
 
+/// A KMS request failure: a class (gRPC code, metric label) and a message
+/// kube-apiserver may show in its logs and `/healthz`; never secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct KmsError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl KmsError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
 /// gRPC status codes the KMS service returns (a subset of gRPC's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KmsCode {
@@ -45,6 +63,25 @@ pub enum KmsCode {
     DeadlineExceeded,
     Cancelled,
     Internal,
+}
+
+impl KmsCode {
+    /// The `status` label of `openbao_kms_grpc_requests_total` (`ok` is
+    /// the label of a success, which has no code here).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::NotFound => "not_found",
+            Self::FailedPrecondition => "failed_precondition",
+            Self::Unavailable => "unavailable",
+            Self::PermissionDenied => "permission_denied",
+            Self::Unauthenticated => "unauthenticated",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Cancelled => "canceled",
+            Self::Internal => "internal",
+        }
+    }
 }
 
 impl ErrorClass {

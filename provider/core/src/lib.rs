@@ -12,8 +12,12 @@
 //! - [`identity`], [`keyid`], [`snapshot`], [`hash`]: the identity scope and
 //!   key_id derivation (wire contract, golden vectors).
 //! - [`limits`], [`annotations`], [`aad`]: what Encrypt returns and what
-//!   Decrypt checks before anything reaches OpenBao.
+//!   Decrypt checks before anything reaches OpenBao; [`admission`] puts
+//!   them in order: is a request admissible, and what goes to Transit.
 //! - [`transit`]: Transit key metadata, profile findings, bootstrap decision.
+//! - [`transit_wire`]: the OpenBao HTTP API as bytes: request bodies,
+//!   answer parsers, the classification of failed answers, the
+//!   `vault:v<N>:` ciphertext rule.
 //! - [`registry`]: the persisted key registry (state file + checkpoint),
 //!   its hash chain and rollback rules, its check against Transit metadata
 //!   ([`registry::StateFile::verify_metadata`]) and the retire/restore plans.
@@ -37,6 +41,7 @@
 //! `snapshot`; `rotation` on `registry`, `transit` and `config`.
 
 pub mod aad;
+pub mod admission;
 pub mod annotations;
 pub mod config;
 pub mod encryption_config;
@@ -54,3 +59,4 @@ pub mod registry;
 pub mod rotation;
 pub mod snapshot;
 pub mod transit;
+pub mod transit_wire;

@@ -29,7 +29,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::auth::{AuthError, read_secret_file};
+use super::error::{AuthError, read_secret_file};
 use crate::openbao::ClientIdentity;
 
 fn cert_err(path: &Path, why: impl Into<String>) -> AuthError {

@@ -1,0 +1,60 @@
+//! Auth failures and the one way auth material is read from disk.
+
+use std::fs;
+use std::path::Path;
+
+use bao_kms_core::errors::ErrorClass;
+use bao_kms_core::jwt;
+use secrecy::SecretString;
+
+use crate::openbao::BaoError;
+
+/// Auth failures. Messages name files and classes, never secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    #[error("auth material {path}: {why}")]
+    Material { path: String, why: String },
+    #[error("login failed: {0}")]
+    Login(BaoError),
+    #[error("{0}")]
+    Jwt(jwt::JwtProblem),
+    #[error("client certificate {path}: {why}")]
+    Certificate { path: String, why: String },
+    #[error("PKCS#11: {0}")]
+    Pkcs11(String),
+    #[error("PKCS#11: {0}")]
+    KeyMismatch(String),
+    #[error("{last} (next login attempt in {wait_ms} ms)")]
+    BackingOff { last: Box<AuthError>, wait_ms: u64 },
+}
+
+impl AuthError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Login(e) if e.class != ErrorClass::TransitPolicyDenied => e.class,
+            Self::BackingOff { last, .. } => last.class(),
+            _ => ErrorClass::AuthFailed,
+        }
+    }
+}
+
+/// Reads a one-line secret file: regular, not a symlink, no group write,
+/// no execute, no world access; surrounding whitespace trimmed.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, AuthError> {
+    let err = |why: String| AuthError::Material {
+        path: path.display().to_string(),
+        why,
+    };
+    let meta = crate::fsutil::regular_file(path, 0o037, "0640 or stricter")
+        .map_err(err)?
+        .ok_or_else(|| err("does not exist".into()))?;
+    if meta.len() > 64 * 1024 {
+        return Err(err("is larger than 64 KiB".into()));
+    }
+    let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.contains(['\n', '\r']) {
+        return Err(err("must hold exactly one non-empty line".into()));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
