@@ -3,7 +3,7 @@
 #   make demo       local OpenBao (TLS) + provider + first encrypt/decrypt
 #   make demo-rotate  the rotation runbook against what `make demo` started
 #   make demo-stop  stop what `make demo` started
-#   make bench      Encrypt/Decrypt latency against Transit and through the socket
+#   make bench      this provider against direct Transit: calls, restart burst, start to ready, RSS
 #   make test       fmt, clippy, dependency policy, build, image, all tests (what CI runs)
 #   make image      release binaries + the OCI image archive in images/out/
 
@@ -128,7 +128,9 @@ demo-rotate:
 demo-stop:
 	scripts/demo-stop.sh
 
-## bench: latency of release binaries against a local OpenBao, printed and
-## written to .demo/bench/ (timings are measured here, never asserted in tests).
+## bench: release binaries against a local OpenBao: the provider next to direct
+## Transit (Status/Encrypt/Decrypt at 1 and 16 in flight, the restart burst,
+## start to ready, RSS), printed and written to .demo/bench/benchmark.json
+## (timings are measured here, never asserted in tests).
 bench: deps
 	scripts/bench.sh

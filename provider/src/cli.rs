@@ -135,30 +135,57 @@ pub enum Command {
         target: PolicyTarget,
     },
     /// Encrypt/Decrypt latency with random non-secret data: against Transit
-    /// with this configuration, or through a running provider's socket.
-    Benchmark {
-        /// Configuration file (Transit mode) [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long, conflicts_with = "socket")]
-        config: Option<PathBuf>,
-        /// Benchmark through this KMS socket instead (what kube-apiserver sees).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Encrypt+Decrypt round trips.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        iterations: u32,
-        /// Round trips in flight at once.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
-        concurrency: u32,
-        /// Connect timeout for --socket.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
-    },
+    /// with this configuration, or through a running provider's socket, or
+    /// (both flags) the two side by side with the restart burst, start to
+    /// ready and memory.
+    Benchmark(BenchmarkArgs),
     /// Print version, commit, build date and dirty flag.
     Version,
     /// Print shell completion.
     Completion { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+pub struct BenchmarkArgs {
+    /// Configuration file (Transit mode) [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Benchmark through this KMS socket (what kube-apiserver sees); with
+    /// --config, compare it with direct Transit.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Encrypt+Decrypt round trips (comparison: calls per method, side and round).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub iterations: u32,
+    /// Round trips in flight at once; comparison: a comma-separated list [default: 1, comparison 1,16]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Vec<u32>,
+    /// Comparison: rounds, each measuring both sides in turn.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Comparison: connections of the restart burst (one per kube-apiserver).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub burst_connections: u32,
+    /// Comparison: distinct Decrypts each burst connection sends at once.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub burst_distinct: u32,
+    /// Comparison: identical Decrypts (one ciphertext) in the burst.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub burst_identical: u32,
+    /// Comparison: cold and warm starts of a scratch copy of the deployment (0: skip).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub startup_runs: u32,
+    /// Comparison: the gRPC deadline of each KMS call (kube-apiserver's kms timeout).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub kms_timeout: Duration,
+    /// Connect timeout for --socket.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 #[derive(Subcommand)]

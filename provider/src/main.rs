@@ -5,11 +5,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bao_kms_core::config::DEFAULT_CONFIG_PATH;
 use bao_kms_core::config::validate::{Override, Overrides};
-use bao_kms_provider::cli::{ApplyArgs, Cli, Command, ConfigWhat, LogLevelArg, Output, PolicyTarget};
+use bao_kms_provider::cli::{ApplyArgs, BenchmarkArgs, Cli, Command, ConfigWhat, LogLevelArg, Output, PolicyTarget};
 use bao_kms_provider::report::FieldReport;
 use bao_kms_provider::runtime::StartupError;
 use bao_kms_provider::{config_file, logging, probe_cmd, serve};
@@ -123,14 +122,18 @@ where
     }
 }
 
-fn benchmark(
-    config: Option<PathBuf>,
-    socket: Option<PathBuf>,
-    iterations: usize,
-    concurrency: usize,
-    timeout: Duration,
-    output: Output,
-) -> ExitCode {
+fn benchmark(args: BenchmarkArgs) -> ExitCode {
+    use bao_kms_provider::benchmark;
+    let compare = args.config.is_some() && args.socket.is_some();
+    let concurrency: Vec<usize> = match (args.concurrency.len(), compare) {
+        (0, true) => vec![1, 16],
+        (0, false) => vec![1],
+        (1, _) | (_, true) => args.concurrency.iter().map(|&c| c as usize).collect(),
+        (_, false) => {
+            eprintln!("--concurrency takes one value unless both --config and --socket are given");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     // Concurrent round trips want more than one thread.
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -139,19 +142,50 @@ fn benchmark(
     else {
         return ExitCode::from(EXIT_UNCLASSIFIED);
     };
-    let report = match socket {
-        Some(socket) => rt.block_on(bao_kms_provider::benchmark::socket(
-            &socket,
-            timeout,
-            iterations,
-            concurrency,
-        )),
-        None => match load_config(config) {
-            Ok(cfg) => rt.block_on(bao_kms_provider::benchmark::transit(&cfg, iterations, concurrency)),
+    let iterations = args.iterations as usize;
+    let report = match (args.socket, compare) {
+        (Some(socket), true) => {
+            let path = config_path(args.config.clone());
+            let cfg = match load_config(args.config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            let plan = benchmark::compare::Plan {
+                iterations,
+                in_flight: concurrency,
+                rounds: args.rounds as usize,
+                burst_connections: args.burst_connections as usize,
+                burst_distinct: args.burst_distinct as usize,
+                burst_identical: args.burst_identical as usize,
+                startup_runs: args.startup_runs as usize,
+                kms_timeout: args.kms_timeout,
+                connect_timeout: args.timeout,
+            };
+            rt.block_on(benchmark::compare::compare(&cfg, &path, &socket, &plan))
+        }
+        (Some(socket), false) => rt.block_on(benchmark::socket(&socket, args.timeout, iterations, concurrency[0])),
+        (None, _) => match load_config(args.config) {
+            Ok(cfg) => rt.block_on(benchmark::transit(&cfg, iterations, concurrency[0])),
             Err(code) => return code,
         },
     };
-    emit_fields(&report, output)
+    if let Some(file) = &args.json_file
+        && let Err(e) = std::fs::write(file, report.to_json() + "\n")
+    {
+        eprintln!("writing {}: {e}", file.display());
+        return ExitCode::from(EXIT_UNCLASSIFIED);
+    }
+    match (compare, args.output) {
+        (true, Output::Text) => {
+            print_or_exit(benchmark::compare::table(&report.report).trim_end());
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DIAGNOSTIC)
+            }
+        }
+        (_, output) => emit_fields(&report, output),
+    }
 }
 
 /// `retire-versions` and `restore-versions`: plan, or apply with the reviewed hash.
@@ -217,21 +251,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Benchmark {
-            config,
-            socket,
-            iterations,
-            concurrency,
-            timeout,
-            output,
-        } => benchmark(
-            config,
-            socket,
-            iterations as usize,
-            concurrency as usize,
-            timeout,
-            output,
-        ),
+        Command::Benchmark(args) => benchmark(args),
         Command::Init(args) => ExitCode::from(bao_kms_provider::init::run(args)),
         Command::RotationPlan { config, output } => field_command(config, output, |cfg| async move {
             bao_kms_provider::rotation_plan::run(&cfg, false).await

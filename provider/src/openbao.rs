@@ -161,7 +161,30 @@ pub enum ClientIdentity {
     Resolver(Arc<dyn rustls::client::ResolvesClientCert>),
 }
 
-fn tls_config(settings: &ClientSettings, identity: ClientIdentity) -> Result<rustls::ClientConfig, ClientError> {
+/// The HTTP version a client speaks to OpenBao, negotiated by TLS ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1 over a pool of keep-alive connections.
+    Http1,
+    /// HTTP/2, many requests multiplexed on one connection.
+    Http2,
+}
+
+impl HttpVersion {
+    /// The ALPN protocol name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http/1.1",
+            Self::Http2 => "h2",
+        }
+    }
+}
+
+fn tls_config(
+    settings: &ClientSettings,
+    identity: ClientIdentity,
+    version: Option<HttpVersion>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let roots = load_roots(&settings.ca_cert_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -181,13 +204,32 @@ fn tls_config(settings: &ClientSettings, identity: ClientIdentity) -> Result<rus
             .map_err(|e| ClientError::Build(format!("client certificate: {e}")))?,
         ClientIdentity::Resolver(r) => builder.with_client_cert_resolver(r),
     };
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Without a fixed version both are offered and the server picks (h2 first).
+    tls.alpn_protocols = match version {
+        Some(v) => vec![v.as_str().as_bytes().to_vec()],
+        None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(tls)
 }
 
-fn http_client(settings: &ClientSettings, identity: ClientIdentity) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls_config(settings, identity)?)
+/// An HTTPS client with the configured trust, server name, deadlines and
+/// no redirects, speaking `version` only.
+pub fn https_client(settings: &ClientSettings, version: HttpVersion) -> Result<reqwest::Client, ClientError> {
+    http_client(settings, ClientIdentity::None, Some(version))
+}
+
+fn http_client(
+    settings: &ClientSettings,
+    identity: ClientIdentity,
+    version: Option<HttpVersion>,
+) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder();
+    let builder = match version {
+        Some(HttpVersion::Http1) => builder.http1_only(),
+        _ => builder,
+    };
+    builder
+        .use_preconfigured_tls(tls_config(settings, identity, version)?)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
@@ -207,7 +249,7 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub fn new(settings: ClientSettings, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
-        let http = http_client(&settings, ClientIdentity::None)?;
+        let http = http_client(&settings, ClientIdentity::None, None)?;
         let base = format!("{}/v1/", settings.address.trim_end_matches('/'));
         Ok(Self {
             http,
@@ -221,7 +263,7 @@ impl OpenBao {
     /// over mTLS. Other requests keep using the plain client.
     pub fn with_identity(&self, identity: ClientIdentity) -> Result<Self, ClientError> {
         Ok(Self {
-            http: http_client(&self.settings, identity)?,
+            http: http_client(&self.settings, identity, None)?,
             ..self.clone()
         })
     }

@@ -1,9 +1,11 @@
 //! `benchmark`: latency of Encrypt and Decrypt with non-secret random data,
 //! either straight against Transit with the provider's configuration,
 //! identity and AAD (`--config`), or through a running provider's socket the
-//! way kube-apiserver calls it (`--socket`). Every decrypted value is
-//! compared with what was encrypted; any error fails the run (exit 4).
-//! Nothing is written, nothing secret is printed.
+//! way kube-apiserver calls it (`--socket`), or both side by side with the
+//! restart burst, start to ready and memory ([`compare`], both flags).
+//! Every decrypted value is compared with what was encrypted; any error
+//! fails the run (exit 4). Nothing of the deployment is written, nothing
+//! secret is printed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +25,12 @@ use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
 use crate::state::{RegistryPaths, read_unlocked};
 
+pub mod compare;
+mod direct;
+mod startup;
+
 /// Size of each sample: a KMS v2 DEK seed is 32 bytes.
-const SAMPLE_BYTES: usize = 32;
+pub(crate) const SAMPLE_BYTES: usize = 32;
 
 /// Latency percentiles of one operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,11 +58,11 @@ pub fn latency(mut samples: Vec<Duration>) -> Option<Latency> {
     })
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn latency_json(l: Option<Latency>) -> Value {
+pub(crate) fn latency_json(l: Option<Latency>) -> Value {
     match l {
         None => Value::Null,
         Some(l) => json!({
@@ -136,50 +142,67 @@ where
     (started.elapsed(), results)
 }
 
-fn sample() -> zeroize::Zeroizing<Vec<u8>> {
+pub(crate) fn sample() -> zeroize::Zeroizing<Vec<u8>> {
     let mut seed = zeroize::Zeroizing::new(vec![0u8; SAMPLE_BYTES]);
     rand::rng().fill_bytes(&mut seed);
     seed
 }
 
-/// Transit encrypt/decrypt with the registry's active version and the
-/// canonical AAD, as the provider calls it.
-pub async fn transit(cfg: &Config, iterations: usize, concurrency: usize) -> Outcome {
-    let fail = |msg: String| {
-        Outcome::finish(
-            json!({"name": "benchmark", "mode": "transit", "firstError": msg}),
-            false,
-        )
-    };
+/// What a Transit call of the provider needs: a client, a token, the
+/// registry's active version and its canonical AAD.
+pub(crate) struct TransitTarget {
+    pub bao: OpenBao,
+    pub token: secrecy::SecretString,
+    pub aad: Vec<u8>,
+    pub version: u64,
+}
+
+/// Reads the active version from the registry and logs in.
+pub(crate) async fn transit_target(cfg: &Config) -> Result<TransitTarget, String> {
     let paths = RegistryPaths::new(&cfg.state.path);
-    let active: KeySnapshot = match read_unlocked(&paths) {
-        Ok((Some(state), _)) => match state.active().snapshot() {
-            Some(s) => s,
-            None => return fail("the registry's active record is malformed".into()),
-        },
-        Ok((None, _)) => {
-            return fail(format!(
+    let active: KeySnapshot = match read_unlocked(&paths)? {
+        (Some(state), _) => state
+            .active()
+            .snapshot()
+            .ok_or("the registry's active record is malformed")?,
+        (None, _) => {
+            return Err(format!(
                 "no registry state at {}: the active Transit version is unknown until the provider has started once",
                 cfg.state.path.display()
             ));
         }
-        Err(e) => return fail(e),
     };
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
-    let bao = match OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()) {
-        Ok(b) => b,
-        Err(e) => return fail(e.to_string()),
+    let bao = OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()).map_err(|e| e.to_string())?;
+    let auth = Auth::new(&cfg.auth.method, bao.clone(), metrics).map_err(|e| e.to_string())?;
+    let token = auth.token().await.map_err(|e| e.to_string())?;
+    Ok(TransitTarget {
+        bao,
+        token,
+        aad: aad::canonical(&cfg.identity_scope(), &active),
+        version: active.version,
+    })
+}
+
+/// Transit encrypt/decrypt with the registry's active version and the
+/// canonical AAD, as the provider calls it.
+pub async fn transit(cfg: &Config, iterations: usize, concurrency: usize) -> Outcome {
+    let target = match transit_target(cfg).await {
+        Ok(t) => t,
+        Err(msg) => {
+            return Outcome::finish(
+                json!({"name": "benchmark", "mode": "transit", "firstError": msg}),
+                false,
+            );
+        }
     };
-    let token = match Auth::new(&cfg.auth.method, bao.clone(), metrics) {
-        Ok(auth) => match auth.token().await {
-            Ok(t) => t,
-            Err(e) => return fail(e.to_string()),
-        },
-        Err(e) => return fail(e.to_string()),
-    };
-    let aad = Arc::new(aad::canonical(&cfg.identity_scope(), &active));
-    let token = Arc::new(token);
-    let version = active.version;
+    let TransitTarget {
+        bao,
+        token,
+        aad,
+        version,
+    } = target;
+    let (aad, token) = (Arc::new(aad), Arc::new(token));
     let (elapsed, results) = drive(iterations, concurrency, move || {
         let (bao, aad, token) = (bao.clone(), aad.clone(), token.clone());
         async move {
