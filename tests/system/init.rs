@@ -9,11 +9,11 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bao_kms_system_tests::doctor::{report_check, run_preflight_node};
+use bao_kms_system_tests::init_files::{CLEARED_ENV, mint_jwt, run_openbao_setup};
 use bao_kms_system_tests::net::free_port;
-use bao_kms_system_tests::openbao::bao_binary;
 use bao_kms_system_tests::process::KillOnDrop;
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, READY_TIMEOUT, provider_binary};
 use bao_kms_system_tests::{KmsClient, OpenBao, wait};
@@ -30,23 +30,6 @@ const DIGEST: &str = "sha256:3f5ea2b8c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "openbao";
 const SUBJECT: &str = "system:node:cp-1";
-
-/// Environment variables that would change what `init`, `bao` or the
-/// provider do; cleared for every child.
-const CLEARED_ENV: &[&str] = &[
-    "BAO_KMS_PROVIDER_CONFIG",
-    "BAO_KMS_PROVIDER_CONFIG_PATH",
-    "BAO_KMS_PROVIDER_LOG_LEVEL",
-    "BAO_KMS_PROVIDER_LOGGING_LEVEL",
-    "BAO_KMS_PROVIDER_SERVER_METRICS_ADDRESS",
-    "BAO_KMS_PROVIDER_SERVER_HEALTH_ADDRESS",
-    "BAO_ADDR",
-    "BAO_CACERT",
-    "BAO_TOKEN",
-    "BAO_NAMESPACE",
-    "VAULT_ADDR",
-    "VAULT_TOKEN",
-];
 
 fn init(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
     let mut cmd = Command::new(provider_binary());
@@ -425,38 +408,6 @@ fn static_pod_parses_as_a_pod_and_passes_the_node_checks() -> anyhow::Result<()>
 
 // ------------------------------------------------ OpenBao end to end
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn mint_jwt(key: &KeyPair) -> anyhow::Result<String> {
-    let claims =
-        serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "sub": SUBJECT, "iat": now() - 5, "exp": now() + 3600});
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes())?;
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
-        &claims,
-        &key,
-    )?)
-}
-
-fn run_setup(script: &Path, bao: &OpenBao, pubkeys: &Path) -> anyhow::Result<Output> {
-    let mut cmd = Command::new(script);
-    for var in CLEARED_ENV {
-        cmd.env_remove(var);
-    }
-    Ok(cmd
-        .env("BAO_ADDR", bao.address())
-        .env("BAO_CACERT", bao.ca_file())
-        .env("BAO_TOKEN", bao.root_token())
-        .env("BAO_BIN", bao_binary())
-        .env("BAO_KMS_JWT_VALIDATION_PUBKEYS_FILE", pubkeys)
-        .output()?)
-}
-
 #[tokio::test]
 async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::Result<()> {
     let bao = OpenBao::start_dev().await?;
@@ -507,7 +458,7 @@ async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::R
     let pubkeys = root.join("issuer.pub.pem");
     fs::write(&pubkeys, signer.public_key_pem())?;
     let setup = out_dir.join("openbao-setup.sh");
-    let first = run_setup(&setup, &bao, &pubkeys)?;
+    let first = run_openbao_setup(&setup, &bao, &pubkeys)?;
     assert!(
         first.status.success(),
         "{}\n{}",
@@ -517,7 +468,7 @@ async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::R
     let first_out = String::from_utf8_lossy(&first.stdout);
     assert!(first_out.contains("enabled transit at transit"), "{first_out}");
     assert!(first_out.contains("created key k8s-workload-a-etcd"), "{first_out}");
-    let again = run_setup(&setup, &bao, &pubkeys)?;
+    let again = run_openbao_setup(&setup, &bao, &pubkeys)?;
     assert!(again.status.success(), "{}", stderr(&again));
     let again_out = String::from_utf8_lossy(&again.stdout);
     assert!(again_out.contains("transit mount transit exists"), "{again_out}");
@@ -553,7 +504,7 @@ async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::R
     assert_eq!(String::from_utf8_lossy(&printed.stdout).trim_end(), policy.trim_end());
 
     // The node's credential, then the provider with the generated config.
-    fs::write(&jwt_file, mint_jwt(&signer)?)?;
+    fs::write(&jwt_file, mint_jwt(&signer, ISSUER, AUDIENCE, SUBJECT)?)?;
     fs::set_permissions(&jwt_file, fs::Permissions::from_mode(0o640))?;
     let config = out_dir.join("config.yaml");
     assert_eq!(fs::metadata(&config)?.mode() & 0o777, 0o640);
@@ -614,7 +565,7 @@ async fn openbao_setup_refuses_an_existing_unsafe_key() -> anyhow::Result<()> {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let pubkeys = dir.path().join("issuer.pub.pem");
     fs::write(&pubkeys, KeyPair::generate()?.public_key_pem())?;
-    let run = run_setup(&out_dir.join("openbao-setup.sh"), &bao, &pubkeys)?;
+    let run = run_openbao_setup(&out_dir.join("openbao-setup.sh"), &bao, &pubkeys)?;
     assert!(!run.status.success());
     assert!(stderr(&run).contains("has exportable=true"), "{}", stderr(&run));
     // It stopped there: no policy and no auth mount were written.
