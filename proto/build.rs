@@ -1,12 +1,26 @@
-//! Compiles `kms/v2/api.proto` with protox (pure Rust), so no system `protoc`
-//! is needed, and generates the tonic client and server.
+//! Compiles the protos with protox (pure Rust), so no system `protoc` is
+//! needed: the KMS v2 plugin API and the stored `EncryptedObject`
+//! (`kms/v2/`, client and server), and the read-only etcd v3 KV subset
+//! (`etcd/`, client only).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=kms/v2/api.proto");
-    let fds = protox::compile(["kms/v2/api.proto"], ["."])?;
+    for file in [
+        "kms/v2/api.proto",
+        "kms/v2/encrypted_object.proto",
+        "etcd/etcdserverpb/rpc.proto",
+        "etcd/mvccpb/kv.proto",
+    ] {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let kms = protox::compile(["kms/v2/api.proto", "kms/v2/encrypted_object.proto"], ["."])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_fds(kms)?;
+    let etcd = protox::compile(["etcd/etcdserverpb/rpc.proto"], ["."])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(etcd)?;
     Ok(())
 }

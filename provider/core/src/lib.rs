@@ -25,6 +25,8 @@
 //!   observations (candidate, stable count, activation delay, promotion).
 //! - [`reason`]: health reasons (stable code + detail) that the registry
 //!   check and the rotation machine report.
+//! - [`storage`]: what `bao-kms-preflight storage` found in etcd, its
+//!   gates, and what the report proves to a registry.
 //! - [`encryption_config`]: kube-apiserver's EncryptionConfiguration, its
 //!   validation rules and the cross-check against [`config::Config`].
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
@@ -38,7 +40,8 @@
 //! system-test crate's `modgraph` test checks every crate of the
 //! workspace). The leaves are `hash`, `gojson`, `limits`, `errors`, `jwt`,
 //! `transit` and `reason`; `registry` builds on `identity`, `keyid` and
-//! `snapshot`; `rotation` on `registry`, `transit` and `config`.
+//! `snapshot`; `rotation` on `registry`, `transit` and `config`; `storage`
+//! on `registry` and `hash`.
 
 pub mod aad;
 pub mod admission;
@@ -58,5 +61,6 @@ pub mod reason;
 pub mod registry;
 pub mod rotation;
 pub mod snapshot;
+pub mod storage;
 pub mod transit;
 pub mod transit_wire;

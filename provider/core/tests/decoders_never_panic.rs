@@ -79,4 +79,15 @@ proptest! {
         let map: HashMap<String, Vec<u8>> = map;
         prop_assert!(annotations::verify(&map, &s, &snap).is_err());
     }
+
+    #[test]
+    fn stored_value_prefixes_and_keys_from_random_bytes(
+        head in prop::sample::select(vec![&b""[..], b"k8s:enc:kms:v2:", b"k8s:enc:aescbc:v1:", b"k8s\x00", b"/registry/"]),
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let value = [head, &bytes[..]].concat();
+        let _ = bao_kms_core::storage::value::parse(&value);
+        let _ = bao_kms_core::storage::value::resource_of(&value, b"/registry/");
+        let _ = serde_json::from_slice::<bao_kms_core::storage::StorageReport>(&value);
+    }
 }
