@@ -39,8 +39,10 @@ export BAO_KMS_DEB
 ## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
 ## engine, to render the chart in tests), skopeo and containerd (to check the
 ## image archive and the preload hook), shellcheck (lints the bootstrap
-## hooks), and Prometheus (promtool and the server: check, unit-test and
-## evaluate the alert rules); idempotent.
+## hooks), Prometheus (promtool and the server: check, unit-test and
+## evaluate the alert rules), and etcd (Debian's etcd-server: the store the
+## `storage` tests read; its packaged service is disabled, the tests start
+## their own on loopback); idempotent.
 deps:
 	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
 		echo "deps: OpenBao v$(BAO_VERSION) present"; \
@@ -72,6 +74,13 @@ deps:
 	else \
 		echo "deps: installing prometheus (promtool and the server)"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
+	@if command -v etcd >/dev/null; then \
+		echo "deps: etcd present"; \
+	else \
+		echo "deps: installing etcd-server"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server; \
+		if [ -d /run/systemd/system ]; then systemctl disable --now etcd.service || true; fi; \
 	fi
 
 ## deps-deb: dpkg-dev (dpkg-shlibdeps computes the package's Depends) and

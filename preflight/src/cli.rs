@@ -28,6 +28,10 @@ pub enum Command {
     /// kubectl-style: check every control-plane node's report for
     /// freshness and one key_id hash, generation and version.
     Cluster(ClusterArgs),
+    /// Read etcd (read-only, with kube-apiserver's etcd client certificate)
+    /// and count how every stored object is encrypted, per resource, by
+    /// provider name and key_id hash; optional gates for the rotation.
+    Storage(StorageArgs),
 }
 
 /// Where the Kubernetes API is, like kubectl.
@@ -148,5 +152,84 @@ fn parse_digest(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err("must be sha256:<64 lowercase hex digits>".to_owned())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// etcd endpoints (kube-apiserver's --etcd-servers), tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "https://127.0.0.1:2379")]
+    pub etcd_servers: Vec<String>,
+    /// CA that signed etcd's serving certificate (kube-apiserver's --etcd-cafile).
+    #[arg(long, default_value = "/etc/kubernetes/pki/etcd/ca.crt")]
+    pub etcd_cafile: PathBuf,
+    /// Client certificate (kube-apiserver's --etcd-certfile).
+    #[arg(long, default_value = "/etc/kubernetes/pki/apiserver-etcd-client.crt")]
+    pub etcd_certfile: PathBuf,
+    /// Client key (kube-apiserver's --etcd-keyfile).
+    #[arg(long, default_value = "/etc/kubernetes/pki/apiserver-etcd-client.key")]
+    pub etcd_keyfile: PathBuf,
+    /// kube-apiserver's --etcd-prefix.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// Scan one resource directory only (e.g. secrets); such a report is
+    /// not evidence for the whole store.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Keys per range request.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: u32,
+    /// Deadline of the connection and of each page.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Provider configuration: its key registry (read-only) maps key_id
+    /// hashes to Transit versions.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// An extra directory the configured socket may live in (as `node`).
+    #[arg(long, env = crate::node::ALLOWED_SOCKET_DIR_ENV)]
+    pub allowed_socket_dir: Option<PathBuf>,
+    /// Gate: every encrypted object uses this key_id hash.
+    #[arg(long, value_parser = parse_hash)]
+    pub require_key_id_hash: Option<String>,
+    /// Gate: no object of the provider uses a Transit version below N
+    /// (needs --config).
+    #[arg(long, requires = "config", value_parser = clap::value_parser!(u64).range(1..))]
+    pub forbid_version_below: Option<u64>,
+    /// Progress on stderr even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+impl StorageArgs {
+    pub fn options(&self) -> crate::storage::StorageOptions {
+        crate::storage::StorageOptions {
+            etcd: crate::etcd::EtcdOptions {
+                endpoints: self.etcd_servers.clone(),
+                ca_file: Some(self.etcd_cafile.clone()),
+                cert_file: Some(self.etcd_certfile.clone()),
+                key_file: Some(self.etcd_keyfile.clone()),
+                timeout: self.timeout,
+            },
+            etcd_prefix: self.etcd_prefix.clone(),
+            resource: self.resource.clone(),
+            page_size: self.page_size,
+            config: self.config.clone(),
+            allowed_socket_dir: self.allowed_socket_dir.clone(),
+            require_key_id_hash: self.require_key_id_hash.clone(),
+            forbid_version_below: self.forbid_version_below,
+            progress: self.progress,
+        }
+    }
+}
+
+fn parse_hash(s: &str) -> Result<String, String> {
+    if bao_kms_core::hash::is_hash(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be a key_id hash: 43 base64url characters (H(key_id), as /status keyIDHash)".to_owned())
     }
 }

@@ -131,7 +131,8 @@ pub async fn http_get(client: &reqwest::Client, address: &str, path: &str) -> Re
     Ok(HttpAnswer { status, body })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e: source: source...` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -10,16 +10,20 @@
 //!   published as one `coordination.k8s.io/v1` Lease per node ([`lease`]).
 //! - [`cluster`]: `bao-kms-preflight cluster`, every control-plane node's
 //!   report through the Kubernetes API ([`kube_api`]), cross-node checks.
+//! - [`storage`]: `bao-kms-preflight storage`, how every object in etcd is
+//!   encrypted ([`etcd`]: read-only paging client), with gates.
 
 pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod collect;
+pub mod etcd;
 pub mod kube_api;
 pub mod lease;
 pub mod node;
 pub mod report;
+pub mod storage;
 
 /// Version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use bao_kms_preflight::cli::{Cli, Command, KubeFlags};
 use bao_kms_preflight::report::{OutputFormat, to_json, to_yaml};
-use bao_kms_preflight::{agent, cluster, exit, kube_api, node};
+use bao_kms_preflight::{agent, cluster, exit, kube_api, node, storage};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -86,7 +86,24 @@ async fn run(command: Command) -> u8 {
                 }
             }
         }
+        Command::Storage(args) => match storage::run(&args.options(), unix_now()).await {
+            Ok(out) => {
+                print(&out.render(args.output));
+                if out.failed() { exit::CHECK_FAILED } else { exit::OK }
+            }
+            Err(e) => {
+                eprintln!("bao-kms-preflight storage: {e}");
+                exit::RUNTIME
+            }
+        },
     }
+}
+
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A client and the namespace of the report Leases (`-n`, else the

@@ -17,6 +17,7 @@
 //! - [`metrics`]: reading samples out of Prometheus text.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
 //! - [`process`]: kill-on-drop child processes and checked commands.
+//! - [`etcd`]: a real etcd with TLS client certificates, as kube-apiserver's store.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
 //! - [`modgraph`]: the module graph of a crate read from its sources; its
@@ -29,6 +30,7 @@
 
 pub mod containerd;
 pub mod doctor;
+pub mod etcd;
 pub mod init_files;
 pub mod install_doc;
 pub mod kms_client;

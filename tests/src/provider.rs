@@ -761,3 +761,42 @@ pub async fn dev_setup_with(
     let env = edit(ProviderEnv::builder(&bao, &provisioned)).build()?;
     Ok((bao, provisioned, env))
 }
+
+/// Bound on a promotion once the rotation is in Transit, with the fast
+/// rotation profile (a few probes, a short activation delay).
+pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The key_id of Transit `version` as OpenBao reports its creation second,
+/// derived independently from the config's identity.
+pub fn expected_key_id(bao: &OpenBao, p: &Provisioned, env: &ProviderEnv, version: u64) -> anyhow::Result<String> {
+    let created = bao.key_metadata(p)?.created_unix(version)?;
+    Ok(bao_kms_core::keyid::KeyId::derive(&env.scope(), version, created)?
+        .as_str()
+        .to_owned())
+}
+
+/// Rotates the key and waits until `provider` publishes `version`'s key_id
+/// (healthy); returns that key_id.
+pub async fn rotate_and_promote(
+    bao: &OpenBao,
+    p: &Provisioned,
+    env: &ProviderEnv,
+    provider: &Provider,
+    version: u64,
+) -> anyhow::Result<String> {
+    bao.rotate_key(p)?;
+    let key_id = expected_key_id(bao, p, env, version)?;
+    crate::wait::until(
+        PROMOTION_TIMEOUT,
+        &format!("promotion of version {version}"),
+        || async {
+            match provider.status_json().await {
+                Ok(s) if s["keyID"] == key_id.as_str() && s["healthy"] == true => Ok(()),
+                Ok(s) => Err(s.to_string()),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        },
+    )
+    .await?;
+    Ok(key_id)
+}

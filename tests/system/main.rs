@@ -28,6 +28,7 @@ mod rotation;
 mod rotation_plan;
 mod serve_lifecycle;
 mod slow;
+mod storage;
 mod systemd_units;
 mod tls_openbao;
 mod token_lifecycle;

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bao_kms_core::hash::h;
-use bao_kms_core::keyid::KeyId;
 use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
 use bao_kms_system_tests::provider::{
     ALLOWED_SOCKET_DIR_ENV, ProviderEnvBuilder, dev_setup_with, provider_binary, read_json, registry_record,
+    rotate_and_promote,
 };
-use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, wait};
+use bao_kms_system_tests::{Provider, ProviderEnv, wait};
 use serde_json::Value;
 use tonic::Code;
 
@@ -59,32 +59,6 @@ fn record_state(state: &Value, version: u64) -> Option<String> {
 
 fn reasons(report: &Value) -> String {
     report["reasons"].to_string()
-}
-
-fn expected_key_id(bao: &OpenBao, p: &Provisioned, env: &ProviderEnv, version: u64) -> anyhow::Result<String> {
-    let created = bao.key_metadata(p)?.created_unix(version)?;
-    Ok(KeyId::derive(&env.scope(), version, created)?.as_str().to_owned())
-}
-
-/// Rotates the key and waits until `provider` publishes `version`'s key_id.
-async fn rotate_and_promote(
-    bao: &OpenBao,
-    p: &Provisioned,
-    env: &ProviderEnv,
-    provider: &Provider,
-    version: u64,
-) -> anyhow::Result<String> {
-    bao.rotate_key(p)?;
-    let key_id = expected_key_id(bao, p, env, version)?;
-    wait::until(CHANGE_WITHIN, &format!("promotion of version {version}"), || async {
-        match provider.status_json().await {
-            Ok(s) if s["keyID"] == key_id.as_str() && s["healthy"] == true => Ok(()),
-            Ok(s) => Err(s.to_string()),
-            Err(e) => Err(format!("{e:#}")),
-        }
-    })
-    .await?;
-    Ok(key_id)
 }
 
 #[tokio::test]

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, ensure};
 use bao_kms_core::hash::h;
 use bao_kms_core::keyid::KeyId;
-use bao_kms_system_tests::provider::{ProviderEnvBuilder, dev_setup_with, read_json, registry_record};
+use bao_kms_system_tests::provider::{ProviderEnvBuilder, dev_setup_with, expected_key_id, read_json, registry_record};
 use bao_kms_system_tests::{
-    EncryptedSeed, KmsClient, OpenBao, Provider, ProviderEnv, Provisioned, counter, metric, provision, wait,
+    EncryptedSeed, KmsClient, OpenBao, Provider, ProviderEnv, counter, metric, provision, wait,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -35,13 +35,6 @@ fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
     b.probe_interval("500ms")
         .deep_probe_interval("2s")
         .status_max_staleness("3s")
-}
-
-/// The key_id of Transit `version` as OpenBao reports its creation second,
-/// derived independently from the config's identity.
-fn expected_key_id(bao: &OpenBao, p: &Provisioned, env: &ProviderEnv, version: u64) -> anyhow::Result<String> {
-    let created = bao.key_metadata(p)?.created_unix(version)?;
-    Ok(KeyId::derive(&env.scope(), version, created)?.as_str().to_owned())
 }
 
 async fn wait_status(provider: &Provider, what: &str, want: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
