@@ -93,11 +93,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
-    /// The local registry against Transit, with an explicit limited-confidence statement.
+    /// The local registry against Transit, with a confidence statement (complete only with --storage-report).
     VerifyRotation {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A `bao-kms-preflight storage -o json` report: evidence from etcd
+        /// (confidence becomes complete when it covers this registry).
+        #[arg(long)]
+        storage_report: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -109,6 +113,10 @@ pub enum Command {
         /// Retire every retained version below this one (greater than 1, at most the active version).
         #[arg(long)]
         before_version: u64,
+        /// A `bao-kms-preflight storage -o json` report: the plan is refused
+        /// while any object still uses a version it removes.
+        #[arg(long)]
+        storage_report: Option<PathBuf>,
         #[command(flatten)]
         apply: ApplyArgs,
         #[arg(long, value_enum, default_value = "text")]

@@ -34,6 +34,7 @@ pub mod service;
 pub mod singleflight;
 pub mod socket;
 pub mod state;
+pub mod storage_report;
 pub mod transit;
 
 /// Wall-clock Unix seconds (0 if the clock is before the epoch). The only

@@ -256,19 +256,27 @@ fn main() -> ExitCode {
         Command::RotationPlan { config, output } => field_command(config, output, |cfg| async move {
             bao_kms_provider::rotation_plan::run(&cfg, false).await
         }),
-        Command::VerifyRotation { config, output } => field_command(config, output, |cfg| async move {
-            bao_kms_provider::rotation_plan::run(&cfg, true).await
+        Command::VerifyRotation {
+            config,
+            storage_report,
+            output,
+        } => field_command(config, output, |cfg| async move {
+            bao_kms_provider::rotation_plan::run_with(&cfg, true, storage_report.as_deref()).await
         }),
         Command::RetireVersions {
             config,
             before_version,
+            storage_report,
             apply: ApplyArgs {
                 expected_state_hash, ..
             },
             output,
         } => versions_command(
             config,
-            bao_kms_provider::retire::Request::Retire { before_version },
+            bao_kms_provider::retire::Request::Retire {
+                before_version,
+                storage_report,
+            },
             expected_state_hash,
             output,
         ),

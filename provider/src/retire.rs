@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use crate::state::{RegistryPaths, RegistryStore, StoreError, read_unlocked};
 
 /// What these commands cannot see or do.
+/// The first one, for a retire plan with complete storage evidence, is
+/// [`LIMITATION_WITH_EVIDENCE`].
 pub const LIMITATIONS: [&str; 4] = [
     "does not prove that no Kubernetes object, etcd snapshot or backup still needs a removed version; data still encrypted under one can no longer be decrypted by this node",
     "changes only this node's key registry; run it on every control-plane node",
@@ -27,11 +29,21 @@ pub const LIMITATIONS: [&str; 4] = [
     "there is no undo other than restore-versions, and only while Transit can still decrypt the version",
 ];
 
+/// What stays unproven with a complete storage report.
+pub const LIMITATION_WITH_EVIDENCE: &str = "the storage report proves that no object in the live store needs a removed version; etcd snapshots and backups taken before the rewrite may still need one";
+
 /// Which command, with its operands.
 #[derive(Debug, Clone)]
 pub enum Request {
-    Retire { before_version: u64 },
-    Restore { versions: Vec<u64> },
+    /// `storage_report`: a `bao-kms-preflight storage -o json` file, the
+    /// evidence that no object needs a removed version.
+    Retire {
+        before_version: u64,
+        storage_report: Option<std::path::PathBuf>,
+    },
+    Restore {
+        versions: Vec<u64>,
+    },
 }
 
 impl Request {
@@ -44,7 +56,7 @@ impl Request {
 
     fn plan(&self, state: &StateFile, meta: &bao_kms_core::transit::KeyMetadata) -> Result<VersionPlan, Vec<String>> {
         match self {
-            Self::Retire { before_version } => plan_retire(state, meta, *before_version),
+            Self::Retire { before_version, .. } => plan_retire(state, meta, *before_version),
             Self::Restore { versions } => plan_restore(state, meta, versions),
         }
     }
@@ -97,7 +109,10 @@ pub async fn run(cfg: &Config, request: &Request, expected_hash: Option<&str>) -
     let mut r = json!({ "name": request.name() });
     r["applied"] = json!(false);
     match request {
-        Request::Retire { before_version } => r["beforeVersion"] = json!(before_version),
+        Request::Retire { before_version, .. } => {
+            r["beforeVersion"] = json!(before_version);
+            r["confidence"] = json!("limited");
+        }
         Request::Restore { versions } => {
             r["operation"] = json!("restore");
             r["requestedVersions"] = json!(versions);
@@ -153,6 +168,17 @@ pub async fn run(cfg: &Config, request: &Request, expected_hash: Option<&str>) -
     if matches!(request, Request::Restore { .. }) {
         r["restoredVersions"] = json!(plan.restored_versions);
     }
+    if let Request::Retire {
+        before_version,
+        storage_report: Some(path),
+    } = request
+    {
+        let ev = crate::storage_report::add_evidence(&mut r, path, state, Some(*before_version), crate::now_unix());
+        if !ev.complete() {
+            return fail(r, ev.findings);
+        }
+        r["confidence"] = json!(crate::storage_report::confidence(Some(&ev)));
+    }
     if let Some(store) = &loaded.store {
         if let Err(e) = store.save_transition(&plan.next) {
             let unchanged = if e.files_unchanged {
@@ -168,6 +194,10 @@ pub async fn run(cfg: &Config, request: &Request, expected_hash: Option<&str>) -
 }
 
 fn finish(mut r: Value, ok: bool) -> Outcome {
-    r["limitations"] = json!(LIMITATIONS);
+    let mut limitations = LIMITATIONS;
+    if r["confidence"] == "complete" {
+        limitations[0] = LIMITATION_WITH_EVIDENCE;
+    }
+    r["limitations"] = json!(limitations);
     Outcome::finish(r, ok)
 }

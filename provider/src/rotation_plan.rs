@@ -4,9 +4,11 @@
 //! Field names are a stable interface: runbooks and automation match on
 //! them.
 //!
-//! `verify-rotation` adds an explicit limited-confidence statement: it
-//! cannot see etcd, Kubernetes objects or backups, and it never recommends
-//! raising `min_decryption_version`.
+//! `verify-rotation` adds an explicit confidence statement: limited on its
+//! own (it cannot see etcd, Kubernetes objects or backups), complete for
+//! the live store only with a storage report (`--storage-report`,
+//! [`crate::storage_report`]); it never recommends raising
+//! `min_decryption_version`.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use bao_kms_core::hash::h;
 use bao_kms_core::registry::{CheckpointStatus, SnapshotState, StateFile, checkpoint_status};
 use bao_kms_core::rotation::Rotation;
 use bao_kms_core::snapshot::KeySnapshot;
+use bao_kms_core::storage::evidence::Evidence;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -24,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
 use crate::state::{RegistryPaths, read_unlocked};
 
-/// What `verify-rotation` cannot prove.
+/// What `verify-rotation` cannot prove without a storage report; with a
+/// complete one, only the last two remain.
 pub const LIMITATIONS: [&str; 4] = [
     "does not enumerate Kubernetes resources or prove that every targeted object was rewritten",
     "does not inspect etcd or etcd snapshots",
@@ -49,6 +53,13 @@ pub(crate) async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
 
 /// Builds the plan; `verify` adds the confidence statement.
 pub async fn run(cfg: &Config, verify: bool) -> Plan {
+    run_with(cfg, verify, None).await
+}
+
+/// [`run`] with `verify-rotation --storage-report`: the report's evidence
+/// against this registry (objects per version, whether the rewrite is
+/// done); a report that is not complete evidence fails the command.
+pub async fn run_with(cfg: &Config, verify: bool, storage_report: Option<&std::path::Path>) -> Plan {
     let name = if verify { "verify-rotation" } else { "rotation-plan" };
     let mut r = json!({ "name": name });
     let mut ok = true;
@@ -160,13 +171,30 @@ pub async fn run(cfg: &Config, verify: bool) -> Plan {
         r["reasons"] = json!(step.reasons.iter().map(ToString::to_string).collect::<Vec<_>>());
         ok = false;
     }
-    finish(r, ok, verify)
+    let evidence = storage_report.map(|path| {
+        let ev = crate::storage_report::add_evidence(&mut r, path, &state, None, crate::now_unix());
+        r["rewriteComplete"] = json!(ev.complete() && ev.objects == ev.on_active);
+        ev
+    });
+    if evidence.as_ref().is_some_and(|ev| !ev.complete()) {
+        ok = false;
+    }
+    finish_with(r, ok, verify, evidence.as_ref())
 }
 
-fn finish(mut r: Value, ok: bool, verify: bool) -> Plan {
+fn finish(r: Value, ok: bool, verify: bool) -> Plan {
+    finish_with(r, ok, verify, None)
+}
+
+fn finish_with(mut r: Value, ok: bool, verify: bool, evidence: Option<&Evidence>) -> Plan {
     if verify {
-        r["confidence"] = json!("limited");
-        r["limitations"] = json!(LIMITATIONS);
+        let confidence = crate::storage_report::confidence(evidence);
+        r["confidence"] = json!(confidence);
+        r["limitations"] = json!(if confidence == "complete" {
+            &LIMITATIONS[2..]
+        } else {
+            &LIMITATIONS[..]
+        });
     }
     Plan::finish(r, ok)
 }

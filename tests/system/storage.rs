@@ -17,7 +17,7 @@ use std::process::Command;
 
 use bao_kms_core::hash::h;
 use bao_kms_proto::v2::{EncryptedDekSourceType, EncryptedObject};
-use bao_kms_system_tests::doctor::EXIT_DIAGNOSTIC;
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
 use bao_kms_system_tests::etcd::Etcd;
 use bao_kms_system_tests::net::free_port;
 use bao_kms_system_tests::provider::{dev_setup_with, preflight_binary, rotate_and_promote};
@@ -258,6 +258,37 @@ async fn storage_counts_mixed_key_ids_and_leftovers_and_gates_the_rotation() -> 
     assert_eq!(report["objects"], 3);
     assert_eq!(report["complete"], false);
 
+    // The provider takes the report as evidence: every object decryptable,
+    // 6 still on v1, so retiring v1 is refused; verify-rotation is complete.
+    let report_file = env.dir().join("storage-report.json");
+    let (_, stdout, _) = storage(&[args.clone(), vec!["-o".into(), "json".into()]].concat())?;
+    std::fs::write(&report_file, &stdout)?;
+    let evidence = ["--storage-report", report_file.to_str().unwrap_or_default()];
+    let (code, verify) = run_json(&env, "verify-rotation", &evidence, &[])?;
+    assert_eq!(code, 0, "{verify:#}");
+    assert_eq!(verify["confidence"], "complete", "{verify:#}");
+    assert_eq!(verify["rewriteComplete"], false);
+    assert_eq!(verify["storageObjects"], 18);
+    assert_eq!(verify["storageObjectsOnActiveKey"], 12);
+    assert_eq!(
+        verify["storageObjectsByVersion"],
+        serde_json::json!({"v1": 6, "v2": 12})
+    );
+    assert!(!verify["limitations"].to_string().contains("etcd"), "{verify:#}");
+    let retire = [&["--before-version", "2"][..], &evidence[..]].concat();
+    let (code, plan) = run_json(&env, "retire-versions", &retire, &[])?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{plan:#}");
+    assert_eq!(plan["confidence"], "limited");
+    assert!(
+        plan["reasons"]
+            .to_string()
+            .contains("secrets: 6 objects still use version 1"),
+        "{plan:#}"
+    );
+    let (code, plan) = run_json(&env, "retire-versions", &["--before-version", "2"], &[])?;
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(plan["confidence"], "limited", "without evidence");
+
     // "Rewrite" the v1 secrets as kube-apiserver would with the v2 DEK.
     for i in 0..6 {
         etcd.put(
@@ -273,6 +304,36 @@ async fn storage_counts_mixed_key_ids_and_leftovers_and_gates_the_rotation() -> 
     assert!(message.starts_with("1 of 19 "), "{message}");
     assert!(message.contains("secrets: 1 aescbc key1"), "{message}");
     assert_eq!(check(&report, "storage.min_version").0, "pass");
+
+    // Now retiring v1 is proven safe for the live store.
+    let (_, stdout, _) = storage(&[args.clone(), vec!["-o".into(), "json".into()]].concat())?;
+    std::fs::write(&report_file, &stdout)?;
+    let (code, plan) = run_json(&env, "retire-versions", &retire, &[])?;
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(plan["confidence"], "complete", "{plan:#}");
+    assert_eq!(plan["removedVersions"], serde_json::json!([1]));
+    assert!(
+        plan["limitations"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the storage report proves"),
+        "{plan:#}"
+    );
+    let (code, verify) = run_json(&env, "verify-rotation", &evidence, &[])?;
+    assert_eq!(code, 0, "{verify:#}");
+    assert_eq!(verify["rewriteComplete"], true, "{verify:#}");
+
+    // A report that is not one fails with the reason.
+    std::fs::write(&report_file, "{}")?;
+    let (code, verify) = run_json(&env, "verify-rotation", &evidence, &[])?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{verify:#}");
+    assert_eq!(verify["confidence"], "limited");
+    assert!(
+        verify["storageFindings"]
+            .to_string()
+            .contains("is not a `bao-kms-preflight storage -o json` report"),
+        "{verify:#}"
+    );
     Ok(())
 }
 
