@@ -105,6 +105,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// What Decrypt expects for a key_id (or every registry record): Transit
+    /// version, state, key_id hash, annotations and AAD hash (read-only, no OpenBao).
+    KeySnapshots {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only the record of this key_id (an object's EncryptedObject keyID).
+        #[arg(long, conflicts_with = "key_id_hash")]
+        key_id: Option<String>,
+        /// Only the record whose key_id hashes to this (H(key_id), as the
+        /// key-id-hash annotation, /status keyIDHash and storage reports).
+        #[arg(long)]
+        key_id_hash: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Plan (or --apply) removing Transit versions below N from this node's local decryption.
     RetireVersions {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]

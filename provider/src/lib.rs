@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod fsutil;
 pub mod health;
 pub mod init;
+pub mod key_snapshots;
 pub mod logging;
 pub mod metrics;
 pub mod openbao;

@@ -252,6 +252,32 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Benchmark(args) => benchmark(args),
+        Command::KeySnapshots {
+            config,
+            key_id,
+            key_id_hash,
+            output,
+        } => match load_config(config) {
+            Ok(cfg) => {
+                use bao_kms_provider::key_snapshots::{self, Selector};
+                let selector = match (key_id, key_id_hash) {
+                    (Some(k), _) => Selector::KeyId(k),
+                    (None, Some(hash)) => Selector::KeyIdHash(hash),
+                    (None, None) => Selector::All,
+                };
+                let report = key_snapshots::run(&cfg, &selector);
+                match output {
+                    Output::Text => print_or_exit(key_snapshots::to_text(&report).trim_end()),
+                    Output::Json => print_or_exit(&report.to_json()),
+                }
+                if report.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_DIAGNOSTIC)
+                }
+            }
+            Err(code) => code,
+        },
         Command::Init(args) => ExitCode::from(bao_kms_provider::init::run(args)),
         Command::RotationPlan { config, output } => field_command(config, output, |cfg| async move {
             bao_kms_provider::rotation_plan::run(&cfg, false).await

@@ -15,6 +15,7 @@ mod decrypt_validation;
 mod doctor;
 mod harness_openbao;
 mod init;
+mod key_snapshots;
 mod kms_roundtrip;
 mod limits;
 mod openbao_outage;
