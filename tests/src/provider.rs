@@ -762,6 +762,15 @@ pub async fn dev_setup_with(
     Ok((bao, provisioned, env))
 }
 
+/// The fast rotation profile: probes every 500 ms, one stable observation
+/// and a 500 ms activation delay, so a rotation is promoted within seconds.
+pub fn fast_rotation(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
+    b.probe_interval("500ms")
+        .deep_probe_interval("2s")
+        .status_max_staleness("3s")
+        .rotation(1, "500ms")
+}
+
 /// Bound on a promotion once the rotation is in Transit, with the fast
 /// rotation profile (a few probes, a short activation delay).
 pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(15);

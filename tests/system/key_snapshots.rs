@@ -10,7 +10,9 @@ use bao_kms_core::hash::{h, sha256_b64url};
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
-use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, dev_setup_with, provider_binary, rotate_and_promote};
+use bao_kms_system_tests::provider::{
+    ALLOWED_SOCKET_DIR_ENV, dev_setup_with, fast_rotation, provider_binary, rotate_and_promote,
+};
 use bao_kms_system_tests::{EncryptedSeed, Provider};
 use serde_json::Value;
 
@@ -25,13 +27,7 @@ fn annotations_of(seed: &EncryptedSeed) -> Value {
 
 #[tokio::test]
 async fn key_snapshots_print_what_decrypt_expects_for_each_key_id() -> anyhow::Result<()> {
-    let (bao, p, env) = dev_setup_with(|b| {
-        b.probe_interval("500ms")
-            .deep_probe_interval("2s")
-            .status_max_staleness("3s")
-            .rotation(1, "500ms")
-    })
-    .await?;
+    let (bao, p, env) = dev_setup_with(fast_rotation).await?;
     let provider = Provider::start(&env).await?;
     let kms = provider.client().await?;
     let v1 = kms.prime().await?;

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use bao_kms_core::hash::h;
 use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
 use bao_kms_system_tests::provider::{
-    ALLOWED_SOCKET_DIR_ENV, ProviderEnvBuilder, dev_setup_with, provider_binary, read_json, registry_record,
+    ALLOWED_SOCKET_DIR_ENV, dev_setup_with, fast_rotation, provider_binary, read_json, registry_record,
     rotate_and_promote,
 };
 use bao_kms_system_tests::{Provider, ProviderEnv, wait};
@@ -25,13 +25,6 @@ use tonic::Code;
 const EXIT_USAGE: i32 = 2;
 /// Bound on a promotion once the rotation is in Transit (a few fast probes).
 const CHANGE_WITHIN: Duration = Duration::from_secs(15);
-
-fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
-    b.probe_interval("500ms")
-        .deep_probe_interval("2s")
-        .status_max_staleness("3s")
-        .rotation(1, "500ms")
-}
 
 /// Runs `bao-kms-provider <args> --output json --config <env>`.
 /// `<command> <selection> --apply --expected-state-hash <hash>`.
@@ -63,7 +56,7 @@ fn reasons(report: &Value) -> String {
 
 #[tokio::test]
 async fn retire_then_restore_version_1() -> anyhow::Result<()> {
-    let (bao, p, env) = dev_setup_with(fast).await?;
+    let (bao, p, env) = dev_setup_with(fast_rotation).await?;
     let mut provider = Provider::start(&env).await?;
     let kms = provider.client().await?;
     let seed_v1 = kms.prime().await?;
@@ -214,7 +207,7 @@ fn run_raw(env: &ProviderEnv, args: &[&str]) -> anyhow::Result<(i32, String)> {
 
 #[tokio::test]
 async fn refusals_leave_the_registry_unchanged() -> anyhow::Result<()> {
-    let (bao, p, env) = dev_setup_with(fast).await?;
+    let (bao, p, env) = dev_setup_with(fast_rotation).await?;
     let mut provider = Provider::start(&env).await?;
     rotate_and_promote(&bao, &p, &env, &provider, 2).await?;
     assert_eq!(provider.terminate().await?, 0);

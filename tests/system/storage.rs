@@ -20,7 +20,7 @@ use bao_kms_proto::v2::{EncryptedDekSourceType, EncryptedObject};
 use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, run_json};
 use bao_kms_system_tests::etcd::Etcd;
 use bao_kms_system_tests::net::free_port;
-use bao_kms_system_tests::provider::{dev_setup_with, preflight_binary, rotate_and_promote};
+use bao_kms_system_tests::provider::{dev_setup_with, fast_rotation, preflight_binary, rotate_and_promote};
 use bao_kms_system_tests::{EncryptedSeed, Provider};
 use prost::Message as _;
 use rand::RngCore as _;
@@ -104,13 +104,7 @@ fn check(report: &Value, id: &str) -> (String, String) {
 #[tokio::test]
 async fn storage_counts_mixed_key_ids_and_leftovers_and_gates_the_rotation() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
-    let (bao, p, env) = dev_setup_with(|b| {
-        b.probe_interval("500ms")
-            .deep_probe_interval("2s")
-            .status_max_staleness("3s")
-            .rotation(1, "500ms")
-    })
-    .await?;
+    let (bao, p, env) = dev_setup_with(fast_rotation).await?;
     let provider_name = env.settings().provider_name.clone();
     let provider = Provider::start(&env).await?;
     let kms = provider.client().await?;
