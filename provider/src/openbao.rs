@@ -113,6 +113,9 @@ pub struct ClientSettings {
     pub timeout: Duration,
     pub mount_path: String,
     pub key_name: String,
+    /// `logging.logOpenBaoRequestIDs`: put OpenBao's `request_id` on the
+    /// `openbao.request` log line.
+    pub log_request_ids: bool,
 }
 
 impl ClientSettings {
@@ -125,6 +128,7 @@ impl ClientSettings {
             timeout: cfg.openbao.timeout,
             mount_path: cfg.transit.mount_path.clone(),
             key_name: cfg.transit.key_name.clone(),
+            log_request_ids: cfg.logging.log_openbao_request_ids,
         }
     }
 }
@@ -295,12 +299,17 @@ impl OpenBao {
             .get_or_create(&OpLabel { operation })
             .observe(started.elapsed().as_secs_f64());
         match &result {
-            Ok(_) => tracing::debug!(
-                message = "openbao.request",
-                openbao_operation = operation,
-                status,
-                duration_ms = started.elapsed().as_millis() as u64
-            ),
+            Ok(body) => {
+                // OpenBao's audit log records the same id for this request.
+                let request_id = self.settings.log_request_ids.then(|| wire::request_id(body)).flatten();
+                tracing::debug!(
+                    message = "openbao.request",
+                    openbao_operation = operation,
+                    status,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    openbao_request_id = request_id.as_deref()
+                )
+            }
             Err(e) => {
                 tracing::warn!(message = "openbao.request", openbao_operation = operation, status, error_class = e.class.as_str(), http_status = e.http_status, error = %e.message, duration_ms = started.elapsed().as_millis() as u64)
             }

@@ -95,6 +95,22 @@ impl OpenBao {
     /// Starts `bao server -dev -dev-tls` on a free loopback port and waits
     /// until it reports healthy.
     pub async fn start_dev() -> anyhow::Result<Self> {
+        Self::start_dev_inner(false).await
+    }
+
+    /// [`Self::start_dev`] with a file audit device declared in the server
+    /// configuration (OpenBao refuses to enable one through the API), writing
+    /// to [`Self::audit_log`].
+    pub async fn start_dev_audited() -> anyhow::Result<Self> {
+        Self::start_dev_inner(true).await
+    }
+
+    /// The audit log of [`Self::start_dev_audited`]: one JSON object a line.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
+    async fn start_dev_inner(audit: bool) -> anyhow::Result<Self> {
         let mut last_error = None;
         // Another process may grab the port between our probe and the bind.
         for _ in 0..3 {
@@ -113,15 +129,27 @@ impl OpenBao {
             let cert_dir = format!("-dev-tls-cert-dir={}", bao.dir.path().display());
             let listen = format!("-dev-listen-address=127.0.0.1:{port}");
             let root = format!("-dev-root-token-id={DEV_ROOT_TOKEN}");
-            bao.spawn(&[
-                "server",
-                "-dev",
-                "-dev-tls",
-                &cert_dir,
-                &listen,
-                &root,
-                "-dev-no-store-token",
-            ])?;
+            let mut args = vec![
+                "server".to_owned(),
+                "-dev".to_owned(),
+                "-dev-tls".to_owned(),
+                cert_dir,
+                listen,
+                root,
+                "-dev-no-store-token".to_owned(),
+            ];
+            if audit {
+                let config = bao.dir.path().join("audit.hcl");
+                fs::write(
+                    &config,
+                    format!(
+                        "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                        bao.audit_log().display()
+                    ),
+                )?;
+                args.push(format!("-config={}", config.display()));
+            }
+            bao.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
             match bao.wait_health(|code| code == 200, START_TIMEOUT).await {
                 Ok(_) => return Ok(bao),
                 Err(e) if bao.log().contains("address already in use") => last_error = Some(e),

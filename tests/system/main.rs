@@ -18,6 +18,7 @@ mod init;
 mod key_snapshots;
 mod kms_roundtrip;
 mod limits;
+mod log_fields;
 mod openbao_outage;
 mod policy_openbao;
 mod preflight_node;

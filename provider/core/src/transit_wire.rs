@@ -343,6 +343,29 @@ pub fn parse_capabilities(body: &[u8], paths: &[String]) -> Result<Vec<(String, 
         .collect()
 }
 
+/// Longest `request_id` kept: OpenBao's are UUIDs (36 characters).
+const REQUEST_ID_MAX_CHARS: usize = 64;
+
+/// The top-level `request_id` of an answer, the handle OpenBao's audit log
+/// records for the same request. Only that field is decoded: every other
+/// value (plaintext, a client token) is skipped without being copied. An id
+/// longer than 64 characters or with anything but ASCII letters, digits,
+/// `-` and `_` is ignored, so a log line never carries answer bytes.
+pub fn request_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct WithRequestId {
+        #[serde(default)]
+        request_id: Option<String>,
+    }
+    let id = serde_json::from_slice::<WithRequestId>(body).ok()?.request_id?;
+    let well_formed = !id.is_empty()
+        && id.len() <= REQUEST_ID_MAX_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    well_formed.then_some(id)
+}
+
 /// OpenBao's error text of a failed answer (`errors`, joined, at most 300
 /// characters), or `HTTP <status>` when it gave none.
 pub fn error_text(http_status: u16, body: &[u8]) -> String {

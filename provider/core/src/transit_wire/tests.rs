@@ -238,3 +238,33 @@ fn http_statuses_map_to_classes() {
     assert_eq!(request_status_label(Some(ErrorClass::OpenBaoTlsFailed)), "tls_failed");
     assert_eq!(request_status_label(Some(ErrorClass::TransitBadRequest)), "error");
 }
+
+#[test]
+fn request_ids_are_read_without_the_rest_of_the_answer() {
+    let decrypt =
+        br#"{"request_id":"0b5b4f3c-7d0e-4a36-9e4d-2c1f1f9a6b21","lease_id":"","data":{"plaintext":"c2VjcmV0"}}"#;
+    assert_eq!(
+        request_id(decrypt).as_deref(),
+        Some("0b5b4f3c-7d0e-4a36-9e4d-2c1f1f9a6b21")
+    );
+    let login = br#"{"auth":{"client_token":"s.abc"},"request_id":"r-1"}"#;
+    assert_eq!(request_id(login).as_deref(), Some("r-1"));
+    // Absent, empty, not a string, too long or with other characters: none.
+    for body in [
+        &br#"{"data":{}}"#[..],
+        br#"{"request_id":""}"#,
+        br#"{"request_id":7}"#,
+        br#"{"request_id":null}"#,
+        br#"{"request_id":"a b"}"#,
+        br#"{"request_id":"x
+y"}"#,
+        br#"not json"#,
+        b"",
+    ] {
+        assert_eq!(request_id(body), None, "{}", String::from_utf8_lossy(body));
+    }
+    let long = format!(r#"{{"request_id":"{}"}}"#, "a".repeat(65));
+    assert_eq!(request_id(long.as_bytes()), None);
+    let max = format!(r#"{{"request_id":"{}"}}"#, "a".repeat(64));
+    assert_eq!(request_id(max.as_bytes()).map(|s| s.len()), Some(64));
+}
