@@ -32,6 +32,10 @@ pub enum Command {
     /// and count how every stored object is encrypted, per resource, by
     /// provider name and key_id hash; optional gates for the rotation.
     Storage(StorageArgs),
+    /// Re-encrypt the resources an EncryptionConfiguration encrypts: list
+    /// and replace each object unchanged through the Kubernetes API, so
+    /// kube-apiserver writes it again with its current key.
+    Rewrite(RewriteArgs),
 }
 
 /// Where the Kubernetes API is, like kubectl.
@@ -231,5 +235,49 @@ fn parse_hash(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err("must be a key_id hash: 43 base64url characters (H(key_id), as /status keyIDHash)".to_owned())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RewriteArgs {
+    #[command(flatten)]
+    pub kube: KubeFlags,
+    /// kube-apiserver's --encryption-provider-config file: the resources to rewrite.
+    #[arg(long)]
+    pub encryption_config: PathBuf,
+    /// Only this resource (plural[.group], e.g. secrets); repeatable.
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    /// List and count only; replace nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replaces per second.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rate: u32,
+    /// Objects per list request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub page_size: u32,
+    /// Resume one --resource from the continue token a previous run printed.
+    #[arg(long = "continue")]
+    pub continue_token: Option<String>,
+    /// Progress on stderr even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+impl RewriteArgs {
+    pub fn options(&self) -> crate::rewrite::RewriteOptions {
+        crate::rewrite::RewriteOptions {
+            encryption_config: self.encryption_config.clone(),
+            resources: self.resources.clone(),
+            dry_run: self.dry_run,
+            rate: self.rate,
+            page_size: self.page_size,
+            continue_token: self.continue_token.clone(),
+            progress: self.progress,
+        }
     }
 }

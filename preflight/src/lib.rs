@@ -12,6 +12,8 @@
 //!   report through the Kubernetes API ([`kube_api`]), cross-node checks.
 //! - [`storage`]: `bao-kms-preflight storage`, how every object in etcd is
 //!   encrypted ([`etcd`]: read-only paging client), with gates.
+//! - [`rewrite`]: `bao-kms-preflight rewrite`, every object of the
+//!   encrypted resources replaced unchanged through the Kubernetes API.
 
 pub mod agent;
 pub mod checks;
@@ -23,6 +25,7 @@ pub mod kube_api;
 pub mod lease;
 pub mod node;
 pub mod report;
+pub mod rewrite;
 pub mod storage;
 
 /// Version of this build.

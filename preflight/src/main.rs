@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use bao_kms_preflight::cli::{Cli, Command, KubeFlags};
 use bao_kms_preflight::report::{OutputFormat, to_json, to_yaml};
-use bao_kms_preflight::{agent, cluster, exit, kube_api, node, storage};
+use bao_kms_preflight::{agent, cluster, exit, kube_api, node, rewrite, storage};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -96,6 +96,32 @@ async fn run(command: Command) -> u8 {
                 exit::RUNTIME
             }
         },
+        Command::Rewrite(args) => {
+            let (client, _) = match connect(&args.kube).await {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match rewrite::run(&client, &args.options()).await {
+                Ok(summary) => {
+                    print(&summary.render(args.output));
+                    if summary.error.is_some() {
+                        exit::RUNTIME
+                    } else if summary.failed() {
+                        exit::CHECK_FAILED
+                    } else {
+                        exit::OK
+                    }
+                }
+                Err(rewrite::RewriteError::Usage(e)) => {
+                    eprintln!("bao-kms-preflight rewrite: {e}");
+                    exit::USAGE
+                }
+                Err(e) => {
+                    eprintln!("bao-kms-preflight rewrite: {e}");
+                    exit::RUNTIME
+                }
+            }
+        }
     }
 }
 

@@ -8,3 +8,4 @@ mod chart;
 mod cluster;
 mod common;
 mod node;
+mod rewrite;
