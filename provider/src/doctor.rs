@@ -451,7 +451,7 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
                 CertSource::File { certificate_file, .. } => certificate_file,
                 CertSource::Pkcs11(p) => &p.certificate_file,
             };
-            if let Err(e) = crate::auth::read_chain(file, c.min_remaining_ttl, now) {
+            if let Err(e) = crate::auth::read_chain(file, &crate::auth::certificate_expectations(c), now) {
                 r.add(
                     "auth.cert.local",
                     "client certificate is valid for client auth",
@@ -466,7 +466,7 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
                 CheckStatus::Pass,
                 None,
             );
-            match crate::auth::client_identity(&c.source, c.min_remaining_ttl, now) {
+            match crate::auth::client_identity(c, now) {
                 Ok(_) => {
                     if matches!(c.source, CertSource::Pkcs11(_)) {
                         r.add(
@@ -551,7 +551,7 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
 }
 
 async fn login(cfg: &Config, bao: &OpenBao, metrics: Arc<Metrics>) -> Result<SecretString, AuthError> {
-    Auth::new(&cfg.auth.method, bao.clone(), metrics)?.token().await
+    Auth::new(&cfg.auth, bao.clone(), metrics)?.token().await
 }
 
 async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: &str) {

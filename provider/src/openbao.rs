@@ -5,7 +5,8 @@
 //! server certificate is verified against `openbao.tlsServerName`, TLS 1.2+.
 //! Redirects are refused (HA must forward to the active node), bodies are
 //! capped by reading one byte past the limit, and every request has the
-//! `openbao.timeout` deadline. Errors carry a class and a message that never
+//! `openbao.timeout` deadline (logins and renewals: `auth.loginTimeout`).
+//! Errors carry a class and a message that never
 //! contains a token, plaintext or ciphertext.
 
 use std::path::Path;
@@ -116,6 +117,9 @@ pub struct ClientSettings {
     /// `logging.logOpenBaoRequestIDs`: put OpenBao's `request_id` on the
     /// `openbao.request` log line.
     pub log_request_ids: bool,
+    /// `auth.loginTimeout` (effective): the deadline of login and renewal
+    /// requests.
+    pub login_timeout: Duration,
 }
 
 impl ClientSettings {
@@ -129,6 +133,7 @@ impl ClientSettings {
             mount_path: cfg.transit.mount_path.clone(),
             key_name: cfg.transit.key_name.clone(),
             log_request_ids: cfg.logging.log_openbao_request_ids,
+            login_timeout: cfg.auth.login_timeout,
         }
     }
 }
@@ -236,7 +241,10 @@ fn http_client(
         .use_preconfigured_tls(tls_config(settings, identity, version)?)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
+        // The whole-request deadline above includes connecting; login
+        // requests get `auth.loginTimeout` instead, and connecting (TLS
+        // included) must not end them earlier.
+        .connect_timeout(settings.timeout.max(settings.login_timeout))
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| ClientError::Build(e.to_string()))
@@ -340,6 +348,9 @@ impl OpenBao {
             req = req.header("X-Vault-Namespace", &self.settings.namespace);
         }
         req = req.header("X-Vault-Request", "true");
+        if op.bounded_by_login_timeout() {
+            req = req.timeout(self.settings.login_timeout);
+        }
         if let Some(body) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")

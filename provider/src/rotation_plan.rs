@@ -43,7 +43,7 @@ pub type Plan = crate::report::FieldReport;
 pub(crate) async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let bao = OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()).map_err(|e| e.to_string())?;
-    let token = Auth::new(&cfg.auth.method, bao.clone(), metrics)
+    let token = Auth::new(&cfg.auth, bao.clone(), metrics)
         .map_err(|e| e.to_string())?
         .token()
         .await

@@ -291,6 +291,25 @@ impl OpenBao {
         self.unseal().await
     }
 
+    /// Suspends the server process (SIGSTOP): connections are accepted by
+    /// the kernel but nothing answers, like a hung server.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Resumes a [`Self::freeze`]d server (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_ref() else {
+            bail!("OpenBao is not running");
+        };
+        kill(Pid::from_raw(i32::try_from(child.id())?), signal)?;
+        Ok(())
+    }
+
     /// `bao operator seal`.
     pub async fn seal(&self) -> anyhow::Result<()> {
         self.bao(&["operator", "seal"])?;

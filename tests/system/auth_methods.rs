@@ -277,6 +277,20 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A valid client certificate whose window opens `secs_ahead` seconds
+    /// from now (a clock ahead of this node's issued it).
+    fn client_from_the_future(&self, secs_ahead: i64) -> anyhow::Result<(String, KeyPair)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["kms-client".to_owned()])?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs_ahead);
+        params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        let issuer: &Issuer<'_, KeyPair> = &self.ca;
+        Ok((params.signed_by(&key, issuer)?.pem(), key))
+    }
+}
+
 /// `notAfter` of [`Pki::client`]'s valid certificates: 2100-01-01T00:00:00Z.
 const VALID_CLIENT_NOT_AFTER: i64 = 4_102_444_800;
 
@@ -388,6 +402,34 @@ async fn cert_login_valid_expired_and_unknown_ca() -> anyhow::Result<()> {
         stderr.contains("cert_login") && stderr.contains("auth_failed"),
         "{stderr}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cert_clock_skew_leeway_admits_a_certificate_from_a_clock_slightly_ahead() -> anyhow::Result<()> {
+    let (bao, p, env) = raft_setup().await?;
+    let pki = Pki::new()?;
+    setup_cert_auth(&bao, &p, &pki)?;
+    let (cert, key) = pki.client_from_the_future(120)?;
+    let (c, k) = write_client(&env, "early", &cert, &key)?;
+
+    // Without leeway the certificate is refused here, naming the clock.
+    use_auth(&env, &format!("{}    clockSkewLeeway: 0s\n", cert_file_yaml(&c, &k)))?;
+    let (code, checks) = run_doctor(&env, &[])?;
+    assert_eq!(code, 4);
+    assert_fails(&checks, "auth.cert.local", "is not valid before");
+
+    // With 5m of leeway the local check passes and the certificate reaches
+    // OpenBao, which judges its window by its own clock.
+    use_auth(&env, &format!("{}    clockSkewLeeway: 5m\n", cert_file_yaml(&c, &k)))?;
+    let (code, checks) = run_doctor(&env, &[])?;
+    assert_eq!(code, 4);
+    assert_eq!(
+        bao_kms_system_tests::doctor::check(&checks, "auth.cert.local")["status"],
+        "pass",
+        "{checks:#?}"
+    );
+    assert_fails(&checks, "openbao.auth", "cert_login");
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! The provider keeps a short-lived token alive: inside
 //! `auth.loginBeforeTokenExpiry` it renews with `auth.tokenRenewalIncrement`,
 //! so it serves well past the token's original lifetime without an outage
-//! and without logging in again.
+//! and without logging in again. A login that hangs ends at
+//! `auth.loginTimeout`, not at `openbao.timeout`.
 
 use std::time::{Duration, Instant};
 
 use bao_kms_system_tests::provider::dev_setup_with;
 use bao_kms_system_tests::{Provider, counter, wait};
+use serde_json::Value;
 
 /// The token's lifetime when issued; the provider must outlive it.
 const TOKEN_TTL_SECS: u64 = 6;
@@ -71,5 +73,51 @@ async fn short_lived_token_is_renewed_before_it_expires() -> anyhow::Result<()> 
     let status = provider.status_json().await?;
     assert_eq!(status["healthy"], true, "{status}");
     assert!(!provider.stderr().contains(&short), "the token must never be logged");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hung_login_ends_at_the_login_timeout_not_the_request_timeout() -> anyhow::Result<()> {
+    let (bao, _p, env) = dev_setup_with(|b| {
+        b.with(|s| {
+            s.openbao_timeout = "1s".into();
+            s.grace_timeout = "4s".into();
+        })
+    })
+    .await?;
+    let yaml = env.config_yaml().replace("auth:\n", "auth:\n  loginTimeout: 3s\n");
+    env.write_config_text(&yaml)?;
+
+    // OpenBao accepts connections but never answers.
+    bao.freeze()?;
+    let (code, stderr) = Provider::spawn(&env)?
+        .wait_exit_without_socket(Duration::from_secs(20))
+        .await?;
+    bao.thaw()?;
+    assert_eq!(code, 5, "{stderr}");
+    let lines: Vec<Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let failed_login = lines
+        .iter()
+        .find(|l| l["message"] == "auth.login" && l["status"] == "error")
+        .unwrap_or_else(|| panic!("no failed auth.login line in {stderr}"));
+    assert_eq!(failed_login["error_class"], "timeout", "{failed_login}");
+    assert!(
+        failed_login["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("within auth.loginTimeout (3s)")),
+        "{failed_login}"
+    );
+    // openbao.timeout (1s) did not end the token file's lookup-self first
+    // (the request is logged when its deadline fires before the login's).
+    for line in lines
+        .iter()
+        .filter(|l| l["message"] == "openbao.request" && l["openbao_operation"] == "token_lookup_self")
+    {
+        assert!(line["duration_ms"].as_u64() >= Some(2900), "{line}");
+    }
+
+    // Answering again, the same configuration starts.
+    let provider = Provider::start(&env).await?;
+    provider.client().await?.prime().await?;
     Ok(())
 }

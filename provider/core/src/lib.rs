@@ -30,7 +30,8 @@
 //! - [`encryption_config`]: kube-apiserver's EncryptionConfiguration, its
 //!   validation rules and the cross-check against [`config::Config`].
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
-//! - [`jwt`]: local claim checks of the JWT before each login.
+//! - [`jwt`]: local claim checks of the JWT before each login;
+//!   [`certificate`]: the client certificate's validity window.
 //! - [`gojson`]: Go-identical JSON bytes for every hashed body.
 //! - [`policy`]: the least-privilege OpenBao policy for a configuration.
 //! - [`init`]: the install files `bao-kms-provider init` writes, rendered
@@ -39,6 +40,7 @@
 //! Imports run one way: no file imports itself through others (the
 //! system-test crate's `modgraph` test checks every crate of the
 //! workspace). The leaves are `hash`, `gojson`, `limits`, `errors`, `jwt`,
+//! `certificate`,
 //! `transit` and `reason`; `registry` builds on `identity`, `keyid` and
 //! `snapshot`; `rotation` on `registry`, `transit` and `config`; `storage`
 //! on `registry` and `hash`.
@@ -46,6 +48,7 @@
 pub mod aad;
 pub mod admission;
 pub mod annotations;
+pub mod certificate;
 pub mod config;
 pub mod encryption_config;
 pub mod errors;

@@ -40,6 +40,12 @@ impl Op {
         matches!(self, Self::JwtLogin | Self::AppRoleLogin | Self::CertLogin)
     }
 
+    /// Part of a login or renewal: bounded by `auth.loginTimeout` instead of
+    /// `openbao.timeout` (the token file's login is a `lookup-self`).
+    pub fn bounded_by_login_timeout(self) -> bool {
+        self.is_login() || matches!(self, Self::TokenLookupSelf | Self::TokenRenewSelf)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TransitMetadataRead => "transit_metadata_read",

@@ -1,8 +1,10 @@
 //! TLS client identity for OpenBao cert auth, re-read at every login.
 //!
 //! Local checks before a login: the leaf certificate is inside its validity
-//! window with more than `auth.cert.minRemainingTtl` left, and if it lists
-//! extended key usages, client authentication is one of them.
+//! window (`auth.cert.clockSkewLeeway` tolerated; the rule is
+//! `bao_kms_core::certificate`) with more than `auth.cert.minRemainingTtl`
+//! left, and if it lists extended key usages, client authentication is one
+//! of them.
 //!
 //! Sources: `file` (PEM chain and PEM private key) and `pkcs11` (PEM chain;
 //! the private key stays in the PKCS#11 token and signs the TLS handshake
@@ -14,7 +16,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bao_kms_core::config::{CertSource, Pkcs11Source};
+use bao_kms_core::certificate;
+use bao_kms_core::config::{CertAuth, CertSource, Pkcs11Source};
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
@@ -46,8 +49,17 @@ pub struct Chain {
     pub not_after_unix: i64,
 }
 
+/// The checks a leaf certificate must pass, from `auth.cert`.
+pub fn expectations(cert: &CertAuth) -> certificate::Expectations {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    certificate::Expectations {
+        min_remaining_ttl_secs: secs(cert.min_remaining_ttl),
+        clock_skew_leeway_secs: secs(cert.clock_skew_leeway),
+    }
+}
+
 /// Reads a PEM certificate chain (leaf first) and checks the leaf.
-pub fn read_chain(path: &Path, min_remaining: Duration, now_unix: i64) -> Result<Chain, AuthError> {
+pub fn read_chain(path: &Path, expect: &certificate::Expectations, now_unix: i64) -> Result<Chain, AuthError> {
     crate::fsutil::regular_file(path, 0o037, "0640 or stricter")
         .map_err(|why| cert_err(path, why))?
         .ok_or_else(|| cert_err(path, "does not exist"))?;
@@ -58,36 +70,20 @@ pub fn read_chain(path: &Path, min_remaining: Duration, now_unix: i64) -> Result
     let leaf = chain
         .first()
         .ok_or_else(|| cert_err(path, "contains no CERTIFICATE block"))?;
-    let not_after_unix = check_leaf(leaf, min_remaining, now_unix).map_err(|why| cert_err(path, why))?;
+    let not_after_unix = check_leaf(leaf, expect, now_unix).map_err(|why| cert_err(path, why))?;
     Ok(Chain {
         certs: chain,
         not_after_unix,
     })
 }
 
-/// Validity window, remaining lifetime and client-auth usage of `leaf`;
-/// returns its `notAfter` (Unix seconds).
-pub fn check_leaf(leaf: &CertificateDer<'_>, min_remaining: Duration, now_unix: i64) -> Result<i64, String> {
+/// Validity window (with `auth.cert.clockSkewLeeway`), remaining lifetime
+/// and client-auth usage of `leaf`; returns its `notAfter` (Unix seconds).
+pub fn check_leaf(leaf: &CertificateDer<'_>, expect: &certificate::Expectations, now_unix: i64) -> Result<i64, String> {
     let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| format!("unparsable certificate: {e}"))?;
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
-    if now_unix < not_before {
-        return Err(format!(
-            "is not valid before {not_before} (now {now_unix}); check clock synchronization"
-        ));
-    }
-    if now_unix >= not_after {
-        return Err(format!(
-            "expired at {not_after} (now {now_unix}); renew the client certificate"
-        ));
-    }
-    let remaining = not_after - now_unix;
-    if remaining <= min_remaining.as_secs() as i64 {
-        return Err(format!(
-            "expires in {remaining}s, within auth.cert.minRemainingTtl ({}s); renew the client certificate",
-            min_remaining.as_secs()
-        ));
-    }
+    certificate::check_validity(not_before, not_after, expect, now_unix).map_err(|e| e.to_string())?;
     if let Ok(Some(eku)) = cert.extended_key_usage()
         && !eku.value.any
         && !eku.value.client_auth
@@ -99,17 +95,14 @@ pub fn check_leaf(leaf: &CertificateDer<'_>, min_remaining: Duration, now_unix: 
 
 /// Builds the client identity for one login, with the leaf's `notAfter`
 /// (Unix seconds).
-pub fn identity(
-    source: &CertSource,
-    min_remaining: Duration,
-    now_unix: i64,
-) -> Result<(ClientIdentity, i64), AuthError> {
-    match source {
+pub fn identity(cert: &CertAuth, now_unix: i64) -> Result<(ClientIdentity, i64), AuthError> {
+    let expect = expectations(cert);
+    match &cert.source {
         CertSource::File {
             certificate_file,
             key_file,
         } => {
-            let chain = read_chain(certificate_file, min_remaining, now_unix)?;
+            let chain = read_chain(certificate_file, &expect, now_unix)?;
             crate::fsutil::regular_file(key_file, 0o037, "0640 or stricter")
                 .map_err(|why| cert_err(key_file, why))?
                 .ok_or_else(|| cert_err(key_file, "does not exist"))?;
@@ -126,7 +119,7 @@ pub fn identity(
             ))
         }
         CertSource::Pkcs11(p) => {
-            let chain = read_chain(&p.certificate_file, min_remaining, now_unix)?;
+            let chain = read_chain(&p.certificate_file, &expect, now_unix)?;
             let key = Pkcs11Key::open(p, &chain.certs[0])?;
             let certified = Arc::new(CertifiedKey::new(chain.certs, Arc::new(SharedKey(Arc::new(key)))));
             Ok((

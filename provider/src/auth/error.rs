@@ -24,6 +24,11 @@ pub enum AuthError {
     Pkcs11(String),
     #[error("PKCS#11: {0}")]
     KeyMismatch(String),
+    #[error(
+        "login did not finish within auth.loginTimeout ({}s): OpenBao, the token endpoint or the PKCS#11 token did not answer in time",
+        .0.as_secs_f64()
+    )]
+    Timeout(std::time::Duration),
     #[error("{last} (next login attempt in {wait_ms} ms)")]
     BackingOff { last: Box<AuthError>, wait_ms: u64 },
 }
@@ -33,6 +38,7 @@ impl AuthError {
         match self {
             Self::Login(e) if e.class != ErrorClass::TransitPolicyDenied => e.class,
             Self::BackingOff { last, .. } => last.class(),
+            Self::Timeout(_) => ErrorClass::Timeout,
             _ => ErrorClass::AuthFailed,
         }
     }

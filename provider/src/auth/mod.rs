@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use bao_kms_core::config::{AuthMethod, CertSource, JwtAuth};
+use bao_kms_core::config::{AuthConfig, AuthMethod, CertAuth, CertSource, JwtAuth};
+use bao_kms_core::errors::ErrorClass;
 use bao_kms_core::jwt;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -36,7 +37,7 @@ use tokio::sync::{Mutex, RwLock};
 mod cert;
 mod error;
 
-pub use cert::{identity as client_identity, read_chain};
+pub use cert::{expectations as certificate_expectations, identity as client_identity, read_chain};
 pub use error::{AuthError, read_secret_file};
 
 use crate::metrics::{Metrics, Status};
@@ -53,12 +54,7 @@ enum Login {
         role_id_file: PathBuf,
         secret_id_file: PathBuf,
     },
-    Cert {
-        mount: String,
-        name: String,
-        source: CertSource,
-        min_remaining_ttl: Duration,
-    },
+    Cert(CertAuth),
 }
 
 impl Login {
@@ -72,18 +68,18 @@ impl Login {
                 secret_id_file,
                 ..
             } => vec![role_id_file, secret_id_file],
-            Self::Cert {
+            Self::Cert(CertAuth {
                 source:
                     CertSource::File {
                         certificate_file,
                         key_file,
                     },
                 ..
-            } => vec![certificate_file, key_file],
-            Self::Cert {
+            }) => vec![certificate_file, key_file],
+            Self::Cert(CertAuth {
                 source: CertSource::Pkcs11(p),
                 ..
-            } => vec![&p.certificate_file, &p.pin_file],
+            }) => vec![&p.certificate_file, &p.pin_file],
         }
     }
 
@@ -105,7 +101,7 @@ impl Login {
             Self::Token { .. } => "token",
             Self::Jwt(_) => "jwt",
             Self::AppRole { .. } => "approle",
-            Self::Cert { .. } => "cert",
+            Self::Cert(_) => "cert",
         }
     }
 }
@@ -134,6 +130,8 @@ pub struct Auth {
     bao: OpenBao,
     metrics: Arc<Metrics>,
     login: Login,
+    /// `auth.loginTimeout` (effective): bounds one whole login attempt.
+    login_timeout: Duration,
     current: RwLock<Option<Held>>,
     login_lock: Mutex<Backoff>,
     /// `notAfter` (Unix seconds) of the client certificate of the last
@@ -159,8 +157,8 @@ impl Held {
 }
 
 impl Auth {
-    pub fn new(method: &AuthMethod, bao: OpenBao, metrics: Arc<Metrics>) -> Result<Self, AuthError> {
-        let login = match method {
+    pub fn new(auth: &AuthConfig, bao: OpenBao, metrics: Arc<Metrics>) -> Result<Self, AuthError> {
+        let login = match &auth.method {
             AuthMethod::Token(t) => Login::Token {
                 file: t.token_file.clone(),
             },
@@ -170,17 +168,13 @@ impl Auth {
                 role_id_file: a.role_id_file.clone(),
                 secret_id_file: a.secret_id_file.clone(),
             },
-            AuthMethod::Cert(c) => Login::Cert {
-                mount: c.mount_path.clone(),
-                name: c.name.clone(),
-                source: c.source.clone(),
-                min_remaining_ttl: c.min_remaining_ttl,
-            },
+            AuthMethod::Cert(c) => Login::Cert(c.clone()),
         };
         Ok(Self {
             bao,
             metrics,
             login,
+            login_timeout: auth.login_timeout,
             current: RwLock::new(None),
             login_lock: Mutex::new(Backoff::default()),
             cert_not_after: AtomicI64::new(0),
@@ -214,7 +208,17 @@ impl Auth {
     /// new token. The caller holds `login_lock` (passed in as `backoff`).
     async fn login_recorded(&self, backoff: &mut Backoff) -> Result<Held, AuthError> {
         let method = self.login.method();
-        let result = self.login().await;
+        // Everything one attempt does (reading files, PKCS#11, the OpenBao
+        // request) shares one deadline; OpenBao's own request deadline for
+        // login requests is the same value, not `openbao.timeout`.
+        // Whichever of the two fires first, the failure names the setting.
+        let result = match tokio::time::timeout(self.login_timeout, self.login()).await {
+            Ok(Err(AuthError::Login(e))) if e.class == ErrorClass::Timeout => {
+                Err(AuthError::Timeout(self.login_timeout))
+            }
+            Ok(done) => done,
+            Err(_) => Err(AuthError::Timeout(self.login_timeout)),
+        };
         let status = if result.is_ok() { "ok" } else { "error" };
         self.metrics.auth_login.get_or_create(&Status { status }).inc();
         match &result {
@@ -283,14 +287,15 @@ impl Auth {
                     .await
                     .map_err(AuthError::Login)?
             }
-            Login::Cert {
-                mount,
-                name,
-                source,
-                min_remaining_ttl,
-            } => {
-                let (identity, not_after) = cert::identity(source, *min_remaining_ttl, crate::now_unix())?;
-                let material = match source {
+            Login::Cert(c) => {
+                // PKCS#11 calls block: off the async threads, so the login
+                // deadline still fires when a token hangs.
+                let cert_auth = c.clone();
+                let (identity, not_after) =
+                    tokio::task::spawn_blocking(move || cert::identity(&cert_auth, crate::now_unix()))
+                        .await
+                        .map_err(|e| AuthError::Pkcs11(format!("the certificate task failed: {e}")))??;
+                let material = match &c.source {
                     CertSource::File {
                         certificate_file,
                         key_file,
@@ -303,13 +308,13 @@ impl Auth {
                     path: material,
                     why: e.to_string(),
                 })?;
-                let body = if name.is_empty() {
+                let body = if c.name.is_empty() {
                     json!({})
                 } else {
-                    json!({"name": name})
+                    json!({"name": c.name})
                 };
                 let logged_in = client
-                    .login(Op::CertLogin, mount, &body)
+                    .login(Op::CertLogin, &c.mount_path, &body)
                     .await
                     .map_err(AuthError::Login)?;
                 self.cert_not_after.store(not_after, Ordering::Relaxed);
@@ -372,7 +377,7 @@ impl Auth {
         }
         // A cert-auth token may be bound to the client certificate, and
         // renew-self is sent without it: refresh such tokens by logging in.
-        let renew = held.lease.renewable && !matches!(self.login, Login::Cert { .. });
+        let renew = held.lease.renewable && !matches!(self.login, Login::Cert(_));
         if renew {
             let renewed = self.bao.token_renew(held.token.expose_secret(), increment).await;
             let status = match &renewed {

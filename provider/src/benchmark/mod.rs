@@ -174,7 +174,7 @@ pub(crate) async fn transit_target(cfg: &Config) -> Result<TransitTarget, String
     };
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let bao = OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()).map_err(|e| e.to_string())?;
-    let auth = Auth::new(&cfg.auth.method, bao.clone(), metrics).map_err(|e| e.to_string())?;
+    let auth = Auth::new(&cfg.auth, bao.clone(), metrics).map_err(|e| e.to_string())?;
     let token = auth.token().await.map_err(|e| e.to_string())?;
     Ok(TransitTarget {
         bao,

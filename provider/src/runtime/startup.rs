@@ -53,8 +53,8 @@ impl Engine {
     ) -> Result<Arc<Self>, StartupError> {
         let settings = ClientSettings::from_config(&cfg);
         let bao = OpenBao::new(settings, metrics.clone()).map_err(|e| StartupError::Config(e.to_string()))?;
-        let auth = Auth::new(&cfg.auth.method, bao.clone(), metrics.clone())
-            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let auth =
+            Auth::new(&cfg.auth, bao.clone(), metrics.clone()).map_err(|e| StartupError::Config(e.to_string()))?;
         let transit = OpenBaoTransit::new(
             bao,
             auth,

@@ -268,3 +268,22 @@ y"}"#,
     let max = format!(r#"{{"request_id":"{}"}}"#, "a".repeat(64));
     assert_eq!(request_id(max.as_bytes()).map(|s| s.len()), Some(64));
 }
+
+#[test]
+fn logins_and_renewals_are_bounded_by_the_login_timeout() {
+    use Op::*;
+    for op in [JwtLogin, AppRoleLogin, CertLogin, TokenLookupSelf, TokenRenewSelf] {
+        assert!(op.bounded_by_login_timeout(), "{}", op.as_str());
+    }
+    for op in [
+        TransitMetadataRead,
+        TransitDisableUpsertRead,
+        TransitEncrypt,
+        TransitDecrypt,
+        CapabilitiesSelf,
+        OpenBaoHealth,
+        MountRead,
+    ] {
+        assert!(!op.bounded_by_login_timeout(), "{}", op.as_str());
+    }
+}
