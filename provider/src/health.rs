@@ -103,10 +103,7 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
     engine.refresh_age_metrics();
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         engine.metrics().encode(),
     )
         .into_response()

@@ -1,114 +1,433 @@
-//! The Prometheus metric catalog: metric names, label sets and histogram
+//! The metric catalogue: metric names, label sets, help texts and histogram
 //! buckets are a stable interface for dashboards and alert rules (see
 //! docs/operations.md). Labels only ever carry bounded, fixed vocabularies:
 //! never key_ids (only their hash), paths, key names, UIDs or error text.
+//!
+//! Every value is recorded through the OpenTelemetry metrics API into one
+//! SDK meter provider, read by the `opentelemetry-prometheus` exporter that
+//! `/metrics` serves ([`exposition`] writes the text). The call sites keep
+//! the shape of a labelled family:
+//! `metrics.grpc_requests.get_or_create(&MethodStatus { .. }).inc()`.
 
-use std::sync::atomic::AtomicU64;
+mod exposition;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodStatus {
-    pub method: &'static str,
-    pub status: &'static str,
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableGauge};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+pub use exposition::CONTENT_TYPE;
+
+/// What kind of Prometheus family a catalogue entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Method {
-    pub method: &'static str,
+/// One catalogue entry: the family name as exposed (counters without
+/// `_total`), its help text, kind, label names in exposition order, and the
+/// OpenTelemetry unit (for OTLP; never appended to the Prometheus name).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub unit: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationStatus {
-    pub operation: &'static str,
-    pub status: &'static str,
+const fn spec(name: &'static str, kind: Kind, labels: &'static [&'static str], help: &'static str) -> Spec {
+    Spec {
+        name,
+        help,
+        kind,
+        labels,
+        unit: "",
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Operation {
-    pub operation: &'static str,
+const fn seconds(s: Spec) -> Spec {
+    Spec { unit: "s", ..s }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Status {
-    pub status: &'static str,
+use Kind::{Counter as C, Gauge as G, Histogram as H};
+
+pub const GRPC_REQUESTS: Spec = spec(
+    "openbao_kms_grpc_requests",
+    C,
+    &["method", "status"],
+    "KMS gRPC requests by method and status",
+);
+pub const GRPC_DURATION: Spec = seconds(spec(
+    "openbao_kms_grpc_duration_seconds",
+    H,
+    &["method"],
+    "KMS gRPC request latency",
+));
+pub const GRPC_IN_FLIGHT: Spec = spec(
+    "openbao_kms_grpc_in_flight",
+    G,
+    &["method"],
+    "KMS gRPC requests in flight",
+);
+pub const GRPC_CONCURRENCY_REJECTIONS: Spec = spec(
+    "openbao_kms_grpc_concurrency_rejections",
+    C,
+    &["method"],
+    "KMS gRPC requests rejected by the concurrency limit",
+);
+pub const OPENBAO_REQUESTS: Spec = spec(
+    "openbao_kms_openbao_requests",
+    C,
+    &["operation", "status"],
+    "OpenBao requests by operation and status",
+);
+pub const OPENBAO_DURATION: Spec = seconds(spec(
+    "openbao_kms_openbao_duration_seconds",
+    H,
+    &["operation"],
+    "OpenBao request latency",
+));
+pub const AUTH_LOGIN: Spec = spec("openbao_kms_auth_login", C, &["status"], "OpenBao logins by status");
+pub const AUTH_RENEWAL: Spec = spec(
+    "openbao_kms_auth_renewal",
+    C,
+    &["status"],
+    "OpenBao token renewals by status",
+);
+pub const AUTH_METHOD_INFO: Spec = spec(
+    "openbao_kms_auth_method_info",
+    G,
+    &["method"],
+    "Configured OpenBao auth method",
+);
+pub const TOKEN_TTL_SECONDS: Spec = seconds(spec(
+    "openbao_kms_token_ttl_seconds",
+    G,
+    &[],
+    "Remaining TTL of the OpenBao token",
+));
+pub const CERTIFICATE_SOURCE_INFO: Spec = spec(
+    "openbao_kms_certificate_source_info",
+    G,
+    &["source"],
+    "Source of the client certificate for cert auth (none without cert auth)",
+);
+pub const CERTIFICATE_TTL_SECONDS: Spec = seconds(spec(
+    "openbao_kms_certificate_ttl_seconds",
+    G,
+    &[],
+    "Seconds until the client certificate of the last cert login expires (0 without cert auth or once expired)",
+));
+pub const STATUS_KEY_ID_HASH: Spec = spec(
+    "openbao_kms_status_key_id_hash",
+    G,
+    &["hash"],
+    "Hash of the active key_id (1 for the active hash; absent without an active key)",
+);
+pub const KEY_VERSION: Spec = spec("openbao_kms_key_version", G, &[], "Active Transit key version");
+pub const STATUS_CACHE_AGE_SECONDS: Spec = seconds(spec(
+    "openbao_kms_status_cache_age_seconds",
+    G,
+    &[],
+    "Age of the status snapshot Status is answered from",
+));
+pub const TRANSIT_METADATA_OBSERVATION: Spec = spec(
+    "openbao_kms_transit_metadata_observation",
+    C,
+    &["status"],
+    "Transit key metadata observations by status",
+);
+pub const ROTATION_STATE: Spec = spec(
+    "openbao_kms_rotation_state",
+    G,
+    &["state"],
+    "Rotation state (1 for the current state)",
+);
+pub const ROTATION_PERSISTENCE_DEGRADED: Spec = spec(
+    "openbao_kms_rotation_persistence_degraded",
+    G,
+    &[],
+    "1 while a rotation observation could not be saved and is deferred",
+);
+pub const ROTATION_PROMOTIONS: Spec = spec(
+    "openbao_kms_rotation_promotions",
+    C,
+    &[],
+    "Rotation promotions persisted by this process (a new active Transit version)",
+);
+pub const AAD_VALIDATION_ERRORS: Spec = spec(
+    "openbao_kms_aad_validation_errors",
+    C,
+    &["reason"],
+    "Decrypt requests refused by annotation/AAD checks",
+);
+pub const DECRYPT_KEY_ID_ERRORS: Spec = spec(
+    "openbao_kms_decrypt_key_id_errors",
+    C,
+    &["reason"],
+    "Decrypt requests refused by key_id checks",
+);
+pub const SOCKET_RESTARTS: Spec = spec(
+    "openbao_kms_socket_restarts",
+    C,
+    &[],
+    "Verified-dead stale sockets removed before bind",
+);
+pub const BUILD_INFO: Spec = spec(
+    "openbao_kms_build_info",
+    G,
+    &["version", "commit", "build_date", "dirty"],
+    "Build information (always 1)",
+);
+
+/// Every family, in exposition order.
+pub const CATALOGUE: [Spec; 23] = [
+    GRPC_REQUESTS,
+    GRPC_DURATION,
+    GRPC_IN_FLIGHT,
+    GRPC_CONCURRENCY_REJECTIONS,
+    OPENBAO_REQUESTS,
+    OPENBAO_DURATION,
+    AUTH_LOGIN,
+    AUTH_RENEWAL,
+    AUTH_METHOD_INFO,
+    TOKEN_TTL_SECONDS,
+    CERTIFICATE_SOURCE_INFO,
+    CERTIFICATE_TTL_SECONDS,
+    STATUS_KEY_ID_HASH,
+    KEY_VERSION,
+    STATUS_CACHE_AGE_SECONDS,
+    TRANSIT_METADATA_OBSERVATION,
+    ROTATION_STATE,
+    ROTATION_PERSISTENCE_DEGRADED,
+    ROTATION_PROMOTIONS,
+    AAD_VALIDATION_ERRORS,
+    DECRYPT_KEY_ID_ERRORS,
+    SOCKET_RESTARTS,
+    BUILD_INFO,
+];
+
+/// Latency buckets: 1 ms doubling to 2.048 s, 12 buckets.
+pub fn latency_buckets() -> Vec<f64> {
+    std::iter::successors(Some(0.001_f64), |b| Some(b * 2.0))
+        .take(12)
+        .collect()
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
-    pub reason: &'static str,
+/// A label struct as OpenTelemetry attributes.
+pub trait LabelSet {
+    fn attributes(&self) -> Vec<KeyValue>;
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HashLabel {
-    pub hash: String,
+macro_rules! label_sets {
+    ($($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),+ })+) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Debug, Hash, PartialEq, Eq)]
+        pub struct $name {
+            $(pub $field: $ty,)+
+        }
+
+        impl LabelSet for $name {
+            fn attributes(&self) -> Vec<KeyValue> {
+                vec![$(KeyValue::new(stringify!($field), self.$field.clone()),)+]
+            }
+        }
+    )+};
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct State {
-    pub state: &'static str,
+label_sets! {
+    MethodStatus { method: &'static str, status: &'static str }
+    Method { method: &'static str }
+    OperationStatus { operation: &'static str, status: &'static str }
+    Operation { operation: &'static str }
+    Status { status: &'static str }
+    Reason { reason: &'static str }
+    HashLabel { hash: String }
+    State { state: &'static str }
+    AuthMethodLabel { method: &'static str }
+    CertificateSource { source: &'static str }
+    BuildInfo { version: &'static str, commit: &'static str, build_date: &'static str, dirty: &'static str }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AuthMethodLabel {
-    pub method: &'static str,
+/// A monotonic count (`_total` in the exposition).
+#[derive(Clone)]
+pub struct Counter {
+    inner: opentelemetry::metrics::Counter<u64>,
+    attributes: Vec<KeyValue>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertificateSource {
-    pub source: &'static str,
+impl Counter {
+    pub fn inc(&self) {
+        self.inner.add(1, &self.attributes);
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildInfo {
-    pub version: &'static str,
-    pub commit: &'static str,
-    pub build_date: &'static str,
-    pub dirty: &'static str,
+/// An integer gauge that is set.
+#[derive(Clone)]
+pub struct Gauge {
+    inner: opentelemetry::metrics::Gauge<i64>,
+    attributes: Vec<KeyValue>,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+impl Gauge {
+    pub fn set(&self, value: i64) {
+        self.inner.record(value, &self.attributes);
+    }
+}
 
-fn latency_histogram() -> Histogram {
-    // 1 ms doubling to 2.048 s, 12 buckets.
-    Histogram::new(exponential_buckets(0.001, 2.0, 12))
+/// A floating-point gauge that is set.
+#[derive(Clone)]
+pub struct FloatGauge {
+    inner: opentelemetry::metrics::Gauge<f64>,
+}
+
+impl FloatGauge {
+    pub fn set(&self, value: f64) {
+        self.inner.record(value, &[]);
+    }
+}
+
+/// A gauge moved up and down by concurrent callers (an OpenTelemetry
+/// up-down counter, exposed as a gauge).
+#[derive(Clone)]
+pub struct UpDown {
+    inner: opentelemetry::metrics::UpDownCounter<i64>,
+    attributes: Vec<KeyValue>,
+}
+
+impl UpDown {
+    pub fn inc(&self) {
+        self.inner.add(1, &self.attributes);
+    }
+
+    pub fn dec(&self) {
+        self.inner.add(-1, &self.attributes);
+    }
+}
+
+/// A latency histogram with the catalogue's buckets.
+#[derive(Clone)]
+pub struct Histogram {
+    inner: opentelemetry::metrics::Histogram<f64>,
+    attributes: Vec<KeyValue>,
+}
+
+impl Histogram {
+    pub fn observe(&self, value: f64) {
+        self.inner.record(value, &self.attributes);
+    }
+}
+
+/// An instrument that can be bound to a label set.
+pub trait Instrument: Clone {
+    type Bound;
+    fn bind(&self, attributes: Vec<KeyValue>) -> Self::Bound;
+}
+
+macro_rules! instruments {
+    ($($bound:ident($inner:ty)),+) => {$(
+        impl Instrument for $inner {
+            type Bound = $bound;
+            fn bind(&self, attributes: Vec<KeyValue>) -> $bound {
+                $bound { inner: self.clone(), attributes }
+            }
+        }
+    )+};
+}
+
+instruments!(
+    Counter(opentelemetry::metrics::Counter<u64>),
+    Gauge(opentelemetry::metrics::Gauge<i64>),
+    UpDown(opentelemetry::metrics::UpDownCounter<i64>),
+    Histogram(opentelemetry::metrics::Histogram<f64>)
+);
+
+/// One instrument and the label struct its series are keyed by.
+pub struct Family<L, I> {
+    instrument: I,
+    labels: PhantomData<fn(&L)>,
+}
+
+impl<L: LabelSet, I: Instrument> Family<L, I> {
+    fn new(instrument: I) -> Self {
+        Self {
+            instrument,
+            labels: PhantomData,
+        }
+    }
+
+    /// The series for `labels` (created on its first value).
+    pub fn get_or_create(&self, labels: &L) -> I::Bound {
+        self.instrument.bind(labels.attributes())
+    }
 }
 
 /// Every metric the provider exports.
 pub struct Metrics {
-    registry: Registry,
-    pub grpc_requests: Family<MethodStatus, Counter>,
-    pub grpc_duration: Family<Method, Histogram, fn() -> Histogram>,
-    pub grpc_in_flight: Family<Method, Gauge>,
-    pub grpc_concurrency_rejections: Family<Method, Counter>,
-    pub openbao_requests: Family<OperationStatus, Counter>,
-    pub openbao_duration: Family<Operation, Histogram, fn() -> Histogram>,
-    pub auth_login: Family<Status, Counter>,
-    pub auth_renewal: Family<Status, Counter>,
-    pub auth_method_info: Family<AuthMethodLabel, Gauge>,
+    /// Owns the readers; dropping it shuts them down.
+    _provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+    active_key_id_hash: Arc<Mutex<Option<String>>>,
+    _status_key_id_hash: ObservableGauge<i64>,
+    pub grpc_requests: Family<MethodStatus, opentelemetry::metrics::Counter<u64>>,
+    pub grpc_duration: Family<Method, opentelemetry::metrics::Histogram<f64>>,
+    pub grpc_in_flight: Family<Method, opentelemetry::metrics::UpDownCounter<i64>>,
+    pub grpc_concurrency_rejections: Family<Method, opentelemetry::metrics::Counter<u64>>,
+    pub openbao_requests: Family<OperationStatus, opentelemetry::metrics::Counter<u64>>,
+    pub openbao_duration: Family<Operation, opentelemetry::metrics::Histogram<f64>>,
+    pub auth_login: Family<Status, opentelemetry::metrics::Counter<u64>>,
+    pub auth_renewal: Family<Status, opentelemetry::metrics::Counter<u64>>,
+    pub auth_method_info: Family<AuthMethodLabel, opentelemetry::metrics::Gauge<i64>>,
     pub token_ttl_seconds: Gauge,
-    pub certificate_source_info: Family<CertificateSource, Gauge>,
+    pub certificate_source_info: Family<CertificateSource, opentelemetry::metrics::Gauge<i64>>,
     pub certificate_ttl_seconds: Gauge,
-    pub status_key_id_hash: Family<HashLabel, Gauge>,
     pub key_version: Gauge,
     pub status_cache_age_seconds: FloatGauge,
-    pub transit_metadata_observation: Family<Status, Counter>,
-    pub rotation_state: Family<State, Gauge>,
+    pub transit_metadata_observation: Family<Status, opentelemetry::metrics::Counter<u64>>,
+    pub rotation_state: Family<State, opentelemetry::metrics::Gauge<i64>>,
     pub rotation_persistence_degraded: Gauge,
     pub rotation_promotions: Counter,
-    pub aad_validation_errors: Family<Reason, Counter>,
-    pub decrypt_key_id_errors: Family<Reason, Counter>,
+    pub aad_validation_errors: Family<Reason, opentelemetry::metrics::Counter<u64>>,
+    pub decrypt_key_id_errors: Family<Reason, opentelemetry::metrics::Counter<u64>>,
     pub socket_restarts: Counter,
-    pub build_info: Family<BuildInfo, Gauge>,
+    pub build_info: Family<BuildInfo, opentelemetry::metrics::Gauge<i64>>,
 }
 
 pub const KMS_METHODS: [&str; 3] = ["status", "encrypt", "decrypt"];
 pub const ROTATION_STATES: [&str; 3] = ["active", "pending", "unknown"];
+
+/// Name of the instrumentation scope (OTLP only; the exposition has no scope labels).
+pub const SCOPE: &str = "bao-kms-provider";
+
+fn counter(meter: &Meter, s: Spec) -> opentelemetry::metrics::Counter<u64> {
+    meter
+        .u64_counter(s.name)
+        .with_description(s.help)
+        .with_unit(s.unit)
+        .build()
+}
+
+fn gauge(meter: &Meter, s: Spec) -> opentelemetry::metrics::Gauge<i64> {
+    meter
+        .i64_gauge(s.name)
+        .with_description(s.help)
+        .with_unit(s.unit)
+        .build()
+}
+
+fn histogram(meter: &Meter, s: Spec) -> opentelemetry::metrics::Histogram<f64> {
+    meter
+        .f64_histogram(s.name)
+        .with_description(s.help)
+        .with_unit(s.unit)
+        .with_boundaries(latency_buckets())
+        .build()
+}
 
 impl Metrics {
     /// This build's metrics for the configured auth method.
@@ -119,143 +438,98 @@ impl Metrics {
     /// `auth_method` is the `auth.method` value, `certificate_source` the
     /// client certificate's source (`pkcs11`, `file`, or `none`).
     pub fn new(build: crate::build::Build, auth_method: &'static str, certificate_source: &'static str) -> Self {
-        let mut registry = Registry::with_prefix("openbao_kms");
-        let m = Self {
-            grpc_requests: Family::default(),
-            grpc_duration: Family::new_with_constructor(latency_histogram),
-            grpc_in_flight: Family::default(),
-            grpc_concurrency_rejections: Family::default(),
-            openbao_requests: Family::default(),
-            openbao_duration: Family::new_with_constructor(latency_histogram),
-            auth_login: Family::default(),
-            auth_renewal: Family::default(),
-            auth_method_info: Family::default(),
-            token_ttl_seconds: Gauge::default(),
-            certificate_source_info: Family::default(),
-            certificate_ttl_seconds: Gauge::default(),
-            status_key_id_hash: Family::default(),
-            key_version: Gauge::default(),
-            status_cache_age_seconds: FloatGauge::default(),
-            transit_metadata_observation: Family::default(),
-            rotation_state: Family::default(),
-            rotation_persistence_degraded: Gauge::default(),
-            rotation_promotions: Counter::default(),
-            aad_validation_errors: Family::default(),
-            decrypt_key_id_errors: Family::default(),
-            socket_restarts: Counter::default(),
-            build_info: Family::default(),
-            registry: Registry::default(),
+        let registry = prometheus::Registry::new();
+        let prometheus_reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_units()
+            .without_counter_suffixes()
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            // Registering a collector only fails for a duplicate collector
+            // id; the registry is new and holds nothing else.
+            .expect("a new registry accepts the OpenTelemetry collector");
+        let provider = SdkMeterProvider::builder().with_reader(prometheus_reader).build();
+        let meter = provider.meter(SCOPE);
+
+        let active_key_id_hash: Arc<Mutex<Option<String>>> = Arc::default();
+        let observed = active_key_id_hash.clone();
+        let status_key_id_hash = meter
+            .i64_observable_gauge(STATUS_KEY_ID_HASH.name)
+            .with_description(STATUS_KEY_ID_HASH.help)
+            .with_callback(move |observer| {
+                // A poisoned lock only means a writer panicked; the value is still a whole Option.
+                let hash = observed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(hash) = hash {
+                    observer.observe(1, &HashLabel { hash }.attributes());
+                }
+            })
+            .build();
+        let unlabelled_gauge = |s| Gauge {
+            inner: gauge(&meter, s),
+            attributes: Vec::new(),
         };
-        let r = &mut registry;
-        r.register(
-            "grpc_requests",
-            "KMS gRPC requests by method and status",
-            m.grpc_requests.clone(),
-        );
-        r.register(
-            "grpc_duration_seconds",
-            "KMS gRPC request latency",
-            m.grpc_duration.clone(),
-        );
-        r.register(
-            "grpc_in_flight",
-            "KMS gRPC requests in flight",
-            m.grpc_in_flight.clone(),
-        );
-        r.register(
-            "grpc_concurrency_rejections",
-            "KMS gRPC requests rejected by the concurrency limit",
-            m.grpc_concurrency_rejections.clone(),
-        );
-        r.register(
-            "openbao_requests",
-            "OpenBao requests by operation and status",
-            m.openbao_requests.clone(),
-        );
-        r.register(
-            "openbao_duration_seconds",
-            "OpenBao request latency",
-            m.openbao_duration.clone(),
-        );
-        r.register("auth_login", "OpenBao logins by status", m.auth_login.clone());
-        r.register(
-            "auth_renewal",
-            "OpenBao token renewals by status",
-            m.auth_renewal.clone(),
-        );
-        r.register(
-            "auth_method_info",
-            "Configured OpenBao auth method",
-            m.auth_method_info.clone(),
-        );
-        r.register(
-            "token_ttl_seconds",
-            "Remaining TTL of the OpenBao token",
-            m.token_ttl_seconds.clone(),
-        );
-        r.register(
-            "certificate_source_info",
-            "Source of the client certificate for cert auth (none without cert auth)",
-            m.certificate_source_info.clone(),
-        );
-        r.register(
-            "certificate_ttl_seconds",
-            "Seconds until the client certificate of the last cert login expires (0 without cert auth or once expired)",
-            m.certificate_ttl_seconds.clone(),
-        );
-        r.register(
-            "status_key_id_hash",
-            "Hash of the active key_id (1 for the active hash; absent without an active key)",
-            m.status_key_id_hash.clone(),
-        );
-        r.register("key_version", "Active Transit key version", m.key_version.clone());
-        r.register(
-            "status_cache_age_seconds",
-            "Age of the status snapshot Status is answered from",
-            m.status_cache_age_seconds.clone(),
-        );
-        r.register(
-            "transit_metadata_observation",
-            "Transit key metadata observations by status",
-            m.transit_metadata_observation.clone(),
-        );
-        r.register(
-            "rotation_state",
-            "Rotation state (1 for the current state)",
-            m.rotation_state.clone(),
-        );
-        r.register(
-            "rotation_persistence_degraded",
-            "1 while a rotation observation could not be saved and is deferred",
-            m.rotation_persistence_degraded.clone(),
-        );
-        r.register(
-            "rotation_promotions",
-            "Rotation promotions persisted by this process (a new active Transit version)",
-            m.rotation_promotions.clone(),
-        );
-        r.register(
-            "aad_validation_errors",
-            "Decrypt requests refused by annotation/AAD checks",
-            m.aad_validation_errors.clone(),
-        );
-        r.register(
-            "decrypt_key_id_errors",
-            "Decrypt requests refused by key_id checks",
-            m.decrypt_key_id_errors.clone(),
-        );
-        r.register(
-            "socket_restarts",
-            "Verified-dead stale sockets removed before bind",
-            m.socket_restarts.clone(),
-        );
-        r.register("build_info", "Build information (always 1)", m.build_info.clone());
+        let unlabelled_counter = |s| Counter {
+            inner: counter(&meter, s),
+            attributes: Vec::new(),
+        };
+        let m = Self {
+            grpc_requests: Family::new(counter(&meter, GRPC_REQUESTS)),
+            grpc_duration: Family::new(histogram(&meter, GRPC_DURATION)),
+            grpc_in_flight: Family::new(
+                meter
+                    .i64_up_down_counter(GRPC_IN_FLIGHT.name)
+                    .with_description(GRPC_IN_FLIGHT.help)
+                    .build(),
+            ),
+            grpc_concurrency_rejections: Family::new(counter(&meter, GRPC_CONCURRENCY_REJECTIONS)),
+            openbao_requests: Family::new(counter(&meter, OPENBAO_REQUESTS)),
+            openbao_duration: Family::new(histogram(&meter, OPENBAO_DURATION)),
+            auth_login: Family::new(counter(&meter, AUTH_LOGIN)),
+            auth_renewal: Family::new(counter(&meter, AUTH_RENEWAL)),
+            auth_method_info: Family::new(gauge(&meter, AUTH_METHOD_INFO)),
+            token_ttl_seconds: unlabelled_gauge(TOKEN_TTL_SECONDS),
+            certificate_source_info: Family::new(gauge(&meter, CERTIFICATE_SOURCE_INFO)),
+            certificate_ttl_seconds: unlabelled_gauge(CERTIFICATE_TTL_SECONDS),
+            key_version: unlabelled_gauge(KEY_VERSION),
+            status_cache_age_seconds: FloatGauge {
+                inner: meter
+                    .f64_gauge(STATUS_CACHE_AGE_SECONDS.name)
+                    .with_description(STATUS_CACHE_AGE_SECONDS.help)
+                    .with_unit(STATUS_CACHE_AGE_SECONDS.unit)
+                    .build(),
+            },
+            transit_metadata_observation: Family::new(counter(&meter, TRANSIT_METADATA_OBSERVATION)),
+            rotation_state: Family::new(gauge(&meter, ROTATION_STATE)),
+            rotation_persistence_degraded: unlabelled_gauge(ROTATION_PERSISTENCE_DEGRADED),
+            rotation_promotions: unlabelled_counter(ROTATION_PROMOTIONS),
+            aad_validation_errors: Family::new(counter(&meter, AAD_VALIDATION_ERRORS)),
+            decrypt_key_id_errors: Family::new(counter(&meter, DECRYPT_KEY_ID_ERRORS)),
+            socket_restarts: unlabelled_counter(SOCKET_RESTARTS),
+            build_info: Family::new(gauge(&meter, BUILD_INFO)),
+            active_key_id_hash,
+            _status_key_id_hash: status_key_id_hash,
+            registry,
+            _provider: provider,
+        };
+        // Series present from the start, as the catalogue documents them.
         for method in KMS_METHODS {
-            m.grpc_in_flight.get_or_create(&Method { method }).set(0);
+            m.grpc_in_flight.instrument.add(0, &Method { method }.attributes());
         }
         for state in ROTATION_STATES {
             m.rotation_state.get_or_create(&State { state }).set(0);
         }
+        for gauge in [
+            &m.token_ttl_seconds,
+            &m.certificate_ttl_seconds,
+            &m.key_version,
+            &m.rotation_persistence_degraded,
+        ] {
+            gauge.set(0);
+        }
+        m.status_cache_age_seconds.set(0.0);
+        m.rotation_promotions.inner.add(0, &[]);
+        m.socket_restarts.inner.add(0, &[]);
         m.auth_method_info
             .get_or_create(&AuthMethodLabel { method: auth_method })
             .set(1);
@@ -271,17 +545,12 @@ impl Metrics {
             dirty: build.dirty,
         };
         m.build_info.get_or_create(&build).set(1);
-        Self { registry, ..m }
+        m
     }
 
     /// Publishes the active key_id hash (or none) and the rotation state.
     pub fn set_key_state(&self, key_id_hash: Option<&str>, version: u64, rotation_state: &str) {
-        self.status_key_id_hash.clear();
-        if let Some(hash) = key_id_hash {
-            self.status_key_id_hash
-                .get_or_create(&HashLabel { hash: hash.to_owned() })
-                .set(1);
-        }
+        *self.active_key_id_hash.lock().unwrap_or_else(|p| p.into_inner()) = key_id_hash.map(str::to_owned);
         self.key_version.set(i64::try_from(version).unwrap_or(i64::MAX));
         for state in ROTATION_STATES {
             self.rotation_state
@@ -290,62 +559,11 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition.
+    /// OpenMetrics text exposition of the catalogue.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        exposition::encode(&CATALOGUE, self.registry.gather())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn metrics() -> Metrics {
-        Metrics::new(
-            crate::build::Build {
-                version: "v0",
-                commit: "c",
-                build_date: "d",
-                dirty: "false",
-            },
-            "token",
-            "none",
-        )
-    }
-
-    #[test]
-    fn names_match_the_published_catalog() {
-        let m = metrics();
-        m.grpc_requests
-            .get_or_create(&MethodStatus {
-                method: "status",
-                status: "ok",
-            })
-            .inc();
-        m.set_key_state(Some("abc"), 3, "active");
-        let text = m.encode();
-        for needle in [
-            "openbao_kms_grpc_requests_total{method=\"status\",status=\"ok\"} 1",
-            "openbao_kms_grpc_in_flight{method=\"decrypt\"} 0",
-            "openbao_kms_status_key_id_hash{hash=\"abc\"} 1",
-            "openbao_kms_key_version 3",
-            "openbao_kms_rotation_state{state=\"active\"} 1",
-            "openbao_kms_rotation_state{state=\"unknown\"} 0",
-            "openbao_kms_auth_method_info{method=\"token\"} 1",
-            "openbao_kms_socket_restarts_total 0",
-            "openbao_kms_status_cache_age_seconds 0",
-            "openbao_kms_rotation_persistence_degraded 0",
-            "openbao_kms_rotation_promotions_total 0",
-            "openbao_kms_certificate_source_info{source=\"none\"} 1",
-            "openbao_kms_certificate_ttl_seconds 0",
-        ] {
-            assert!(text.contains(needle), "missing {needle} in\n{text}");
-        }
-        m.set_key_state(None, 0, "unknown");
-        let text = m.encode();
-        assert!(!text.contains("openbao_kms_status_key_id_hash{"), "{text}");
-    }
-}
+mod tests;
