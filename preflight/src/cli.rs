@@ -15,6 +15,39 @@ use crate::report::OutputFormat;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log level of the logs on stderr (JSON) [default: info for agent;
+    /// the other commands log only with this flag].
+    #[arg(long, value_enum, global = true)]
+    pub log_level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A path flag: a relative path is taken from the working directory, as
+/// shells and other tools do; the commands see it absolute. An empty value
+/// stays empty (the command then says what it expected).
+pub fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Ok(PathBuf::new());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,7 +75,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct KubeFlags {
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context (default: the current context).
     #[arg(long)]
@@ -100,26 +133,26 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct NodeFlags {
     /// Provider configuration file.
-    #[arg(long, default_value = bao_kms_core::config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, default_value = bao_kms_core::config::DEFAULT_CONFIG_PATH, value_parser = absolute_path)]
     pub config: PathBuf,
     /// kube-apiserver's --encryption-provider-config file.
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub encryption_config: Option<PathBuf>,
     /// The provider's static pod manifest.
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub manifest: Option<PathBuf>,
     /// The image digest (sha256:<hex>) the manifest must be pinned to.
     #[arg(long, value_parser = parse_digest)]
     pub expected_digest: Option<String>,
     /// /etc/group-format file used to resolve server.socketGroup by name.
-    #[arg(long, default_value = "/etc/group")]
+    #[arg(long, default_value = "/etc/group", value_parser = absolute_path)]
     pub group_file: PathBuf,
     /// Overrides server.healthAddress (host:port of /ready and /status).
     #[arg(long)]
     pub health_address: Option<String>,
     /// An extra directory the socket may live in (as the provider's
     /// BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR; tests and `make demo`).
-    #[arg(long, env = crate::node::ALLOWED_SOCKET_DIR_ENV)]
+    #[arg(long, env = crate::node::ALLOWED_SOCKET_DIR_ENV, value_parser = absolute_path)]
     pub allowed_socket_dir: Option<PathBuf>,
     /// Skip the socket and the provider's /ready and /status (bootstrap
     /// hooks that run before the provider starts).
@@ -165,13 +198,13 @@ pub struct StorageArgs {
     #[arg(long, value_delimiter = ',', default_value = "https://127.0.0.1:2379")]
     pub etcd_servers: Vec<String>,
     /// CA that signed etcd's serving certificate (kube-apiserver's --etcd-cafile).
-    #[arg(long, default_value = "/etc/kubernetes/pki/etcd/ca.crt")]
+    #[arg(long, default_value = "/etc/kubernetes/pki/etcd/ca.crt", value_parser = absolute_path)]
     pub etcd_cafile: PathBuf,
     /// Client certificate (kube-apiserver's --etcd-certfile).
-    #[arg(long, default_value = "/etc/kubernetes/pki/apiserver-etcd-client.crt")]
+    #[arg(long, default_value = "/etc/kubernetes/pki/apiserver-etcd-client.crt", value_parser = absolute_path)]
     pub etcd_certfile: PathBuf,
     /// Client key (kube-apiserver's --etcd-keyfile).
-    #[arg(long, default_value = "/etc/kubernetes/pki/apiserver-etcd-client.key")]
+    #[arg(long, default_value = "/etc/kubernetes/pki/apiserver-etcd-client.key", value_parser = absolute_path)]
     pub etcd_keyfile: PathBuf,
     /// kube-apiserver's --etcd-prefix.
     #[arg(long, default_value = "/registry")]
@@ -188,10 +221,10 @@ pub struct StorageArgs {
     pub timeout: std::time::Duration,
     /// Provider configuration: its key registry (read-only) maps key_id
     /// hashes to Transit versions.
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub config: Option<PathBuf>,
     /// An extra directory the configured socket may live in (as `node`).
-    #[arg(long, env = crate::node::ALLOWED_SOCKET_DIR_ENV)]
+    #[arg(long, env = crate::node::ALLOWED_SOCKET_DIR_ENV, value_parser = absolute_path)]
     pub allowed_socket_dir: Option<PathBuf>,
     /// Gate: every encrypted object uses this key_id hash.
     #[arg(long, value_parser = parse_hash)]
@@ -243,7 +276,7 @@ pub struct RewriteArgs {
     #[command(flatten)]
     pub kube: KubeFlags,
     /// kube-apiserver's --encryption-provider-config file: the resources to rewrite.
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub encryption_config: PathBuf,
     /// Only this resource (plural[.group], e.g. secrets); repeatable.
     #[arg(long = "resource")]

@@ -11,6 +11,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -33,14 +34,6 @@ async fn run(command: Command) -> u8 {
             }
         }
         Command::Agent(args) => {
-            tracing_subscriber::fmt()
-                .json()
-                .with_writer(std::io::stderr)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .init();
             let (client, namespace) = match connect(&args.kube).await {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -123,6 +116,22 @@ async fn run(command: Command) -> u8 {
             }
         }
     }
+}
+
+/// JSON logs on stderr: at `--log-level` when given; the agent otherwise
+/// at `RUST_LOG` or info; the one-shot commands otherwise not at all.
+fn init_logging(cli: &Cli) {
+    let filter = match (cli.log_level, &cli.command) {
+        (Some(level), _) => tracing_subscriber::EnvFilter::new(level.as_str()),
+        (None, Command::Agent(_)) => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        (None, _) => return,
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
 }
 
 fn unix_now() -> i64 {

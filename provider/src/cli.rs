@@ -12,6 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log level: overrides logging.level for serve; on the other commands
+    /// (except init), their logs on stderr at this level (JSON).
+    #[arg(long, value_enum, global = true)]
+    pub log_level: Option<LogLevelArg>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -33,11 +37,8 @@ pub enum Command {
     /// Serve the KMS v2 API on the configured Unix socket.
     Serve {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
-        /// Overrides logging.level.
-        #[arg(long, value_enum)]
-        log_level: Option<LogLevelArg>,
         /// Overrides server.metricsAddress.
         #[arg(long)]
         metrics_address: Option<String>,
@@ -47,7 +48,7 @@ pub enum Command {
     },
     /// Status -> Encrypt -> Decrypt round trip through a running provider's socket.
     Probe {
-        #[arg(long, default_value = crate::probe_cmd::DEFAULT_SOCKET)]
+        #[arg(long, default_value = crate::probe_cmd::DEFAULT_SOCKET, value_parser = absolute_path)]
         socket: PathBuf,
         /// Deadline of each call, e.g. 10s.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -55,24 +56,24 @@ pub enum Command {
         /// Fail unless Status reports this key_id.
         #[arg(long)]
         expected_key_id: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Check configuration, socket, auth, OpenBao, Transit key and registry, one line each.
     Doctor {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         /// Also check kube-apiserver's --encryption-provider-config file against this configuration.
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         encryption_config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Print the resolved configuration and identity fingerprint, or `config schema`.
     Config {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         what: Option<ConfigWhat>,
@@ -80,36 +81,36 @@ pub enum Command {
     /// Key-only checks: Transit key, profile, version restrictions, registry, key_id.
     VerifyKey {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Rotation state, candidate, observations and what promotion waits for (read-only).
     RotationPlan {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// The local registry against Transit, with a confidence statement (complete only with --storage-report).
     VerifyRotation {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         /// A `bao-kms-preflight storage -o json` report: evidence from etcd
         /// (confidence becomes complete when it covers this registry).
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         storage_report: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// What Decrypt expects for a key_id (or every registry record): Transit
     /// version, state, key_id hash, annotations and AAD hash (read-only, no OpenBao).
     KeySnapshots {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         /// Only the record of this key_id (an object's EncryptedObject keyID).
         #[arg(long, conflicts_with = "key_id_hash")]
@@ -118,37 +119,37 @@ pub enum Command {
         /// key-id-hash annotation, /status keyIDHash and storage reports).
         #[arg(long)]
         key_id_hash: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Plan (or --apply) removing Transit versions below N from this node's local decryption.
     RetireVersions {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         /// Retire every retained version below this one (greater than 1, at most the active version).
         #[arg(long)]
         before_version: u64,
         /// A `bao-kms-preflight storage -o json` report: the plan is refused
         /// while any object still uses a version it removes.
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         storage_report: Option<PathBuf>,
         #[command(flatten)]
         apply: ApplyArgs,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Plan (or --apply) making removed versions decryptable again on this node.
     RestoreVersions {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         /// Removed versions to restore, comma-separated (e.g. 1,2).
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         versions: Vec<u64>,
         #[command(flatten)]
         apply: ApplyArgs,
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Write the install files (config, EncryptionConfigurations, OpenBao setup, node setup) from a values file.
@@ -172,11 +173,11 @@ pub enum Command {
 #[derive(clap::Args)]
 pub struct BenchmarkArgs {
     /// Configuration file (Transit mode) [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub config: Option<PathBuf>,
     /// Benchmark through this KMS socket (what kube-apiserver sees); with
     /// --config, compare it with direct Transit.
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub socket: Option<PathBuf>,
     /// Encrypt+Decrypt round trips (comparison: calls per method, side and round).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -206,9 +207,9 @@ pub struct BenchmarkArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Also write the JSON report to this file.
-    #[arg(long)]
+    #[arg(long, value_parser = absolute_path)]
     pub json_file: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
 
@@ -217,7 +218,7 @@ pub enum PolicyTarget {
     /// The OpenBao policy (HCL) the provider's token needs, and nothing more.
     Openbao {
         /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
-        #[arg(long)]
+        #[arg(long, value_parser = absolute_path)]
         config: Option<PathBuf>,
         /// Include `auth/token/renew-self` (token renewal).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -229,6 +230,27 @@ pub enum PolicyTarget {
 pub enum ConfigWhat {
     /// Print the configuration JSON Schema.
     Schema,
+}
+
+/// A path flag: a relative path is taken from the working directory, as
+/// shells and other tools do; the commands see it absolute. An empty value
+/// stays empty (the command then says what it expected).
+pub fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Ok(PathBuf::new());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot resolve against the working directory: {e}"))
+}
+
+impl From<LogLevelArg> for bao_kms_core::config::LogLevel {
+    fn from(l: LogLevelArg) -> Self {
+        match l {
+            LogLevelArg::Debug => Self::Debug,
+            LogLevelArg::Info => Self::Info,
+            LogLevelArg::Warn => Self::Warn,
+            LogLevelArg::Error => Self::Error,
+        }
+    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -38,10 +38,10 @@ pub enum PullPolicyArg {
 #[derive(clap::Args)]
 pub struct InitArgs {
     /// Values file, in the configuration file format.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::absolute_path)]
     pub values: PathBuf,
     /// Output directory; must be absent or empty.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::absolute_path)]
     pub out: PathBuf,
     /// How the provider runs on the node.
     #[arg(long, value_enum, default_value = "systemd")]
@@ -66,18 +66,17 @@ pub struct InitArgs {
     #[arg(long, hide = true)]
     pub config: Option<String>,
     #[arg(long, hide = true)]
-    pub log_level: Option<String>,
-    #[arg(long, hide = true)]
     pub metrics_address: Option<String>,
     #[arg(long, hide = true)]
     pub health_address: Option<String>,
 }
 
-/// Runs `init`; returns the exit code.
-pub fn run(args: InitArgs) -> u8 {
+/// Runs `init`; returns the exit code. `log_level` is the global
+/// `--log-level`, refused here like the other overrides.
+pub fn run(args: InitArgs, log_level: bool) -> u8 {
     for (flag, set) in [
         ("--config", args.config.is_some()),
-        ("--log-level", args.log_level.is_some()),
+        ("--log-level", log_level),
         ("--metrics-address", args.metrics_address.is_some()),
         ("--health-address", args.health_address.is_some()),
     ] {
@@ -146,14 +145,15 @@ pub fn run(args: InitArgs) -> u8 {
         return EXIT_WRITE;
     }
     let scope = rendered.config.identity_scope();
-    println!("wrote {} ({} model):", args.out.display(), req.model.as_str());
+    let mut text = format!("wrote {} ({} model):\n", args.out.display(), req.model.as_str());
     for f in &rendered.files {
-        println!("  {:04o} {}", f.mode, f.name);
+        text.push_str(&format!("  {:04o} {}\n", f.mode, f.name));
     }
-    println!("identity fingerprint: {}", scope.fingerprint());
-    println!("key lineage ID: {}", scope.key_lineage_id);
-    println!("OpenBao policy: {}", rendered.policy_name);
-    println!("next: openbao-setup.sh (OpenBao operator), then node-setup.sh on each control-plane node");
+    text.push_str(&format!("identity fingerprint: {}\n", scope.fingerprint()));
+    text.push_str(&format!("key lineage ID: {}\n", scope.key_lineage_id));
+    text.push_str(&format!("OpenBao policy: {}\n", rendered.policy_name));
+    text.push_str("next: openbao-setup.sh (OpenBao operator), then node-setup.sh on each control-plane node");
+    crate::stdout::print_or_exit(&text);
     0
 }
 

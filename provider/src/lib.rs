@@ -9,7 +9,8 @@
 //! [`health`] and [`metrics`] serve `/live`, `/ready`, `/status`, `/metrics`;
 //! [`serve`] wires it together and handles shutdown. [`probe_cmd`] is the
 //! client side used by `bao-kms-provider probe`; [`cli`] is the command
-//! line `main` parses (and the man pages are generated from).
+//! line `main` parses (and the man pages are generated from); [`stdout`]
+//! is where every command prints, a closed pipe ending it quietly.
 
 pub mod auth;
 pub mod benchmark;
@@ -35,6 +36,7 @@ pub mod service;
 pub mod singleflight;
 pub mod socket;
 pub mod state;
+pub mod stdout;
 pub mod storage_report;
 pub mod transit;
 

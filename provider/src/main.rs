@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bao_kms_core::config::DEFAULT_CONFIG_PATH;
 use bao_kms_core::config::validate::{Override, Overrides};
+use bao_kms_core::config::{DEFAULT_CONFIG_PATH, LogFormat};
 use bao_kms_provider::cli::{ApplyArgs, BenchmarkArgs, Cli, Command, ConfigWhat, LogLevelArg, Output, PolicyTarget};
 use bao_kms_provider::report::FieldReport;
 use bao_kms_provider::runtime::StartupError;
+use bao_kms_provider::stdout::{print_or_exit, write_or_exit};
 use bao_kms_provider::{config_file, logging, probe_cmd, serve};
 use clap::{CommandFactory, Parser};
 
@@ -42,19 +43,13 @@ fn flag_overrides(level: Option<LogLevelArg>, metrics: Option<String>, health: O
     }
 }
 
-/// Writes to stdout; a closed pipe (`| head`) ends the process quietly.
-fn print_or_exit(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{text}").is_err() {
-        std::process::exit(0);
-    }
-}
-
-/// `--config`, else the environment, else the default path.
+/// `--config`, else the environment, else the default path; a relative
+/// path is taken from the working directory.
 fn config_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(config_file::config_path_from_env)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    let path = flag
+        .or_else(config_file::config_path_from_env)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The runtime of the one-shot commands.
@@ -208,17 +203,27 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    let log_level = cli.log_level;
+    // serve takes --log-level as an override of logging.level; init refuses it.
+    if let Some(level) = log_level
+        && !matches!(cli.command, Command::Serve { .. } | Command::Init(_))
+    {
+        logging::init(level.into(), LogFormat::Json);
+    }
     match cli.command {
         Command::Version => {
             let b = bao_kms_provider::build::current();
-            println!(
+            print_or_exit(&format!(
                 "version: {}\ncommit: {}\nbuildDate: {}\ndirty: {}",
                 b.version, b.commit, b.build_date, b.dirty
-            );
+            ));
             ExitCode::SUCCESS
         }
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "bao-kms-provider", &mut std::io::stdout());
+            // Rendered first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bao-kms-provider", &mut script);
+            write_or_exit(&script);
             ExitCode::SUCCESS
         }
         Command::Config {
@@ -278,7 +283,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Init(args) => ExitCode::from(bao_kms_provider::init::run(args)),
+        Command::Init(args) => ExitCode::from(bao_kms_provider::init::run(args, log_level.is_some())),
         Command::RotationPlan { config, output } => field_command(config, output, |cfg| async move {
             bao_kms_provider::rotation_plan::run(&cfg, false).await
         }),
@@ -345,7 +350,6 @@ fn main() -> ExitCode {
         } => report_command(probe_cmd::run(&socket, timeout, expected_key_id.as_deref()), output),
         Command::Serve {
             config,
-            log_level,
             metrics_address,
             health_address,
         } => {

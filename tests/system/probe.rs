@@ -86,7 +86,8 @@ async fn anything_but_the_socket_itself_is_refused() -> anyhow::Result<()> {
         (link.as_path(), "is a symlink"),
         (regular.as_path(), "is not a socket"),
         (Path::new("/nonexistent/kms.sock"), "No such file"),
-        (Path::new("relative/kms.sock"), "not an absolute path"),
+        // Relative: taken from the working directory (empty here).
+        (Path::new("relative/kms.sock"), "/relative/kms.sock: No such file"),
     ] {
         let (code, report, _) = probe(path, &[])?;
         assert_eq!(code, EXIT_DIAGNOSTIC, "{report:#}");
