@@ -10,6 +10,7 @@
 //! `metrics.grpc_requests.get_or_create(&MethodStatus { .. }).inc()`.
 
 mod exposition;
+mod spec;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -19,26 +20,7 @@ use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableGauge};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 pub use exposition::CONTENT_TYPE;
-
-/// What kind of Prometheus family a catalogue entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One catalogue entry: the family name as exposed (counters without
-/// `_total`), its help text, kind, label names in exposition order, and the
-/// OpenTelemetry unit (for OTLP; never appended to the Prometheus name).
-#[derive(Debug, Clone, Copy)]
-pub struct Spec {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: Kind,
-    pub labels: &'static [&'static str],
-    pub unit: &'static str,
-}
+pub use spec::{Kind, Spec};
 
 const fn spec(name: &'static str, kind: Kind, labels: &'static [&'static str], help: &'static str) -> Spec {
     Spec {

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily};
 
-use super::{Kind, Spec};
+use super::spec::{Kind, Spec};
 
 /// The `Content-Type` of [`encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
