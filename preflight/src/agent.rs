@@ -25,21 +25,22 @@ pub struct AgentOptions {
 pub fn summarize(node_name: &str, outcome: &NodeOutcome, now: SystemTime) -> NodeSummary {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    let status = outcome.status.clone().unwrap_or_default();
+    // Without an answer from the provider the report says so: no key_id
+    // hash, generation 0, rotation state `unknown`, not healthy.
+    let status = outcome.status.as_ref();
     NodeSummary {
         node: node_name.to_owned(),
-        key_id_hash: status.key_id_hash,
+        key_id_hash: status.map(|s| s.key_id_hash.clone()).unwrap_or_default(),
         previous_key_id_hash: String::new(),
-        generation: status.generation,
-        rotation_state: if status.rotation_state.is_empty() {
-            "unknown".to_owned()
-        } else {
-            status.rotation_state
-        },
-        active_version: status.active_version,
-        provider_version: status.version,
-        provider_name: status.provider_name,
-        healthy: status.healthy,
+        generation: status.map_or(0, |s| s.generation),
+        rotation_state: status
+            .map(|s| s.rotation_state.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned()),
+        active_version: status.map_or(0, |s| s.active_version),
+        provider_version: status.map(|s| s.version.clone()).unwrap_or_default(),
+        provider_name: status.map(|s| s.provider_name.clone()).unwrap_or_default(),
+        healthy: status.is_some_and(|s| s.healthy),
         image: outcome.image.clone().unwrap_or_default(),
         image_digest: outcome.image_digest.clone().unwrap_or_default(),
         preflight_version: crate::VERSION.to_owned(),

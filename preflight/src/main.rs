@@ -26,7 +26,7 @@ async fn run(command: Command) -> u8 {
     match command {
         Command::Node(args) => {
             let outcome = node::run(&args.flags.options()).await;
-            print(&outcome.report.render(args.output));
+            print(&bao_kms_preflight::report::render(&outcome.report, args.output));
             if outcome.report.failed() {
                 exit::CHECK_FAILED
             } else {

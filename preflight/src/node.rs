@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 
 use bao_kms_core::config::{Config, Override, Overrides, ValidationContext};
 
-use crate::checks::node::{self as checks, id};
-use crate::collect::{self, ProviderStatus};
+use bao_kms_core::checks::catalogue::{
+    CONFIG_FILE, CONFIG_VALIDATE, PROVIDER_READY, PROVIDER_STATUS, SOCKET_DIRECTORY, SOCKET_FILE, SOCKET_GROUP,
+};
+use bao_kms_core::status::StatusDocument;
+
+use crate::checks::node as checks;
+use crate::collect;
 use crate::report::Report;
 
 /// Same knob as the provider's: one extra directory the socket may live in
 /// (tests and `make demo`), in addition to `/run/openbao-kms`.
-pub const ALLOWED_SOCKET_DIR_ENV: &str = "BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR";
+pub use bao_kms_core::config::ALLOWED_SOCKET_DIR_ENV;
 
 /// What `node` checks, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -37,7 +42,7 @@ pub struct NodeOptions {
 pub struct NodeOutcome {
     pub report: Report,
     pub config: Option<Config>,
-    pub status: Option<ProviderStatus>,
+    pub status: Option<StatusDocument>,
     /// The provider image from the manifest, and its digest when pinned.
     pub image: Option<String>,
     pub image_digest: Option<String>,
@@ -79,11 +84,7 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
         report.push(check);
         cfg
     } else {
-        report.push(checks::skipped(
-            id::CONFIG_VALIDATE,
-            checks::title(id::CONFIG_VALIDATE),
-            id::CONFIG_FILE,
-        ));
+        report.push(CONFIG_VALIDATE.skipped_after(&CONFIG_FILE));
         None
     };
 
@@ -96,11 +97,7 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
             gid
         }
         None => {
-            report.push(checks::skipped(
-                id::SOCKET_GROUP,
-                checks::title(id::SOCKET_GROUP),
-                id::CONFIG_VALIDATE,
-            ));
+            report.push(SOCKET_GROUP.skipped_after(&CONFIG_VALIDATE));
             None
         }
     };
@@ -109,27 +106,20 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
             let dir = cfg.server.socket_path.parent().unwrap_or(Path::new("/"));
             report.push(checks::socket_directory(&collect::stat(dir), gid));
             if opts.no_live {
-                report.push(crate::report::Check::skip(
-                    id::SOCKET_FILE,
-                    checks::title(id::SOCKET_FILE),
-                    "skipped: --no-live",
-                ));
+                report.push(SOCKET_FILE.skip("skipped: --no-live"));
             } else {
-                report.push(checks::socket_file(&collect::stat(&cfg.server.socket_path), gid));
+                report.push(checks::socket_file(
+                    &collect::stat(&cfg.server.socket_path),
+                    gid,
+                    cfg.server.socket_mode,
+                    true,
+                ));
             }
         }
         _ => {
-            let dep = if cfg.is_some() {
-                id::SOCKET_GROUP
-            } else {
-                id::CONFIG_VALIDATE
-            };
-            report.push(checks::skipped(
-                id::SOCKET_DIRECTORY,
-                checks::title(id::SOCKET_DIRECTORY),
-                dep,
-            ));
-            report.push(checks::skipped(id::SOCKET_FILE, checks::title(id::SOCKET_FILE), dep));
+            let dep = if cfg.is_some() { &SOCKET_GROUP } else { &CONFIG_VALIDATE };
+            report.push(SOCKET_DIRECTORY.skipped_after(dep));
+            report.push(SOCKET_FILE.skipped_after(dep));
         }
     }
 
@@ -163,8 +153,8 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
     let health = cfg.as_ref().and_then(|c| c.server.health_address.clone());
     match (&cfg, health) {
         _ if opts.no_live => {
-            for i in [id::PROVIDER_READY, id::PROVIDER_STATUS] {
-                report.push(crate::report::Check::skip(i, checks::title(i), "skipped: --no-live"));
+            for d in [PROVIDER_READY, PROVIDER_STATUS] {
+                report.push(d.skip("skipped: --no-live"));
             }
         }
         (Some(cfg), Some(addr)) => {
@@ -183,17 +173,13 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
             out.status = status;
         }
         (Some(_), None) => {
-            for i in [id::PROVIDER_READY, id::PROVIDER_STATUS] {
-                report.push(crate::report::Check::skip(
-                    i,
-                    checks::title(i),
-                    "skipped: server.healthAddress is empty (listener disabled)",
-                ));
+            for d in [PROVIDER_READY, PROVIDER_STATUS] {
+                report.push(d.skip("skipped: server.healthAddress is empty (listener disabled)"));
             }
         }
         (None, _) => {
-            for i in [id::PROVIDER_READY, id::PROVIDER_STATUS] {
-                report.push(checks::skipped(i, checks::title(i), id::CONFIG_VALIDATE));
+            for d in [PROVIDER_READY, PROVIDER_STATUS] {
+                report.push(d.skipped_after(&CONFIG_VALIDATE));
             }
         }
     }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use bao_kms_core::config::ValidationContext;
 use bao_kms_core::hash::h;
 use bao_kms_core::registry::StateFile;
-use bao_kms_core::storage::gates::{self, Verdict};
+use bao_kms_core::storage::gates;
 use bao_kms_core::storage::value::{self, Prefix};
 use bao_kms_core::storage::{Class, Entry, EtcdSource, StorageReport, Tally, map_registry};
 use bao_kms_proto::v2::EncryptedObject;
@@ -212,14 +212,6 @@ impl Progress {
     }
 }
 
-fn check_of(v: Verdict) -> Check {
-    if v.pass {
-        Check::pass(v.id, v.title, v.message)
-    } else {
-        Check::fail(v.id, v.title, v.message, v.fix)
-    }
-}
-
 /// Scans, maps, judges.
 pub async fn run(opts: &StorageOptions, now_unix: i64) -> Result<StorageOutput, StorageError> {
     // Read the registry first: a wrong --config fails before any etcd read.
@@ -260,10 +252,10 @@ pub async fn run(opts: &StorageOptions, now_unix: i64) -> Result<StorageOutput, 
     }
     let mut checks = Vec::new();
     if let Some(want) = &opts.require_key_id_hash {
-        checks.push(check_of(gates::require_key_id_hash(&report, want)));
+        checks.push(gates::require_key_id_hash(&report, want));
     }
     if let Some(n) = opts.forbid_version_below {
-        checks.push(check_of(gates::forbid_version_below(&report, n)));
+        checks.push(gates::forbid_version_below(&report, n));
     }
     Ok(StorageOutput { report, checks })
 }

@@ -26,18 +26,13 @@ use bao_kms_core::config::validate::{
     ConfigError, ConfigErrors, ENV_CONFIG_PATH, Overrides, ValidationContext, parse_yaml_with,
 };
 
-/// Test and development knob: one absolute directory in which the socket
-/// may also be created, in addition to `/run/openbao-kms` and
-/// `/var/run/openbao-kms`. Integration tests and `make demo` set it to a
-/// temporary directory; production deployments leave it unset.
-pub const ALLOWED_SOCKET_DIR_ENV: &str = "BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR";
+pub use bao_kms_core::config::ALLOWED_SOCKET_DIR_ENV;
 
 /// Largest configuration or CA file read.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Permission bits the configuration file must not have: group write or
-/// execute, any world access.
-pub const CONFIG_FORBIDDEN_MODE: u32 = 0o037;
+/// Permission bits the configuration file must not have (the private-file rule).
+pub use bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE as CONFIG_FORBIDDEN_MODE;
 /// Permission bits the CA bundle must not have: group or world write.
 pub const CA_FORBIDDEN_MODE: u32 = 0o022;
 

@@ -10,13 +10,14 @@
 //! It runs beside a live provider: the registry is read without taking the
 //! writer lock, and nothing is written.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use bao_kms_core::aad;
+use bao_kms_core::checks::Def;
+use bao_kms_core::checks::catalogue::*;
+use bao_kms_core::checks::node::{self as verdict, FileFacts};
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
-use bao_kms_core::encryption_config as ec;
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::registry::{StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
@@ -58,36 +59,19 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
     });
     let cfg = match crate::config_file::load(config_path) {
         Ok(cfg) => {
-            r.add(
-                "config.load",
-                "configuration file loads",
+            r.push(CONFIG_LOAD.check(CheckStatus::Pass, config_path.display().to_string()));
+            r.push(CONFIG_VALIDATE.check(
                 CheckStatus::Pass,
-                Some(config_path.display().to_string()),
-            );
-            r.add(
-                "config.validate",
-                "configuration is valid",
-                CheckStatus::Pass,
-                Some(format!("identity fingerprint {}", cfg.identity_scope().fingerprint())),
-            );
+                format!("identity fingerprint {}", cfg.identity_scope().fingerprint()),
+            ));
             cfg
         }
         Err(e) => {
-            let status = match e {
-                crate::config_file::LoadError::File(_) => "config.load",
-                crate::config_file::LoadError::Invalid(_) => "config.validate",
+            let failed = match e {
+                crate::config_file::LoadError::File(_) => CONFIG_LOAD,
+                crate::config_file::LoadError::Invalid(_) => CONFIG_VALIDATE,
             };
-            let one_line = e.to_string().replace('\n', "; ");
-            r.add(
-                if status == "config.load" {
-                    "config.load"
-                } else {
-                    "config.validate"
-                },
-                "configuration",
-                CheckStatus::Fail,
-                Some(one_line),
-            );
+            r.push(failed.check(CheckStatus::Fail, e.to_string().replace('\n', "; ")));
             return r;
         }
     };
@@ -104,58 +88,28 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
     let bao = match OpenBao::new(settings, metrics.clone()) {
         Ok(b) => b,
         Err(e) => {
-            r.add(
-                "openbao.tls",
-                "TLS connection to OpenBao",
-                CheckStatus::Fail,
-                Some(e.to_string()),
-            );
+            r.push(OPENBAO_TLS.check(CheckStatus::Fail, e.to_string()));
             return r;
         }
     };
     match bao.cluster_id().await {
-        Ok(id) => r.add(
-            "openbao.tls",
-            "TLS connection to OpenBao",
-            CheckStatus::Pass,
-            Some(format!("cluster_id {id}")),
-        ),
+        Ok(id) => r.push(OPENBAO_TLS.check(CheckStatus::Pass, format!("cluster_id {id}"))),
         Err(e) => {
-            r.add(
-                "openbao.tls",
-                "TLS connection to OpenBao",
-                CheckStatus::Fail,
-                Some(e.to_string()),
-            );
+            r.push(OPENBAO_TLS.check(CheckStatus::Fail, e.to_string()));
             return r;
         }
     }
     if !local_auth_ok {
-        r.add(
-            "openbao.auth",
-            "login to OpenBao",
-            CheckStatus::Skip,
-            Some("local auth material failed".into()),
-        );
+        r.push(OPENBAO_AUTH.check(CheckStatus::Skip, "local auth material failed"));
         return r;
     }
     let token = match login(&cfg, &bao, metrics).await {
         Ok(t) => {
-            r.add(
-                "openbao.auth",
-                "login to OpenBao",
-                CheckStatus::Pass,
-                Some(format!("auth.method {}", cfg.auth.method.name())),
-            );
+            r.push(OPENBAO_AUTH.check(CheckStatus::Pass, format!("auth.method {}", cfg.auth.method.name())));
             t
         }
         Err(e) => {
-            r.add(
-                "openbao.auth",
-                "login to OpenBao",
-                CheckStatus::Fail,
-                Some(e.to_string()),
-            );
+            r.push(OPENBAO_AUTH.check(CheckStatus::Fail, e.to_string()));
             return r;
         }
     };
@@ -164,21 +118,14 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
 
     let meta = match bao.key_metadata(t).await {
         Ok(m) => {
-            r.add(
-                "transit.metadata",
-                "Transit key metadata is readable",
+            r.push(TRANSIT_METADATA.check(
                 CheckStatus::Pass,
-                Some(format!("latest_version={} type={}", m.latest_version, m.key_type)),
-            );
+                format!("latest_version={} type={}", m.latest_version, m.key_type),
+            ));
             m
         }
         Err(e) => {
-            r.add(
-                "transit.metadata",
-                "Transit key metadata is readable",
-                CheckStatus::Fail,
-                Some(e.to_string()),
-            );
+            r.push(TRANSIT_METADATA.check(CheckStatus::Fail, e.to_string()));
             return r;
         }
     };
@@ -193,43 +140,28 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
     // min_available_version against retained versions) on their own.
     let is_restriction = |code: &str| mode == Mode::VerifyKey && code.starts_with("min_");
     let (restrictions, profile): (Vec<_>, Vec<_>) = findings.into_iter().partition(|f| is_restriction(f.code));
-    let report_findings =
-        |r: &mut Report, id: &'static str, title: &'static str, found: &[bao_kms_core::transit::Finding]| {
+    let report_findings = |r: &mut Report, d: Def, found: &[bao_kms_core::transit::Finding]| {
+        let text = found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        r.push(d.check(
             if found.is_empty() {
-                r.add(id, title, CheckStatus::Pass, None);
+                CheckStatus::Pass
             } else {
-                let text = found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                r.add(id, title, CheckStatus::Fail, Some(text));
-            }
-        };
-    report_findings(&mut r, "transit.profile", "Transit key profile is safe", &profile);
+                CheckStatus::Fail
+            },
+            text,
+        ));
+    };
+    report_findings(&mut r, TRANSIT_PROFILE, &profile);
     if mode == Mode::VerifyKey {
-        report_findings(
-            &mut r,
-            "transit.version_restrictions",
-            "every retained version is still available and decryptable",
-            &restrictions,
-        );
+        report_findings(&mut r, TRANSIT_VERSION_RESTRICTIONS, &restrictions);
     }
     match bao.disable_upsert(t).await {
-        Ok(true) => r.add(
-            "transit.disable_upsert",
-            "mount refuses implicit key creation",
-            CheckStatus::Pass,
-            None,
-        ),
-        Ok(false) => r.add(
-            "transit.disable_upsert",
-            "mount refuses implicit key creation",
+        Ok(true) => r.push(TRANSIT_DISABLE_UPSERT.check(CheckStatus::Pass, "")),
+        Ok(false) => r.push(TRANSIT_DISABLE_UPSERT.check(
             CheckStatus::Fail,
-            Some("disable_upsert is false: set it with `bao write <mount>/config/keys disable_upsert=true`".into()),
-        ),
-        Err(e) => r.add(
-            "transit.disable_upsert",
-            "mount refuses implicit key creation",
-            CheckStatus::Fail,
-            Some(e.to_string()),
-        ),
+            "disable_upsert is false: set it with `bao write <mount>/config/keys disable_upsert=true`",
+        )),
+        Err(e) => r.push(TRANSIT_DISABLE_UPSERT.check(CheckStatus::Fail, e.to_string())),
     }
 
     // The snapshot the provider encrypts with: the registry's active one, or
@@ -243,173 +175,63 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         },
     };
     let Some(active) = active else {
-        r.add(
-            "transit.probe",
-            "encrypt and decrypt with the active version",
-            CheckStatus::Skip,
-            Some("no active key snapshot".into()),
-        );
+        r.push(TRANSIT_PROBE.check(CheckStatus::Skip, "no active key snapshot"));
         return r;
     };
     if mode == Mode::Doctor {
         match round_trip(&bao, t, &scope, &active).await {
-            Ok(()) => r.add(
-                "transit.probe",
-                "encrypt and decrypt with the active version",
-                CheckStatus::Pass,
-                Some(format!("version {}", active.version)),
-            ),
-            Err(e) => r.add(
-                "transit.probe",
-                "encrypt and decrypt with the active version",
-                CheckStatus::Fail,
-                Some(e),
-            ),
+            Ok(()) => r.push(TRANSIT_PROBE.check(CheckStatus::Pass, format!("version {}", active.version))),
+            Err(e) => r.push(TRANSIT_PROBE.check(CheckStatus::Fail, e)),
         }
     }
     let again = KeyId::derive(&scope, active.version, active.created_unix);
     if again.as_ref() == Ok(&active.key_id) {
-        r.add(
-            "key_id.deterministic",
-            "key_id derives the same from configuration and metadata",
-            CheckStatus::Pass,
-            Some(format!("key_id hash {}", active.key_id.hash())),
-        );
+        r.push(KEY_ID_DETERMINISTIC.check(CheckStatus::Pass, format!("key_id hash {}", active.key_id.hash())));
     } else {
-        r.add(
-            "key_id.deterministic",
-            "key_id derives the same from configuration and metadata",
+        r.push(KEY_ID_DETERMINISTIC.check(
             CheckStatus::Fail,
-            Some("the registry's active key_id does not derive from the configured identity".into()),
-        );
+            "the registry's active key_id does not derive from the configured identity",
+        ));
     }
     r
 }
 
+/// `socket.group`, `socket.directory` and `socket.file`, judged by the
+/// same rules as preflight's node checks; a missing socket only warns
+/// (doctor also runs before the first start).
 fn check_socket(r: &mut Report, cfg: &Config) {
     let gid = match crate::socket::resolve_group(&cfg.server.socket_group) {
-        Ok(g) => g,
+        Ok(gid) => {
+            r.push(SOCKET_GROUP.pass(format!("GID {gid}")));
+            gid
+        }
         Err(e) => {
-            r.add(
-                "socket.group",
-                "socket directory, socket and group",
-                CheckStatus::Fail,
-                Some(e.to_string()),
-            );
+            r.push(SOCKET_GROUP.fail(
+                e.to_string(),
+                "create the group, or set server.socketGroup to a numeric GID",
+            ));
+            r.push(SOCKET_DIRECTORY.skipped_after(&SOCKET_GROUP));
+            r.push(SOCKET_FILE.skipped_after(&SOCKET_GROUP));
             return;
         }
     };
     let socket = &cfg.server.socket_path;
     let dir = socket.parent().unwrap_or(Path::new("/"));
-    let mut problems = Vec::new();
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) => {
-            if let Err(why) = crate::fsutil::check_private_dir(dir, "2750") {
-                problems.push(format!("{}: {why}", dir.display()));
-            }
-            if meta.gid() != gid {
-                problems.push(format!(
-                    "{} has group {} but server.socketGroup is GID {gid}",
-                    dir.display(),
-                    meta.gid()
-                ));
-            }
-        }
-        Err(e) => problems.push(format!("{}: {e}", dir.display())),
-    }
-    let mut present = false;
-    if let Ok(meta) = std::fs::symlink_metadata(socket) {
-        present = true;
-        let mode = meta.permissions().mode() & 0o7777;
-        if !meta.file_type().is_socket() {
-            problems.push(format!("{} is not a socket", socket.display()));
-        }
-        if mode != cfg.server.socket_mode {
-            problems.push(format!(
-                "{} has mode {mode:04o}, configured {:04o}",
-                socket.display(),
-                cfg.server.socket_mode
-            ));
-        }
-        if meta.gid() != gid {
-            problems.push(format!(
-                "{} has group {} but server.socketGroup is GID {gid}",
-                socket.display(),
-                meta.gid()
-            ));
-        }
-    }
-    let (status, message) = match (problems.is_empty(), present) {
-        (false, _) => (CheckStatus::Fail, problems.join("; ")),
-        (true, true) => (CheckStatus::Pass, format!("GID {gid}, socket {}", socket.display())),
-        (true, false) => (
-            CheckStatus::Warn,
-            format!("GID {gid}; {} does not exist (provider not running?)", socket.display()),
-        ),
-    };
-    r.add(
-        "socket.group",
-        "socket directory, socket and group",
-        status,
-        Some(message),
-    );
+    let lstat = |p: &Path| FileFacts::from_lstat(p, std::fs::symlink_metadata(p));
+    r.push(verdict::socket_directory(&lstat(dir), gid));
+    r.push(verdict::socket_file(&lstat(socket), gid, cfg.server.socket_mode, false));
 }
 
-/// `kubernetes.encryption_config`: the file kube-apiserver loads passes
-/// kube-apiserver's own rules and lists this provider as `kms` v2 with the
-/// configured name and endpoint for every required resource. Migration
-/// files (other providers beside ours, `identity` still present) warn.
-/// Inline keys never reach the message: the decoder masks them.
+/// `kubernetes.encryption_config`: preflight's three EncryptionConfiguration
+/// checks (strict decoding, kube-apiserver's rules, this provider as `kms`
+/// v2 on its socket) as one verdict.
 fn check_encryption_config(r: &mut Report, cfg: &Config, path: &Path) {
-    const ID: &str = "kubernetes.encryption_config";
-    const TITLE: &str = "EncryptionConfiguration uses this provider";
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            r.add(ID, TITLE, CheckStatus::Fail, Some(format!("{}: {e}", path.display())));
-            return;
-        }
-    };
-    let doc = match ec::decode(&text) {
-        Ok(doc) => doc,
-        Err(f) => {
-            r.add(ID, TITLE, CheckStatus::Fail, Some(format!("{}: {f}", path.display())));
-            return;
-        }
-    };
-    let expected = ec::ProviderExpectation::from_config(cfg);
-    let mut findings = ec::validate(&doc, &ec::ValidateOptions::default());
-    let (cross, phase) = ec::cross_check(&doc, &expected);
-    findings.extend(cross);
-    let joined = |severity: ec::Severity| {
-        findings
-            .iter()
-            .filter(|f| f.severity == severity)
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    if ec::has_errors(&findings) {
-        r.add(ID, TITLE, CheckStatus::Fail, Some(joined(ec::Severity::Error)));
-    } else if !findings.is_empty() {
-        r.add(ID, TITLE, CheckStatus::Warn, Some(joined(ec::Severity::Warning)));
-    } else {
-        let role = match phase {
-            Some(ec::RolloutPhase::Writer) => "writes",
-            Some(ec::RolloutPhase::Reader) | None => "reads",
-        };
-        r.add(
-            ID,
-            TITLE,
-            CheckStatus::Pass,
-            Some(format!(
-                "kms {:?} apiVersion v2 at {} {role} {}",
-                expected.name,
-                expected.endpoint,
-                expected.resources.join(",")
-            )),
-        );
-    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    r.push(verdict::encryption_config_summary(
+        path,
+        text.as_deref().map_err(String::as_str),
+        cfg,
+    ));
 }
 
 /// Checks the material the configured method logs in with; true when a
@@ -423,25 +245,18 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
                 Ok(c) => {
                     let aud = c.aud.as_ref().map(|a| a.values().join(",")).unwrap_or_default();
                     let left = c.exp.unwrap_or(now) - now;
-                    r.add(
-                        "jwt.local",
-                        "JWT file is readable, unexpired and matches expectations",
+                    r.push(JWT_LOCAL.check(
                         CheckStatus::Pass,
-                        Some(format!(
+                        format!(
                             "iss={} aud={aud} sub={} expires in {left}s",
                             c.iss.unwrap_or_default(),
                             c.sub.unwrap_or_default()
-                        )),
-                    );
+                        ),
+                    ));
                     true
                 }
                 Err(e) => {
-                    r.add(
-                        "jwt.local",
-                        "JWT file is readable, unexpired and matches expectations",
-                        CheckStatus::Fail,
-                        Some(e.to_string()),
-                    );
+                    r.push(JWT_LOCAL.check(CheckStatus::Fail, e.to_string()));
                     false
                 }
             }
@@ -452,60 +267,30 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
                 CertSource::Pkcs11(p) => &p.certificate_file,
             };
             if let Err(e) = crate::auth::read_chain(file, &crate::auth::certificate_expectations(c), now) {
-                r.add(
-                    "auth.cert.local",
-                    "client certificate is valid for client auth",
-                    CheckStatus::Fail,
-                    Some(e.to_string()),
-                );
+                r.push(AUTH_CERT_LOCAL.check(CheckStatus::Fail, e.to_string()));
                 return false;
             }
-            r.add(
-                "auth.cert.local",
-                "client certificate is valid for client auth",
-                CheckStatus::Pass,
-                None,
-            );
+            r.push(AUTH_CERT_LOCAL.check(CheckStatus::Pass, ""));
             match crate::auth::client_identity(c, now) {
                 Ok(_) => {
                     if matches!(c.source, CertSource::Pkcs11(_)) {
-                        r.add(
-                            "auth.cert.pkcs11",
-                            "PKCS#11 token, PIN and key",
-                            CheckStatus::Pass,
-                            None,
-                        );
-                        r.add(
-                            "auth.cert.signer",
-                            "token key matches the certificate",
-                            CheckStatus::Pass,
-                            None,
-                        );
+                        r.push(AUTH_CERT_PKCS11.check(CheckStatus::Pass, ""));
+                        r.push(AUTH_CERT_SIGNER.check(CheckStatus::Pass, ""));
                     }
                     true
                 }
                 Err(e @ AuthError::KeyMismatch(_)) => {
-                    r.add(
-                        "auth.cert.pkcs11",
-                        "PKCS#11 token, PIN and key",
-                        CheckStatus::Pass,
-                        None,
-                    );
-                    r.add(
-                        "auth.cert.signer",
-                        "token key matches the certificate",
-                        CheckStatus::Fail,
-                        Some(e.to_string()),
-                    );
+                    r.push(AUTH_CERT_PKCS11.check(CheckStatus::Pass, ""));
+                    r.push(AUTH_CERT_SIGNER.check(CheckStatus::Fail, e.to_string()));
                     false
                 }
                 Err(e) => {
                     let id = if matches!(c.source, CertSource::Pkcs11(_)) {
-                        "auth.cert.pkcs11"
+                        AUTH_CERT_PKCS11
                     } else {
-                        "auth.cert.local"
+                        AUTH_CERT_LOCAL
                     };
-                    r.add(id, "client key is usable", CheckStatus::Fail, Some(e.to_string()));
+                    r.push(id.fail(e.to_string(), ""));
                     false
                 }
             }
@@ -513,37 +298,22 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
         AuthMethod::AppRole(a) => {
             match read_secret_file(&a.role_id_file).and_then(|_| read_secret_file(&a.secret_id_file)) {
                 Ok(_) => {
-                    r.add(
-                        "auth.approle.local",
-                        "role ID and secret ID files are readable",
-                        CheckStatus::Pass,
-                        None,
-                    );
+                    r.push(AUTH_APPROLE_LOCAL.check(CheckStatus::Pass, ""));
                     true
                 }
                 Err(e) => {
-                    r.add(
-                        "auth.approle.local",
-                        "role ID and secret ID files are readable",
-                        CheckStatus::Fail,
-                        Some(e.to_string()),
-                    );
+                    r.push(AUTH_APPROLE_LOCAL.check(CheckStatus::Fail, e.to_string()));
                     false
                 }
             }
         }
         AuthMethod::Token(t) => match read_secret_file(&t.token_file) {
             Ok(_) => {
-                r.add("auth.token.local", "token file is readable", CheckStatus::Pass, None);
+                r.push(AUTH_TOKEN_LOCAL.check(CheckStatus::Pass, ""));
                 true
             }
             Err(e) => {
-                r.add(
-                    "auth.token.local",
-                    "token file is readable",
-                    CheckStatus::Fail,
-                    Some(e.to_string()),
-                );
+                r.push(AUTH_TOKEN_LOCAL.check(CheckStatus::Fail, e.to_string()));
                 false
             }
         },
@@ -594,12 +364,7 @@ async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: 
     let answer = match bao.capabilities(token, &paths).await {
         Ok(a) => a,
         Err(e) => {
-            r.add(
-                "transit.capabilities",
-                "token holds exactly the provider's capabilities",
-                CheckStatus::Fail,
-                Some(e.to_string()),
-            );
+            r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Fail, e.to_string()));
             return;
         }
     };
@@ -627,66 +392,49 @@ async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: 
         problems.push(format!("the token can {}; remove those grants", excess.join(", ")));
     }
     if problems.is_empty() {
-        r.add(
-            "transit.capabilities",
-            "token holds exactly the provider's capabilities",
-            CheckStatus::Pass,
-            None,
-        );
+        r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Pass, ""));
     } else {
-        r.add(
-            "transit.capabilities",
-            "token holds exactly the provider's capabilities",
-            CheckStatus::Fail,
-            Some(problems.join("; ")),
-        );
+        r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Fail, problems.join("; ")));
     }
 }
 
 /// Registry files, checkpoint rules, identity and drift; returns the state
 /// when it is usable.
 fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<StateFile> {
-    let title = "key registry state and checkpoint";
     let paths = RegistryPaths::new(&cfg.state.path);
     let loaded = crate::state::read_unlocked(&paths);
     let (state, checkpoint) = match loaded {
         Ok(x) => x,
         Err(e) => {
-            r.add("registry.state", title, CheckStatus::Fail, Some(e));
+            r.push(REGISTRY_STATE.check(CheckStatus::Fail, e));
             return None;
         }
     };
     let status = match checkpoint_status(state.as_ref(), checkpoint.as_ref()) {
         Ok(s) => s,
         Err(e) => {
-            r.add("registry.state", title, CheckStatus::Fail, Some(e));
+            r.push(REGISTRY_STATE.check(CheckStatus::Fail, e));
             return None;
         }
     };
     let Some(state) = state else {
         match bootstrap_decision(meta) {
-            d @ BootstrapDecision::Allowed { .. } => r.add(
-                "registry.state",
-                title,
-                CheckStatus::Warn,
-                Some(format!("no registry yet; {}", d.describe())),
-            ),
-            d @ BootstrapDecision::Denied { .. } => r.add(
-                "registry.state",
-                title,
-                CheckStatus::Fail,
-                Some(format!("no registry; {}", d.describe())),
-            ),
+            d @ BootstrapDecision::Allowed { .. } => {
+                r.push(REGISTRY_STATE.check(CheckStatus::Warn, format!("no registry yet; {}", d.describe())))
+            }
+            d @ BootstrapDecision::Denied { .. } => {
+                r.push(REGISTRY_STATE.check(CheckStatus::Fail, format!("no registry; {}", d.describe())))
+            }
         }
         return None;
     };
     if let Err(e) = state.check_scope(&cfg.identity_scope()) {
-        r.add("registry.state", title, CheckStatus::Fail, Some(e.to_string()));
+        r.push(REGISTRY_STATE.check(CheckStatus::Fail, e.to_string()));
         return None;
     }
     let drift = state.drift_against(meta);
     if !drift.is_empty() {
-        r.add("registry.state", title, CheckStatus::Fail, Some(drift.join("; ")));
+        r.push(REGISTRY_STATE.check(CheckStatus::Fail, drift.join("; ")));
         return Some(state);
     }
     let summary = format!(
@@ -701,7 +449,7 @@ fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<St
     } else {
         CheckStatus::Warn
     };
-    r.add("registry.state", title, level, Some(summary));
+    r.push(REGISTRY_STATE.check(level, summary));
     Some(state)
 }
 

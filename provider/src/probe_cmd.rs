@@ -12,6 +12,8 @@ use hyper_util::rt::TokioIo;
 use rand::RngCore;
 use tonic::transport::{Channel, Endpoint};
 
+use bao_kms_core::checks::catalogue::*;
+
 use crate::report::{CheckStatus, Report};
 
 /// Default socket path.
@@ -69,24 +71,19 @@ fn caller_bypasses_permissions(socket: &Path) -> Option<String> {
 pub async fn run(socket: &Path, timeout: Duration, expected_key_id: Option<&str>) -> Report {
     let mut report = Report::new("probe");
     if let Err(e) = check_socket_path(socket) {
-        report.add("kms.socket", "KMS socket is a socket", CheckStatus::Fail, Some(e));
+        report.push(KMS_SOCKET.check(CheckStatus::Fail, e));
         return report;
     }
-    report.add("kms.socket", "KMS socket is a socket", CheckStatus::Pass, None);
+    report.push(KMS_SOCKET.check(CheckStatus::Pass, ""));
     if let Some(why) = caller_bypasses_permissions(socket) {
-        report.add(
-            "kms.caller",
-            "probe runs as kube-apiserver would",
-            CheckStatus::Warn,
-            Some(format!(
+        report.push(KMS_CALLER.check(CheckStatus::Warn, format!(
                 "{why}: the round trip does not prove that kube-apiserver's user may use the socket; run as a member of the socket group"
-            )),
-        );
+            )));
     }
     let channel = match connect(socket, timeout).await {
         Ok(c) => c,
         Err(e) => {
-            report.add("kms.connect", "connect to the KMS socket", CheckStatus::Fail, Some(e));
+            report.push(KMS_CONNECT.check(CheckStatus::Fail, e));
             return report;
         }
     };
@@ -95,30 +92,18 @@ pub async fn run(socket: &Path, timeout: Duration, expected_key_id: Option<&str>
     let status = match client.status(StatusRequest {}).await {
         Ok(r) => r.into_inner(),
         Err(e) => {
-            report.add(
-                "kms.status",
-                "KMS Status is healthy",
-                CheckStatus::Fail,
-                Some(e.message().to_owned()),
-            );
+            report.push(KMS_STATUS.check(CheckStatus::Fail, e.message().to_owned()));
             return report;
         }
     };
     if status.healthz != "ok" || status.key_id.is_empty() || status.version != "v2" {
-        report.add(
-            "kms.status",
-            "KMS Status is healthy",
+        report.push(KMS_STATUS.check(
             CheckStatus::Fail,
-            Some(format!("version={:?} healthz={:?}", status.version, status.healthz)),
-        );
+            format!("version={:?} healthz={:?}", status.version, status.healthz),
+        ));
         return report;
     }
-    report.add(
-        "kms.status",
-        "KMS Status is healthy",
-        CheckStatus::Pass,
-        Some(format!("version={}", status.version)),
-    );
+    report.push(KMS_STATUS.check(CheckStatus::Pass, format!("version={}", status.version)));
 
     let mut seed = zeroize::Zeroizing::new(vec![0u8; 32]);
     rand::rng().fill_bytes(&mut seed);
@@ -132,25 +117,18 @@ pub async fn run(socket: &Path, timeout: Duration, expected_key_id: Option<&str>
     {
         Ok(r) => r.into_inner(),
         Err(e) => {
-            report.add(
-                "kms.encrypt",
-                "Encrypt a 32-byte seed",
-                CheckStatus::Fail,
-                Some(e.message().to_owned()),
-            );
+            report.push(KMS_ENCRYPT.check(CheckStatus::Fail, e.message().to_owned()));
             return report;
         }
     };
-    report.add(
-        "kms.encrypt",
-        "Encrypt a 32-byte seed",
+    report.push(KMS_ENCRYPT.check(
         CheckStatus::Pass,
-        Some(format!(
+        format!(
             "{} ciphertext bytes, {} annotations",
             encrypted.ciphertext.len(),
             encrypted.annotations.len()
-        )),
-    );
+        ),
+    ));
 
     let decrypted = client
         .decrypt(DecryptRequest {
@@ -162,47 +140,28 @@ pub async fn run(socket: &Path, timeout: Duration, expected_key_id: Option<&str>
         .await;
     match decrypted {
         Ok(r) if r.get_ref().plaintext == *seed => {
-            report.add("kms.decrypt", "Decrypt returns the seed", CheckStatus::Pass, None);
+            report.push(KMS_DECRYPT.check(CheckStatus::Pass, ""));
         }
-        Ok(_) => report.add(
-            "kms.decrypt",
-            "Decrypt returns the seed",
-            CheckStatus::Fail,
-            Some("plaintext differs".into()),
-        ),
-        Err(e) => report.add(
-            "kms.decrypt",
-            "Decrypt returns the seed",
-            CheckStatus::Fail,
-            Some(e.message().to_owned()),
-        ),
+        Ok(_) => report.push(KMS_DECRYPT.check(CheckStatus::Fail, "plaintext differs")),
+        Err(e) => report.push(KMS_DECRYPT.check(CheckStatus::Fail, e.message().to_owned())),
     }
 
     let hash = bao_kms_core::hash::h(&status.key_id);
     if encrypted.key_id != status.key_id {
-        report.add(
-            "kms.key_id",
-            "Status and Encrypt agree on key_id",
+        report.push(KMS_KEY_ID.check(
             CheckStatus::Fail,
-            Some(format!(
+            format!(
                 "Status key_id hash {hash}, Encrypt key_id hash {}",
                 bao_kms_core::hash::h(&encrypted.key_id)
-            )),
-        );
+            ),
+        ));
     } else if expected_key_id.is_some_and(|k| k != status.key_id) {
-        report.add(
-            "kms.key_id",
-            "Status and Encrypt agree on key_id",
+        report.push(KMS_KEY_ID.check(
             CheckStatus::Fail,
-            Some(format!("key_id {} is not the expected one", status.key_id)),
-        );
+            format!("key_id {} is not the expected one", status.key_id),
+        ));
     } else {
-        report.add(
-            "kms.key_id",
-            "Status and Encrypt agree on key_id",
-            CheckStatus::Pass,
-            Some(format!("key_id {} (hash {hash})", status.key_id)),
-        );
+        report.push(KMS_KEY_ID.check(CheckStatus::Pass, format!("key_id {} (hash {hash})", status.key_id)));
     }
     report
 }

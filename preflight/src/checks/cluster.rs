@@ -9,6 +9,12 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::lease::NodeSummary;
+use bao_kms_core::checks::Def;
+use bao_kms_core::checks::catalogue::{
+    GENERATION_CONVERGED, IMAGE_PRESENT, KEY_ID_CONVERGED, NODE_CHECKS, NODES_FOUND, PROVIDER_HEALTHY, REPORT_FRESH,
+    REPORT_PRESENT, ROTATION_ACTIVE, ROTATION_MOVED, VERSION_CONVERGED,
+};
+
 use crate::report::{Check, CheckStatus, align};
 
 /// `--phase`.
@@ -90,32 +96,6 @@ pub struct ClusterReport {
     pub checks: Vec<Check>,
 }
 
-pub mod id {
-    pub const NODES_FOUND: &str = "nodes.found";
-    pub const REPORT_PRESENT: &str = "report.present";
-    pub const REPORT_FRESH: &str = "report.fresh";
-    pub const NODE_CHECKS: &str = "node.checks";
-    pub const PROVIDER_HEALTHY: &str = "provider.healthy";
-    pub const IMAGE_PRESENT: &str = "image.present";
-    pub const KEY_ID_CONVERGED: &str = "key_id.converged";
-    pub const GENERATION_CONVERGED: &str = "generation.converged";
-    pub const VERSION_CONVERGED: &str = "version.converged";
-    pub const ROTATION_ACTIVE: &str = "rotation.active";
-    pub const ROTATION_MOVED: &str = "rotation.moved";
-}
-
-const T_NODES_FOUND: &str = "Control-plane nodes are listed";
-const T_REPORT_PRESENT: &str = "The node publishes a report";
-const T_REPORT_FRESH: &str = "The node's report is fresh";
-const T_NODE_CHECKS: &str = "Every node check passes on the node";
-const T_PROVIDER_HEALTHY: &str = "The node's provider is healthy";
-const T_IMAGE_PRESENT: &str = "The pinned provider image is present on the node";
-const T_KEY_ID: &str = "Every node reports the same key_id hash";
-const T_GENERATION: &str = "Every node reports the same registry generation";
-const T_VERSION: &str = "Every node runs the same provider version";
-const T_ROTATION_ACTIVE: &str = "Rotation state is active on every node";
-const T_ROTATION_MOVED: &str = "Every node moved to a new key_id";
-
 fn short(hash: &str) -> String {
     if hash.is_empty() {
         "-".to_owned()
@@ -140,15 +120,14 @@ fn fresh_reports<'a>(inputs: &'a ClusterInputs, rows: &[NodeRow]) -> Vec<(&'a st
 /// node not on the most common value.
 fn converged(
     out: &mut Vec<Check>,
-    check_id: &str,
-    title: &str,
+    d: &Def,
     what: &str,
     values: &[(&str, String)],
     shown: impl Fn(&str) -> String,
     fix: &str,
 ) {
     if values.is_empty() {
-        out.push(Check::skip(check_id, title, "no fresh report"));
+        out.push(d.skip("no fresh report"));
         return;
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -156,11 +135,7 @@ fn converged(
         *counts.entry(v.as_str()).or_default() += 1;
     }
     if counts.len() == 1 {
-        out.push(Check::pass(
-            check_id,
-            title,
-            format!("{} nodes report {what} {}", values.len(), shown(&values[0].1)),
-        ));
+        out.push(d.pass(format!("{} nodes report {what} {}", values.len(), shown(&values[0].1))));
         return;
     }
     // The most common value is taken as the cluster's; nodes on another
@@ -172,9 +147,7 @@ fn converged(
         for (node, v) in values {
             if v != majority {
                 out.push(
-                    Check::fail(
-                        check_id,
-                        title,
+                    d.fail(
                         format!(
                             "{what} {} differs from {} on {top} of {} nodes",
                             shown(v),
@@ -196,9 +169,7 @@ fn converged(
         .join(", ");
     for (node, v) in values {
         out.push(
-            Check::fail(
-                check_id,
-                title,
+            d.fail(
                 format!("{what} {} here; no value has a majority ({split})", shown(v)),
                 fix,
             )
@@ -213,18 +184,12 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
     let mut rows = Vec::new();
     let ns = &inputs.namespace;
     if inputs.nodes.is_empty() {
-        checks.push(Check::fail(
-            id::NODES_FOUND,
-            T_NODES_FOUND,
+        checks.push(NODES_FOUND.fail(
             "no node has the label node-role.kubernetes.io/control-plane",
             "label the control-plane nodes (kubeadm does), or point --kubeconfig/--context at the right cluster",
         ));
     } else {
-        checks.push(Check::pass(
-            id::NODES_FOUND,
-            T_NODES_FOUND,
-            format!("{} control-plane nodes", inputs.nodes.len()),
-        ));
+        checks.push(NODES_FOUND.pass(format!("{} control-plane nodes", inputs.nodes.len())));
     }
 
     for node in &inputs.nodes {
@@ -242,10 +207,7 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         let summary = match inputs.reports.get(name) {
             None | Some(ReportState::Missing) => {
                 checks.push(
-                    Check::fail(
-                        id::REPORT_PRESENT,
-                        T_REPORT_PRESENT,
-                        format!("no Lease {} in namespace {ns}", crate::lease::lease_name(name)),
+                    REPORT_PRESENT.fail(format!("no Lease {} in namespace {ns}", crate::lease::lease_name(name)),
                         format!("run the preflight agent on {name} (the chart's DaemonSet tolerates control-plane taints): {agent_pods}"),
                     )
                     .on_node(name),
@@ -256,13 +218,12 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
             Some(ReportState::Invalid(e)) => {
                 row.report = "invalid".into();
                 checks.push(
-                    Check::fail(
-                        id::REPORT_PRESENT,
-                        T_REPORT_PRESENT,
-                        format!("Lease {} is not a node report: {e}", crate::lease::lease_name(name)),
-                        format!("upgrade the agent on {name} to this preflight version: {agent_pods}"),
-                    )
-                    .on_node(name),
+                    REPORT_PRESENT
+                        .fail(
+                            format!("Lease {} is not a node report: {e}", crate::lease::lease_name(name)),
+                            format!("upgrade the agent on {name} to this preflight version: {agent_pods}"),
+                        )
+                        .on_node(name),
                 );
                 rows.push(row);
                 continue;
@@ -276,18 +237,17 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         if age > max {
             row.report = "stale".into();
             checks.push(
-                Check::fail(
-                    id::REPORT_FRESH,
-                    T_REPORT_FRESH,
-                    format!(
-                        "last report {} ago, at {} (older than {})",
-                        human_age(age),
-                        summary.timestamp,
-                        human_age(max)
-                    ),
-                    format!("the agent on {name} stopped reporting: {agent_pods}, then kubectl -n {ns} logs <pod>"),
-                )
-                .on_node(name),
+                REPORT_FRESH
+                    .fail(
+                        format!(
+                            "last report {} ago, at {} (older than {})",
+                            human_age(age),
+                            summary.timestamp,
+                            human_age(max)
+                        ),
+                        format!("the agent on {name} stopped reporting: {agent_pods}, then kubectl -n {ns} logs <pod>"),
+                    )
+                    .on_node(name),
             );
         } else {
             row.report = "fresh".into();
@@ -295,32 +255,27 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         let failed = summary.failed_checks();
         if !failed.is_empty() {
             checks.push(
-                Check::fail(
-                    id::NODE_CHECKS,
-                    T_NODE_CHECKS,
-                    format!("failing node checks: {}", failed.join(", ")),
-                    format!("run bao-kms-preflight node on {name} for each finding and its fix"),
-                )
-                .on_node(name),
+                NODE_CHECKS
+                    .fail(
+                        format!("failing node checks: {}", failed.join(", ")),
+                        format!("run bao-kms-preflight node on {name} for each finding and its fix"),
+                    )
+                    .on_node(name),
             );
         }
         if !summary.healthy {
             checks.push(
-                Check::fail(
-                    id::PROVIDER_HEALTHY,
-                    T_PROVIDER_HEALTHY,
-                    "the provider's /status is not healthy",
-                    format!("curl the provider's /status on {name} for its reasons; see docs/operations.md"),
-                )
-                .on_node(name),
+                PROVIDER_HEALTHY
+                    .fail(
+                        "the provider's /status is not healthy",
+                        format!("curl the provider's /status on {name} for its reasons; see docs/operations.md"),
+                    )
+                    .on_node(name),
             );
         }
         if summary.image_digest.is_empty() {
             checks.push(
-                Check::fail(
-                    id::IMAGE_PRESENT,
-                    T_IMAGE_PRESENT,
-                    "the report names no pinned image digest",
+                IMAGE_PRESENT.fail("the report names no pinned image digest",
                     format!("pin the provider image by @sha256: in the static pod manifest on {name} and pass --manifest to the agent"),
                 )
                 .on_node(name),
@@ -333,10 +288,7 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
             row.image_present = Some(present);
             if !present {
                 checks.push(
-                    Check::fail(
-                        id::IMAGE_PRESENT,
-                        T_IMAGE_PRESENT,
-                        format!("{} is not in Node.status.images", summary.image),
+                    IMAGE_PRESENT.fail(format!("{} is not in Node.status.images", summary.image),
                         format!(
                             "preload the image on {name} (ctr -n k8s.io images import <archive>, or crictl pull {}) so the static pod starts without a registry",
                             summary.image
@@ -354,8 +306,7 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         |f: &dyn Fn(&NodeSummary) -> String| -> Vec<(&str, String)> { fresh.iter().map(|(n, s)| (*n, f(s))).collect() };
     converged(
         &mut checks,
-        id::KEY_ID_CONVERGED,
-        T_KEY_ID,
+        &KEY_ID_CONVERGED,
         "key_id hash",
         &values(&|s| s.key_id_hash.clone()),
         short,
@@ -363,8 +314,7 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
     );
     converged(
         &mut checks,
-        id::GENERATION_CONVERGED,
-        T_GENERATION,
+        &GENERATION_CONVERGED,
         "generation",
         &values(&|s| s.generation.to_string()),
         str::to_owned,
@@ -372,8 +322,7 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
     );
     converged(
         &mut checks,
-        id::VERSION_CONVERGED,
-        T_VERSION,
+        &VERSION_CONVERGED,
         "provider version",
         &values(&|s| s.provider_version.clone()),
         str::to_owned,
@@ -411,15 +360,11 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
                 };
                 if let Some((msg, fix)) = problem {
                     moved_ok = false;
-                    checks.push(Check::fail(id::ROTATION_MOVED, T_ROTATION_MOVED, msg, fix).on_node(node));
+                    checks.push(ROTATION_MOVED.fail(msg, fix).on_node(node));
                 }
             }
             if moved_ok && !fresh.is_empty() {
-                checks.push(Check::pass(
-                    id::ROTATION_MOVED,
-                    T_ROTATION_MOVED,
-                    format!("{} nodes moved to a new key_id", fresh.len()),
-                ));
+                checks.push(ROTATION_MOVED.pass(format!("{} nodes moved to a new key_id", fresh.len())));
             }
         }
     }
@@ -441,22 +386,17 @@ fn rotation_active(checks: &mut Vec<Check>, fresh: &[(&str, &NodeSummary)], fix:
         if s.rotation_state != "active" {
             ok = false;
             checks.push(
-                Check::fail(
-                    id::ROTATION_ACTIVE,
-                    T_ROTATION_ACTIVE,
-                    format!("rotation state {} (a rotation is in progress)", s.rotation_state),
-                    fix,
-                )
-                .on_node(node),
+                ROTATION_ACTIVE
+                    .fail(
+                        format!("rotation state {} (a rotation is in progress)", s.rotation_state),
+                        fix,
+                    )
+                    .on_node(node),
             );
         }
     }
     if ok && !fresh.is_empty() {
-        checks.push(Check::pass(
-            id::ROTATION_ACTIVE,
-            T_ROTATION_ACTIVE,
-            format!("{} nodes active", fresh.len()),
-        ));
+        checks.push(ROTATION_ACTIVE.pass(format!("{} nodes active", fresh.len())));
     }
 }
 

@@ -327,13 +327,16 @@ fn socket_and_directory_modes() {
         check(&report, "socket.file"),
         (
             "fail".into(),
-            format!("{}: mode 0666, want 0660", tree.path("run/kms.sock").display())
+            format!(
+                "{}: mode 0666, server.socketMode is 0660",
+                tree.path("run/kms.sock").display()
+            )
         )
     );
     assert_eq!(
         check(&report, "socket.directory"),
         (
-            "fail".into(),
+            "warn".into(),
             format!(
                 "{}: mode 0750, want 2750 (setgid bit missing)",
                 tree.path("run").display()
@@ -400,10 +403,9 @@ fn config_file_mode_and_validation() {
 #[test]
 fn provider_not_ready_or_other_identity() {
     let tree = NodeTree::new();
-    *tree.provider.ready.lock().unwrap() = (
-        503,
-        serde_json::json!({"status": "unavailable", "reasons": ["status_stale", "probe_failed"]}),
-    );
+    tree.provider.set_ready(503, "status", "unavailable".into());
+    tree.provider
+        .set_ready(503, "reasons", serde_json::json!(["status_stale", "probe_failed"]));
     tree.provider.set_status("identityFingerprint", "cfg1.other".into());
     let (code, report) = node(&tree);
     assert_eq!(code, 4);

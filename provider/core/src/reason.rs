@@ -1,26 +1,106 @@
 //! Health reasons: what `/ready`, `/status`, Status and the logs say is
-//! wrong, as a stable code and a one-line detail without secrets. The codes
-//! here are the ones the key registry's metadata check and the rotation
-//! machine produce.
+//! wrong, as a stable code ([`ReasonCode`]) and a one-line detail without
+//! secrets. The codes are an interface (alerts, runbooks and automation
+//! match on them): `as_str` is what every document and log line carries,
+//! and [`ReasonCode::ALL`] is documented in docs/operations.md.
+
+/// Every reason the provider reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// Transit's `latest_version` went below a retained version.
+    VersionRollback,
+    /// A retained version's creation second, the OpenBao cluster or the
+    /// mount changed under the pinned identity.
+    IdentityDrift,
+    /// Metadata is missing or inconsistent for a version the registry needs.
+    MetadataUnverified,
+    /// `min_encryption_version` is above the active version.
+    EncryptionBlocked,
+    /// The published snapshot is older than `status.statusMaxStaleness`.
+    StatusStale,
+    /// Login to OpenBao failed.
+    AuthFailed,
+    /// Reading the Transit key metadata failed.
+    MetadataReadFailed,
+    /// The deep probe (encrypt and decrypt with the active version) failed.
+    DeepProbeFailed,
+    /// The Transit key's profile is unsafe.
+    ProfileInvalid,
+    /// The Transit mount allows implicit key creation.
+    UpsertAllowed,
+    /// The mount's upsert setting could not be read.
+    UpsertCheckFailed,
+    /// The registry could not be saved.
+    StateSaveFailed,
+    /// The KMS socket is not serving.
+    SocketUnavailable,
+}
+
+impl ReasonCode {
+    pub const ALL: &'static [ReasonCode] = &[
+        Self::VersionRollback,
+        Self::IdentityDrift,
+        Self::MetadataUnverified,
+        Self::EncryptionBlocked,
+        Self::StatusStale,
+        Self::AuthFailed,
+        Self::MetadataReadFailed,
+        Self::DeepProbeFailed,
+        Self::ProfileInvalid,
+        Self::UpsertAllowed,
+        Self::UpsertCheckFailed,
+        Self::StateSaveFailed,
+        Self::SocketUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersionRollback => "version_rollback",
+            Self::IdentityDrift => "identity_drift",
+            Self::MetadataUnverified => "metadata_unverified",
+            Self::EncryptionBlocked => "encryption_blocked",
+            Self::StatusStale => "status_stale",
+            Self::AuthFailed => "auth_failed",
+            Self::MetadataReadFailed => "metadata_read_failed",
+            Self::DeepProbeFailed => "deep_probe_failed",
+            Self::ProfileInvalid => "profile_invalid",
+            Self::UpsertAllowed => "upsert_allowed",
+            Self::UpsertCheckFailed => "upsert_check_failed",
+            Self::StateSaveFailed => "state_save_failed",
+            Self::SocketUnavailable => "socket_unavailable",
+        }
+    }
+
+    /// The code of a wire string, for readers of `/ready` and `/status`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Health reason: Transit's `latest_version` went below a retained version.
-pub const VERSION_ROLLBACK: &str = "version_rollback";
+pub const VERSION_ROLLBACK: ReasonCode = ReasonCode::VersionRollback;
 /// Health reason: a retained version's creation second changed.
-pub const IDENTITY_DRIFT: &str = "identity_drift";
+pub const IDENTITY_DRIFT: ReasonCode = ReasonCode::IdentityDrift;
 /// Health reason: metadata is missing or inconsistent for a version the registry needs.
-pub const METADATA_UNVERIFIED: &str = "metadata_unverified";
+pub const METADATA_UNVERIFIED: ReasonCode = ReasonCode::MetadataUnverified;
 /// Health reason: `min_encryption_version` is above the active version.
-pub const ENCRYPTION_BLOCKED: &str = "encryption_blocked";
+pub const ENCRYPTION_BLOCKED: ReasonCode = ReasonCode::EncryptionBlocked;
 
 /// A health reason: a stable code and a one-line detail without secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
-    pub code: &'static str,
+    pub code: ReasonCode,
     pub detail: String,
 }
 
 impl Reason {
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
@@ -31,5 +111,27 @@ impl Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// The wire strings are a contract: every code round-trips, none repeats.
+    #[test]
+    fn codes_are_unique_and_parse_back() {
+        let mut seen = HashSet::new();
+        for c in ReasonCode::ALL {
+            assert!(seen.insert(c.as_str()), "{c}");
+            assert_eq!(ReasonCode::parse(c.as_str()), Some(*c));
+        }
+        assert_eq!(ReasonCode::parse("nope"), None);
+        assert_eq!(
+            Reason::new(ReasonCode::StatusStale, "snapshot is 40s old").to_string(),
+            "status_stale: snapshot is 40s old"
+        );
     }
 }

@@ -60,9 +60,13 @@ pub fn expectations(cert: &CertAuth) -> certificate::Expectations {
 
 /// Reads a PEM certificate chain (leaf first) and checks the leaf.
 pub fn read_chain(path: &Path, expect: &certificate::Expectations, now_unix: i64) -> Result<Chain, AuthError> {
-    crate::fsutil::regular_file(path, 0o037, "0640 or stricter")
-        .map_err(|why| cert_err(path, why))?
-        .ok_or_else(|| cert_err(path, "does not exist"))?;
+    crate::fsutil::regular_file(
+        path,
+        bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
+        "0640 or stricter",
+    )
+    .map_err(|why| cert_err(path, why))?
+    .ok_or_else(|| cert_err(path, "does not exist"))?;
     let pem = std::fs::read(path).map_err(|e| cert_err(path, e.to_string()))?;
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
@@ -103,9 +107,13 @@ pub fn identity(cert: &CertAuth, now_unix: i64) -> Result<(ClientIdentity, i64),
             key_file,
         } => {
             let chain = read_chain(certificate_file, &expect, now_unix)?;
-            crate::fsutil::regular_file(key_file, 0o037, "0640 or stricter")
-                .map_err(|why| cert_err(key_file, why))?
-                .ok_or_else(|| cert_err(key_file, "does not exist"))?;
+            crate::fsutil::regular_file(
+                key_file,
+                bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
+                "0640 or stricter",
+            )
+            .map_err(|why| cert_err(key_file, why))?
+            .ok_or_else(|| cert_err(key_file, "does not exist"))?;
             let pem = zeroize::Zeroizing::new(std::fs::read(key_file).map_err(|e| cert_err(key_file, e.to_string()))?);
             let key = rustls_pemfile::private_key(&mut pem.as_slice())
                 .map_err(|e| cert_err(key_file, format!("invalid PEM: {e}")))?

@@ -51,9 +51,13 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, AuthError> {
         path: path.display().to_string(),
         why,
     };
-    let meta = crate::fsutil::regular_file(path, 0o037, "0640 or stricter")
-        .map_err(err)?
-        .ok_or_else(|| err("does not exist".into()))?;
+    let meta = crate::fsutil::regular_file(
+        path,
+        bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
+        "0640 or stricter",
+    )
+    .map_err(err)?
+    .ok_or_else(|| err("does not exist".into()))?;
     if meta.len() > 64 * 1024 {
         return Err(err("is larger than 64 KiB".into()));
     }

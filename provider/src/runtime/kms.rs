@@ -24,7 +24,7 @@ impl Engine {
         admission::check_encrypt_request(plaintext, uid)?;
         let view = self.view();
         if !view.healthy() {
-            let codes: Vec<&str> = view.reasons.iter().map(|r| r.code).collect();
+            let codes: Vec<&str> = view.reasons.iter().map(|r| r.code.as_str()).collect();
             return Err(admission::encrypt_refused(view.stale, &codes));
         }
         let active = &view.published.active;

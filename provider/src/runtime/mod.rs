@@ -32,6 +32,7 @@ use bao_kms_core::config::Config;
 use bao_kms_core::errors::{ErrorClass, KmsError};
 use bao_kms_core::identity::IdentityScope;
 use bao_kms_core::keyid::KeyId;
+use bao_kms_core::reason::ReasonCode;
 use bao_kms_core::registry::{IdentityPins, SnapshotState, StateFile};
 use bao_kms_core::rotation::{Candidate, Rotation};
 pub use bao_kms_core::rotation::{Reason, RotationState};
@@ -204,7 +205,7 @@ impl Engine {
         let mut reasons = published.reasons.clone();
         if stale && reasons.is_empty() {
             reasons.push(Reason::new(
-                "status_stale",
+                ReasonCode::StatusStale,
                 format!(
                     "last confirmation {}s ago exceeds status.statusMaxStaleness",
                     cache_age.as_secs()

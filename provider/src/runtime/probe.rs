@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use bao_kms_core::reason::ReasonCode;
 use bao_kms_core::registry::{IdentityPins, StateFile};
 use bao_kms_core::rotation::{ActivationClock, Note, Transition};
 use bao_kms_core::transit::{KeyMetadata, profile_findings};
@@ -50,20 +51,20 @@ pub(super) fn assess(facts: &ProbeFacts, state: &StateFile, pins: &IdentityPins)
     let mismatches = pins.mismatches(&facts.live_pins);
     let pins_ok = mismatches.is_empty();
     for m in mismatches {
-        reasons.push(Reason::new("identity_drift", m));
+        reasons.push(Reason::new(ReasonCode::IdentityDrift, m));
     }
     match &facts.upsert_disabled {
         Ok(true) => {}
         Ok(false) => reasons.push(Reason::new(
-            "upsert_allowed",
+            ReasonCode::UpsertAllowed,
             "Transit mount allows implicit key creation; set disable_upsert=true on <mount>/config/keys",
         )),
-        Err(e) => reasons.push(Reason::new("upsert_check_failed", e.to_string())),
+        Err(e) => reasons.push(Reason::new(ReasonCode::UpsertCheckFailed, e.to_string())),
     }
     // `min_encryption_version` above the active version is the rotation
     // machine's `encryption_blocked`, not a profile finding.
     for f in profile_findings(&facts.meta, &state.retained_versions(), None) {
-        reasons.push(Reason::new("profile_invalid", format!("{f} [{}]", f.code)));
+        reasons.push(Reason::new(ReasonCode::ProfileInvalid, format!("{f} [{}]", f.code)));
     }
     (reasons, pins_ok)
 }
@@ -112,7 +113,7 @@ impl Engine {
             Ok(t) => Some(t),
             Err(e) => {
                 next.metadata_error_class = Some(e.class());
-                next.reasons = vec![Reason::new("auth_failed", e.to_string())];
+                next.reasons = vec![Reason::new(ReasonCode::AuthFailed, e.to_string())];
                 None
             }
         };
@@ -128,7 +129,7 @@ impl Engine {
                         .get_or_create(&StatusLabel { status: "error" })
                         .inc();
                     next.metadata_error_class = Some(e.class);
-                    next.reasons = vec![Reason::new("metadata_read_failed", e.to_string())];
+                    next.reasons = vec![Reason::new(ReasonCode::MetadataReadFailed, e.to_string())];
                     // Unknown until OpenBao answers again; the last key stays in place.
                     next.rotation_state = RotationState::Unknown;
                 }
@@ -144,7 +145,7 @@ impl Engine {
                         match deep_probe(self.transit.as_ref(), &self.scope, &token, &next.active).await {
                             Err(e) => {
                                 next.deep_error_class = Some(e.class);
-                                reasons.push(Reason::new("deep_probe_failed", e.message));
+                                reasons.push(Reason::new(ReasonCode::DeepProbeFailed, e.message));
                             }
                             Ok(()) => outcome.deep_ok = true,
                         }
@@ -206,7 +207,10 @@ impl Engine {
                         error = %e
                     );
                     if !e.files_unchanged {
-                        reasons.push(Reason::new("state_save_failed", format!("registry save failed: {e}")));
+                        reasons.push(Reason::new(
+                            ReasonCode::StateSaveFailed,
+                            format!("registry save failed: {e}"),
+                        ));
                     }
                     false
                 }
@@ -236,7 +240,7 @@ impl Engine {
                         error = %e
                     );
                     reasons.push(Reason::new(
-                        "state_save_failed",
+                        ReasonCode::StateSaveFailed,
                         format!("registry save failed while promoting version {}: {e}", to.version),
                     ));
                     false

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bao_kms_core::config::Config;
 use bao_kms_core::identity::IdentityScope;
+use bao_kms_core::reason::ReasonCode;
 use bao_kms_core::registry::{Checkpoint, CheckpointStatus, IdentityPins, StateFile, checkpoint_status};
 use bao_kms_core::rotation::{ENCRYPTION_BLOCKED, Rotation};
 use bao_kms_core::snapshot::KeySnapshot;
@@ -194,14 +195,17 @@ async fn initial_attempt(
     let token = transit
         .token()
         .await
-        .map_err(|e| Attempt::Retry(vec![Reason::new("auth_failed", e.to_string())]))?;
+        .map_err(|e| Attempt::Retry(vec![Reason::new(ReasonCode::AuthFailed, e.to_string())]))?;
     let facts = match gather(transit, &token).await {
         Ok(f) => f,
         Err(e) => {
             if e.http_status == Some(403) {
                 transit.invalidate(&token).await;
             }
-            return Err(Attempt::Retry(vec![Reason::new("metadata_read_failed", e.to_string())]));
+            return Err(Attempt::Retry(vec![Reason::new(
+                ReasonCode::MetadataReadFailed,
+                e.to_string(),
+            )]));
         }
     };
     let state = match state {
@@ -264,7 +268,7 @@ async fn initial_attempt(
         .ok_or_else(|| Attempt::Fatal("registry active snapshot is malformed".into()))?;
     deep_probe(transit, scope, &token, &active)
         .await
-        .map_err(|e| Attempt::Retry(vec![Reason::new("deep_probe_failed", e.message)]))?;
+        .map_err(|e| Attempt::Retry(vec![Reason::new(ReasonCode::DeepProbeFailed, e.message)]))?;
     Ok(Started {
         state,
         pins,

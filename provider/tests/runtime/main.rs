@@ -13,6 +13,7 @@ mod support;
 use std::fs;
 
 use bao_kms_core::errors::ErrorClass;
+use bao_kms_core::reason::ReasonCode;
 use bao_kms_core::registry::{SnapshotState, StateFile};
 use bao_kms_provider::runtime::RotationState;
 use bao_kms_provider::transit::Transit;
@@ -177,7 +178,7 @@ async fn a_failed_save_during_promotion_publishes_nothing_new_and_recovers() {
     let view = engine.view();
     assert!(!view.healthy());
     assert!(
-        view.reasons.iter().any(|r| r.code == "state_save_failed"),
+        view.reasons.iter().any(|r| r.code == ReasonCode::StateSaveFailed),
         "{:?}",
         view.reasons
     );
@@ -214,7 +215,7 @@ async fn a_revoked_token_is_replaced_and_the_call_retried_once() {
     engine.probe_once(false).await;
     let view = engine.view();
     assert!(
-        view.reasons.iter().any(|r| r.code == "metadata_read_failed"),
+        view.reasons.iter().any(|r| r.code == ReasonCode::MetadataReadFailed),
         "{:?}",
         view.reasons
     );
@@ -256,7 +257,7 @@ async fn an_outage_keeps_the_key_and_goes_stale_then_recovers() {
     tokio::time::advance(node.cfg.status.status_max_staleness + std::time::Duration::from_secs(1)).await;
     let view = engine.view();
     assert!(view.stale);
-    assert_eq!(view.reasons[0].code, "status_stale");
+    assert_eq!(view.reasons[0].code, ReasonCode::StatusStale);
     assert_eq!(
         engine.encrypt(&[1; 32], "uid").await.unwrap_err().class,
         ErrorClass::StatusStale

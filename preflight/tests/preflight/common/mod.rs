@@ -16,7 +16,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use serde_json::{Value, json};
+use bao_kms_core::status::{ReadyDocument, StatusDocument};
+use serde_json::Value;
 
 pub const PROVIDER_NAME: &str = "openbao-kms-workload-a";
 pub const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -44,24 +45,36 @@ async fn status(State((_, s)): State<Shared>) -> (StatusCode, String) {
 
 impl FakeProvider {
     pub fn start(fingerprint: &str) -> Self {
-        let ready_v = Arc::new(Mutex::new((
-            200,
-            json!({"status": "ok", "rotation_state": "active", "reasons": []}),
-        )));
-        let status_v = Arc::new(Mutex::new(json!({
-            "keyID": "obk2.test",
-            "keyIDHash": KEY_HASH_A,
-            "generation": 3,
-            "rotationState": "active",
-            "activeVersion": 2,
-            "latestVersion": 2,
-            "healthy": true,
-            "reasons": [],
-            "version": "0.1.0",
-            "cacheAgeSeconds": 1.5,
-            "providerName": PROVIDER_NAME,
-            "identityFingerprint": fingerprint,
-        })));
+        // The provider's own document types, as its health listener serves them.
+        let ready_doc = ReadyDocument {
+            status: "ok".into(),
+            healthz: "ok".into(),
+            cache_age_ms: 1500,
+            stale: false,
+            rotation_state: "active".into(),
+            reasons: vec![],
+            metadata_error_class: String::new(),
+            persistence_degraded: false,
+            deep_error_class: None,
+        };
+        let status_doc = StatusDocument {
+            key_id: "obk2.test".into(),
+            key_id_hash: KEY_HASH_A.into(),
+            generation: 3,
+            rotation_state: "active".into(),
+            active_version: 2,
+            latest_version: 2,
+            pending_version: None,
+            persistence_degraded: false,
+            healthy: true,
+            reasons: vec![],
+            version: "0.1.0".into(),
+            cache_age_seconds: 1.5,
+            provider_name: PROVIDER_NAME.into(),
+            identity_fingerprint: fingerprint.into(),
+        };
+        let ready_v = Arc::new(Mutex::new((200, serde_json::to_value(ready_doc).unwrap())));
+        let status_v = Arc::new(Mutex::new(serde_json::to_value(status_doc).unwrap()));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let address = std_listener.local_addr().unwrap().to_string();
@@ -90,6 +103,13 @@ impl FakeProvider {
 
     pub fn set_status(&self, key: &str, value: Value) {
         self.status.lock().unwrap()[key] = value;
+    }
+
+    /// Answers `/ready` with `code` and `key` set to `value` in the document.
+    pub fn set_ready(&self, code: u16, key: &str, value: Value) {
+        let mut r = self.ready.lock().unwrap();
+        r.0 = code;
+        r.1[key] = value;
     }
 }
 

@@ -65,6 +65,27 @@ impl Config {
     }
 }
 
+/// Test and development knob: one absolute directory in which the socket
+/// may also be created, in addition to `/run/openbao-kms` and
+/// `/var/run/openbao-kms`. Integration tests and `make demo` set it to a
+/// temporary directory; production deployments leave it unset. Read by the
+/// provider and by preflight.
+pub const ALLOWED_SOCKET_DIR_ENV: &str = "BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR";
+
+/// Permission bits a private file (the configuration, credentials, keys)
+/// must not have: group write or execute, any world access ("0640 or
+/// stricter"). The provider refuses such a file; preflight and doctor judge
+/// it by the same rule.
+pub const PRIVATE_FILE_FORBIDDEN_MODE: u32 = 0o037;
+
+/// Permission bits `server.socketMode` must not have: execute for anyone,
+/// any world access.
+pub const SOCKET_MODE_FORBIDDEN: u32 = 0o117;
+
+/// Permission bits the socket needs for kube-apiserver to connect through
+/// the socket group: group read and write.
+pub const SOCKET_MODE_GROUP_RW: u32 = 0o060;
+
 /// `server.socketGroup`: a group name (systemd) or a numeric GID (static pod).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketGroup {

@@ -80,7 +80,7 @@ fn observed(step: &Step) -> StateFile {
     }
 }
 
-fn codes(step: &Step) -> Vec<&'static str> {
+fn codes(step: &Step) -> Vec<crate::reason::ReasonCode> {
     step.reasons.iter().map(|r| r.code).collect()
 }
 

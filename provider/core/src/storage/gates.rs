@@ -10,20 +10,11 @@
 //!   version and are not judged here (the table shows them).
 
 use super::{Class, Count, StorageReport};
+use crate::checks::Check;
+use crate::checks::catalogue::{STORAGE_KEY_ID_HASH, STORAGE_MIN_VERSION};
 
 /// Objects listed by name in a failing message before "and N more".
 const LISTED: usize = 5;
-
-/// One gate's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub id: &'static str,
-    pub title: &'static str,
-    pub pass: bool,
-    pub message: String,
-    /// What to do when it fails (empty when it passes).
-    pub fix: String,
-}
 
 /// `resource: N <class> [name] [hash] [vN]` for a failing message.
 fn describe(resource: &str, c: &Count) -> String {
@@ -49,7 +40,7 @@ fn listing(items: &[String]) -> String {
 }
 
 /// `--require-key-id-hash`.
-pub fn require_key_id_hash(report: &StorageReport, want: &str) -> Verdict {
+pub fn require_key_id_hash(report: &StorageReport, want: &str) -> Check {
     let mut encrypted = 0u64;
     let mut off = 0u64;
     let mut items = Vec::new();
@@ -64,43 +55,23 @@ pub fn require_key_id_hash(report: &StorageReport, want: &str) -> Verdict {
         off += c.objects;
         items.push(describe(resource, c));
     }
-    let id = "storage.key_id_hash";
-    let title = "Every encrypted object uses the required key_id hash";
     if off == 0 {
-        return Verdict {
-            id,
-            title,
-            pass: true,
-            message: format!("all {encrypted} encrypted objects use key_id hash {want}"),
-            fix: String::new(),
-        };
+        return STORAGE_KEY_ID_HASH.pass(format!("all {encrypted} encrypted objects use key_id hash {want}"));
     }
-    Verdict {
-        id,
-        title,
-        pass: false,
-        message: format!(
+    STORAGE_KEY_ID_HASH.fail(format!(
             "{off} of {encrypted} encrypted objects do not use key_id hash {want}: {}",
             listing(&items)
-        ),
-        fix: "once every kube-apiserver encrypts with the new key_id (cluster --phase after-rotation), rewrite these resources (bao-kms-preflight rewrite --encryption-config FILE), then run storage again".to_owned(),
-    }
+        ), "once every kube-apiserver encrypts with the new key_id (cluster --phase after-rotation), rewrite these resources (bao-kms-preflight rewrite --encryption-config FILE), then run storage again".to_owned())
 }
 
 /// `--forbid-version-below`; `report.registry` must be set (the command
 /// requires `--config`).
-pub fn forbid_version_below(report: &StorageReport, min_version: u64) -> Verdict {
-    let id = "storage.min_version";
-    let title = "No object needs a Transit version below the minimum";
+pub fn forbid_version_below(report: &StorageReport, min_version: u64) -> Check {
     let Some(registry) = &report.registry else {
-        return Verdict {
-            id,
-            title,
-            pass: false,
-            message: "no key registry was read: key_ids do not encode a Transit version".to_owned(),
-            fix: "pass --config with the provider configuration whose registry maps key_id hashes to versions"
-                .to_owned(),
-        };
+        return STORAGE_MIN_VERSION.fail(
+            "no key registry was read: key_ids do not encode a Transit version".to_owned(),
+            "pass --config with the provider configuration whose registry maps key_id hashes to versions".to_owned(),
+        );
     };
     let provider = registry.provider_name.as_str();
     let mut ours = 0u64;
@@ -124,27 +95,20 @@ pub fn forbid_version_below(report: &StorageReport, min_version: u64) -> Verdict
         }
     }
     if items.is_empty() {
-        return Verdict {
-            id,
-            title,
-            pass: true,
-            message: format!("all {ours} kms-v2 objects of {provider} use Transit version {min_version} or later"),
-            fix: String::new(),
-        };
+        return STORAGE_MIN_VERSION.pass(format!(
+            "all {ours} kms-v2 objects of {provider} use Transit version {min_version} or later"
+        ));
     }
     let fix = if unknown {
         "a key_id this registry does not know: check that --config is this cluster's provider configuration (and that the node has observed every version), or rewrite these objects"
     } else {
         "rewrite these resources (bao-kms-preflight rewrite --encryption-config FILE), then run storage again"
     };
-    Verdict {
-        id,
-        title,
-        pass: false,
-        message: format!(
+    STORAGE_MIN_VERSION.fail(
+        format!(
             "objects of {provider} below Transit version {min_version}: {}",
             listing(&items)
         ),
-        fix: fix.to_owned(),
-    }
+        fix.to_owned(),
+    )
 }

@@ -125,57 +125,52 @@ fn registry_maps_only_its_provider() {
 fn require_key_id_hash_counts_every_encrypted_object() {
     let r = mixed().into_report(etcd(), true, 0);
     let v = require_key_id_hash(&r, &hash(3));
-    assert!(!v.pass);
+    assert_eq!(v.status, crate::checks::CheckStatus::Fail);
     assert!(
-        v.message
-            .starts_with(&format!("3 of 11 encrypted objects do not use key_id hash {}", hash(3))),
+        msg(&v).starts_with(&format!("3 of 11 encrypted objects do not use key_id hash {}", hash(3))),
         "{}",
-        v.message
+        msg(&v)
     );
-    assert!(v.message.contains("secrets: 1 aescbc key1"), "{}", v.message);
-    assert!(v.message.contains(&format!("secrets: 2 kms-v2 {PROVIDER} {}", hash(2))));
-    assert!(v.fix.contains("rewrite"));
+    assert!(msg(&v).contains("secrets: 1 aescbc key1"), "{}", msg(&v));
+    assert!(msg(&v).contains(&format!("secrets: 2 kms-v2 {PROVIDER} {}", hash(2))));
+    assert!(fix(&v).contains("rewrite"));
 
     let mut t = Tally::default();
     t.add("secrets", Entry::of(Class::KmsV2, Some(PROVIDER), Some(hash(3))));
     t.add("pods", Entry::identity());
     let v = require_key_id_hash(&t.into_report(etcd(), true, 0), &hash(3));
-    assert!(v.pass, "{v:?}");
-    assert_eq!(
-        v.message,
-        format!("all 1 encrypted objects use key_id hash {}", hash(3))
-    );
+    assert_eq!(v.status, crate::checks::CheckStatus::Pass, "{v:?}");
+    assert_eq!(msg(&v), format!("all 1 encrypted objects use key_id hash {}", hash(3)));
 
     // Unknown and malformed values are not proven to use the hash.
     let mut t = Tally::default();
     t.add("secrets", Entry::of(Class::Unknown, None, None));
     t.add("secrets", Entry::of(Class::KmsV2Malformed, Some(PROVIDER), None));
     let v = require_key_id_hash(&t.into_report(etcd(), true, 0), &hash(3));
-    assert!(!v.pass);
-    assert!(v.message.starts_with("2 of 2 "), "{}", v.message);
+    assert_eq!(v.status, crate::checks::CheckStatus::Fail);
+    assert!(msg(&v).starts_with("2 of 2 "), "{}", msg(&v));
 }
 
 #[test]
 fn forbid_version_below_needs_the_registry_and_fails_unknown_hashes() {
     let mut r = mixed().into_report(etcd(), true, 0);
     let v = forbid_version_below(&r, 3);
-    assert!(!v.pass);
-    assert!(v.message.contains("no key registry"), "{}", v.message);
+    assert_eq!(v.status, crate::checks::CheckStatus::Fail);
+    assert!(msg(&v).contains("no key registry"), "{}", msg(&v));
 
     map_registry(&mut r, &rotated_state(), "/s");
     let v = forbid_version_below(&r, 2);
-    assert!(v.pass, "{v:?}");
+    assert_eq!(v.status, crate::checks::CheckStatus::Pass, "{v:?}");
     assert_eq!(
-        v.message,
+        msg(&v),
         format!("all 10 kms-v2 objects of {PROVIDER} use Transit version 2 or later")
     );
     let v = forbid_version_below(&r, 3);
-    assert!(!v.pass);
+    assert_eq!(v.status, crate::checks::CheckStatus::Fail);
     assert!(
-        v.message
-            .contains(&format!("secrets: 2 kms-v2 {PROVIDER} {} (v2)", hash(2))),
+        msg(&v).contains(&format!("secrets: 2 kms-v2 {PROVIDER} {} (v2)", hash(2))),
         "{}",
-        v.message
+        msg(&v)
     );
 
     let mut t = mixed();
@@ -183,9 +178,9 @@ fn forbid_version_below_needs_the_registry_and_fails_unknown_hashes() {
     let mut r = t.into_report(etcd(), true, 0);
     map_registry(&mut r, &rotated_state(), "/s");
     let v = forbid_version_below(&r, 2);
-    assert!(!v.pass);
-    assert!(v.message.contains("version unknown"), "{}", v.message);
-    assert!(v.fix.contains("does not know"), "{}", v.fix);
+    assert_eq!(v.status, crate::checks::CheckStatus::Fail);
+    assert!(msg(&v).contains("version unknown"), "{}", msg(&v));
+    assert!(fix(&v).contains("does not know"), "{}", fix(&v));
 }
 
 #[test]
@@ -229,4 +224,12 @@ fn evidence_is_complete_only_for_a_whole_decryptable_store() {
     let mut wrong = r;
     wrong.schema_version = "storagereport.openbao-kms/v9".into();
     assert!(evaluate(&wrong, &state, None).findings[0].contains("schema"));
+}
+
+fn msg(c: &crate::checks::Check) -> String {
+    c.message.clone().unwrap_or_default()
+}
+
+fn fix(c: &crate::checks::Check) -> String {
+    c.fix.clone().unwrap_or_default()
 }

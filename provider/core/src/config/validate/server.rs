@@ -106,7 +106,7 @@ impl Validator<'_> {
             self.err(P, "must be a quoted octal mode with a leading zero, e.g. \"0660\"");
             return None;
         };
-        if mode & 0o117 != 0 {
+        if mode & crate::config::SOCKET_MODE_FORBIDDEN != 0 {
             self.err(
                 P,
                 format!("{s} grants execute or world access; it must not intersect 0117 (use \"0660\")"),
