@@ -160,6 +160,12 @@ pub const SOCKET_RESTARTS: Spec = spec(
     &[],
     "Verified-dead stale sockets removed before bind",
 );
+pub const PANIC_RECOVERIES: Spec = spec(
+    "openbao_kms_panic_recoveries",
+    C,
+    &["method"],
+    "KMS requests whose handler panicked; the panic was caught and the call failed with Internal",
+);
 pub const BUILD_INFO: Spec = spec(
     "openbao_kms_build_info",
     G,
@@ -167,8 +173,36 @@ pub const BUILD_INFO: Spec = spec(
     "Build information (always 1)",
 );
 
+// The process collector's families (the `prometheus` crate's, read from
+// /proc/self at every scrape; the names of Prometheus' standard process
+// collector). CPU time is counted in whole seconds.
+pub const PROCESS_CPU_SECONDS: Spec = spec(
+    "process_cpu_seconds",
+    C,
+    &[],
+    "Total user and system CPU time spent in seconds",
+);
+pub const PROCESS_OPEN_FDS: Spec = spec("process_open_fds", G, &[], "Number of open file descriptors");
+pub const PROCESS_MAX_FDS: Spec = spec(
+    "process_max_fds",
+    G,
+    &[],
+    "Maximum number of open file descriptors (soft limit)",
+);
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: Spec =
+    spec("process_virtual_memory_bytes", G, &[], "Virtual memory size in bytes");
+pub const PROCESS_RESIDENT_MEMORY_BYTES: Spec =
+    spec("process_resident_memory_bytes", G, &[], "Resident memory size in bytes");
+pub const PROCESS_START_TIME_SECONDS: Spec = spec(
+    "process_start_time_seconds",
+    G,
+    &[],
+    "Start time of the process since unix epoch in seconds",
+);
+pub const PROCESS_THREADS: Spec = spec("process_threads", G, &[], "Number of OS threads in the process");
+
 /// Every family, in exposition order.
-pub const CATALOGUE: [Spec; 23] = [
+pub const CATALOGUE: [Spec; 31] = [
     GRPC_REQUESTS,
     GRPC_DURATION,
     GRPC_IN_FLIGHT,
@@ -191,7 +225,15 @@ pub const CATALOGUE: [Spec; 23] = [
     AAD_VALIDATION_ERRORS,
     DECRYPT_KEY_ID_ERRORS,
     SOCKET_RESTARTS,
+    PANIC_RECOVERIES,
     BUILD_INFO,
+    PROCESS_CPU_SECONDS,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_VIRTUAL_MEMORY_BYTES,
+    PROCESS_RESIDENT_MEMORY_BYTES,
+    PROCESS_START_TIME_SECONDS,
+    PROCESS_THREADS,
 ];
 
 /// Latency buckets: 1 ms doubling to 2.048 s, 12 buckets.
@@ -377,6 +419,7 @@ pub struct Metrics {
     pub aad_validation_errors: Family<Reason, opentelemetry::metrics::Counter<u64>>,
     pub decrypt_key_id_errors: Family<Reason, opentelemetry::metrics::Counter<u64>>,
     pub socket_restarts: Counter,
+    pub panic_recoveries: Family<Method, opentelemetry::metrics::Counter<u64>>,
     pub build_info: Family<BuildInfo, opentelemetry::metrics::Gauge<i64>>,
 }
 
@@ -431,6 +474,12 @@ impl Metrics {
             // Registering a collector only fails for a duplicate collector
             // id; the registry is new and holds nothing else.
             .expect("a new registry accepts the OpenTelemetry collector");
+        // Registering fails only for a duplicate collector id or a
+        // descriptor clash; the process collector's `process_*` names are
+        // its own in this registry.
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("a new registry accepts the process collector");
         let provider = SdkMeterProvider::builder().with_reader(prometheus_reader).build();
         let meter = provider.meter(SCOPE);
 
@@ -488,6 +537,7 @@ impl Metrics {
             aad_validation_errors: Family::new(counter(&meter, AAD_VALIDATION_ERRORS)),
             decrypt_key_id_errors: Family::new(counter(&meter, DECRYPT_KEY_ID_ERRORS)),
             socket_restarts: unlabelled_counter(SOCKET_RESTARTS),
+            panic_recoveries: Family::new(counter(&meter, PANIC_RECOVERIES)),
             build_info: Family::new(gauge(&meter, BUILD_INFO)),
             active_key_id_hash,
             _status_key_id_hash: status_key_id_hash,
@@ -497,6 +547,7 @@ impl Metrics {
         // Series present from the start, as the catalogue documents them.
         for method in KMS_METHODS {
             m.grpc_in_flight.instrument.add(0, &Method { method }.attributes());
+            m.panic_recoveries.instrument.add(0, &Method { method }.attributes());
         }
         for state in ROTATION_STATES {
             m.rotation_state.get_or_create(&State { state }).set(0);

@@ -2,7 +2,15 @@
 //! Each method: concurrency limit (excess fails fast with
 //! ResourceExhausted, no queue), metrics, one debug log line, and the single
 //! mapping from error class to gRPC code in [`to_status`].
+//!
+//! A panic inside a handler is caught ([`guarded`]): the call fails with
+//! `Internal` ("kms request failed"), `openbao_kms_panic_recoveries_total`
+//! counts it, and the socket keeps serving; without the catch the panic
+//! would end the connection's task and kube-apiserver would see a reset
+//! HTTP/2 stream instead of a status.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,10 +19,11 @@ use bao_kms_proto::v2::key_management_service_server::KeyManagementService;
 use bao_kms_proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
+use futures_util::FutureExt as _;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 
-use crate::metrics::{Method, MethodStatus};
+use crate::metrics::{Method, MethodStatus, Metrics};
 use crate::runtime::Engine;
 
 /// The KMS API version reported by Status; must never change.
@@ -42,6 +51,47 @@ pub fn to_status(e: &KmsError) -> Status {
         KmsCode::Internal => Code::Internal,
     };
     Status::new(code, format!("{}: {}", e.class.as_str(), e.message))
+}
+
+/// The message of a call that failed by a caught panic; the panic's own
+/// text stays out of the reply (it may name internals).
+pub const PANIC_MESSAGE: &str = "kms request failed";
+
+/// The kind of a panic payload, for the `panic_type` log field (the
+/// payload itself is not logged).
+fn panic_type(payload: &(dyn Any + Send)) -> &'static str {
+    if payload.is::<&'static str>() {
+        "str"
+    } else if payload.is::<String>() {
+        "string"
+    } else {
+        "unknown"
+    }
+}
+
+/// Runs one handler, turning a panic inside it into a failed call with
+/// class `panic` and counting it. The handler's state is dropped with the
+/// unwind: every lock the runtime takes recovers from poisoning, and
+/// shared Decrypt calls hand over to a waiting caller.
+pub async fn guarded<T, F>(metrics: &Metrics, method: &'static str, f: F) -> Result<T, KmsError>
+where
+    F: Future<Output = Result<T, KmsError>>,
+{
+    match AssertUnwindSafe(f).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => {
+            metrics.panic_recoveries.get_or_create(&Method { method }).inc();
+            tracing::error!(
+                message = "kms.request",
+                operation = method,
+                status = "error",
+                error_class = ErrorClass::Panic.as_str(),
+                panic_recovered = true,
+                panic_type = panic_type(payload.as_ref()),
+            );
+            Err(KmsError::new(ErrorClass::Panic, PANIC_MESSAGE))
+        }
+    }
 }
 
 impl KmsService {
@@ -89,7 +139,7 @@ impl KmsService {
         let started = Instant::now();
         let in_flight = metrics.grpc_in_flight.get_or_create(&Method { method }).clone();
         in_flight.inc();
-        let result = f.await;
+        let result = guarded(metrics, method, f).await;
         in_flight.dec();
         let elapsed = started.elapsed();
         metrics

@@ -57,6 +57,29 @@ async fn round_trip_reports_the_independently_derived_key_id() -> anyhow::Result
         metric(&metrics, "openbao_kms_rotation_state", &[("state", "active")]),
         Some(1.0)
     );
+    // The process collector describes the provider's own process.
+    let pid = provider.pid();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let soft_nofile: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("soft RLIMIT_NOFILE of the provider");
+    assert_eq!(metric(&metrics, "process_max_fds", &[]), Some(soft_nofile));
+    let open_fds = metric(&metrics, "process_open_fds", &[]).expect("process_open_fds");
+    assert!(open_fds >= 4.0, "stdio and the socket at least: {open_fds}");
+    assert!(metric(&metrics, "process_resident_memory_bytes", &[]).is_some_and(|b| b > 1e6));
+    assert!(metric(&metrics, "process_cpu_seconds_total", &[]).is_some());
+    let started = metric(&metrics, "process_start_time_seconds", &[]).expect("start time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    assert!(started <= now && now - started < 600.0, "started {started}, now {now}");
+    assert_eq!(
+        metric(&metrics, "openbao_kms_panic_recoveries_total", &[("method", "decrypt")]),
+        Some(0.0)
+    );
 
     // Logs never carry the token.
     assert!(

@@ -29,6 +29,8 @@ pub enum ErrorClass {
     Timeout,
     Canceled,
     InvalidResponse,
+    /// A request handler panicked; the panic was caught and the call failed.
+    Panic,
     Unknown,
 }
 
@@ -111,6 +113,7 @@ impl ErrorClass {
             Self::Timeout => "timeout",
             Self::Canceled => "canceled",
             Self::InvalidResponse => "invalid_response",
+            Self::Panic => "panic",
             Self::Unknown => "unknown",
         }
     }
@@ -140,7 +143,7 @@ impl ErrorClass {
             Self::ConcurrencyLimit => KmsCode::ResourceExhausted,
             Self::Timeout => KmsCode::DeadlineExceeded,
             Self::Canceled => KmsCode::Cancelled,
-            Self::InvalidResponse | Self::Unknown => KmsCode::Internal,
+            Self::InvalidResponse | Self::Panic | Self::Unknown => KmsCode::Internal,
         }
     }
 
@@ -172,5 +175,7 @@ mod tests {
         assert_eq!(ErrorClass::KeyIdUnknown.code(), KmsCode::NotFound);
         assert!(ErrorClass::OpenBaoSealed.is_backend());
         assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
+        assert_eq!(ErrorClass::Panic.code(), KmsCode::Internal);
+        assert!(!ErrorClass::Panic.is_backend());
     }
 }

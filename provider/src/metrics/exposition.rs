@@ -9,7 +9,9 @@
 //! catalogue's families in catalogue order, each with its `# HELP` and
 //! `# TYPE` line even before its first series, counters as `x` with samples
 //! `x_total`, labels in the catalogue's order, histogram `_sum`, `_count`
-//! then buckets with `le` first, and `# EOF`.
+//! then buckets with `le` first, and `# EOF`. The process collector's
+//! families (`process_*`) come from the same registry and are written the
+//! same way.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -35,7 +37,13 @@ pub fn encode(catalogue: &[Spec], gathered: Vec<MetricFamily>) -> String {
         // Writing into a String cannot fail.
         let _ = writeln!(out, "# HELP {} {}.", spec.name, escape(spec.help));
         let _ = writeln!(out, "# TYPE {} {kind}", spec.name);
-        let Some(family) = by_name.remove(spec.name) else {
+        // The `prometheus` crate's own collectors name a counter family
+        // with its `_total` suffix; the OpenTelemetry collector without.
+        let family = by_name.remove(spec.name).or_else(|| match spec.kind {
+            Kind::Counter => by_name.remove(&format!("{}_total", spec.name)),
+            _ => None,
+        });
+        let Some(family) = family else {
             continue;
         };
         for metric in family.get_metric() {

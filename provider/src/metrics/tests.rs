@@ -152,6 +152,11 @@ openbao_kms_decrypt_key_id_errors_total{reason="key_id_unknown"} 1
 # HELP openbao_kms_socket_restarts Verified-dead stale sockets removed before bind.
 # TYPE openbao_kms_socket_restarts counter
 openbao_kms_socket_restarts_total 1
+# HELP openbao_kms_panic_recoveries KMS requests whose handler panicked; the panic was caught and the call failed with Internal.
+# TYPE openbao_kms_panic_recoveries counter
+openbao_kms_panic_recoveries_total{method="decrypt"} 1
+openbao_kms_panic_recoveries_total{method="encrypt"} 0
+openbao_kms_panic_recoveries_total{method="status"} 0
 # HELP openbao_kms_build_info Build information (always 1).
 # TYPE openbao_kms_build_info gauge
 openbao_kms_build_info{version="v0",commit="c",build_date="d",dirty="false"} 1
@@ -202,8 +207,14 @@ fn exposition_is_the_published_one_byte_for_byte() {
         })
         .inc();
     m.socket_restarts.inc();
+    m.panic_recoveries.get_or_create(&Method { method: "decrypt" }).inc();
     m.set_key_state(Some("abc"), 7, "pending");
-    assert_eq!(m.encode(), GOLDEN);
+    // The process families (values of this test process) follow the
+    // provider's own and are checked by `process_metrics_describe_this_process`.
+    let text = m.encode();
+    let (own, process) = text.split_at(text.find("# HELP process_").expect("process families"));
+    assert_eq!(format!("{own}# EOF\n"), GOLDEN);
+    assert!(process.ends_with("# EOF\n"), "{process}");
 }
 
 #[test]
@@ -243,8 +254,9 @@ fn no_opentelemetry_scope_or_target_labels_and_nothing_outside_the_catalogue() {
     let names: Vec<String> = m.registry.gather().iter().map(|f| f.name().to_owned()).collect();
     assert!(!names.is_empty());
     for name in names {
+        let counter_family = |s: &Spec| s.kind == Kind::Counter && name.strip_suffix("_total") == Some(s.name);
         assert!(
-            CATALOGUE.iter().any(|s| s.name == name),
+            CATALOGUE.iter().any(|s| s.name == name || counter_family(s)),
             "{name} is not in the catalogue"
         );
     }
@@ -256,4 +268,31 @@ fn latency_buckets_are_1ms_doubling_to_2048ms() {
     assert_eq!(b.len(), 12);
     assert_eq!(b[0], 0.001);
     assert_eq!(b[11], 2.048);
+}
+
+/// The standard process collector's families, from /proc/self of this test.
+#[test]
+fn process_metrics_describe_this_process() {
+    let text = metrics().encode();
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(text.contains("# TYPE process_cpu_seconds counter\n"), "{text}");
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    assert!(value("process_resident_memory_bytes") > 1024.0 * 1024.0);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    let open = value("process_open_fds");
+    assert!(open >= 3.0, "stdin, stdout, stderr at least: {open}");
+    assert!(value("process_max_fds") >= open);
+    assert!(value("process_threads") >= 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now && started > now - 24.0 * 3600.0, "{started} vs {now}");
 }

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod panic_recovery;
 mod support;
 
 use std::fs;

@@ -46,6 +46,8 @@ struct Inner {
     /// `key_version` of every encrypt call, in order.
     encrypt_versions: Vec<u64>,
     metadata_reads: u32,
+    /// When set, decrypt panics (a handler bug, reachable only here).
+    panic_on_decrypt: bool,
 }
 
 fn bao_error(op: Op, class: ErrorClass, http_status: u16, message: &str) -> BaoError {
@@ -70,6 +72,7 @@ impl ScriptedTransit {
                 issued: HashMap::new(),
                 encrypt_versions: Vec::new(),
                 metadata_reads: 0,
+                panic_on_decrypt: false,
             }),
         })
     }
@@ -109,6 +112,11 @@ impl ScriptedTransit {
 
     pub fn encrypt_versions(&self) -> Vec<u64> {
         self.inner().encrypt_versions.clone()
+    }
+
+    /// Makes every decrypt call panic (or not).
+    pub fn panic_on_decrypt(&self, panic: bool) {
+        self.inner().panic_on_decrypt = panic;
     }
 
     pub fn metadata_reads(&self) -> u32 {
@@ -227,6 +235,10 @@ impl Transit for ScriptedTransit {
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BaoError> {
         self.check_token(Op::TransitDecrypt, token)?;
+        // Read, then release the lock before panicking: a poisoned lock
+        // would fail every later call of this scripted Transit.
+        let panics = self.inner().panic_on_decrypt;
+        assert!(!panics, "scripted Transit: decrypt panics");
         let inner = self.inner();
         match inner.issued.get(ciphertext) {
             Some((_, want, plain)) if want == aad => Ok(Zeroizing::new(plain.clone())),
