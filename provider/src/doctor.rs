@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bao_kms_core::aad;
 use bao_kms_core::checks::Def;
 use bao_kms_core::checks::catalogue::*;
 use bao_kms_core::checks::node::{self as verdict, FileFacts};
@@ -22,14 +21,14 @@ use bao_kms_core::keyid::KeyId;
 use bao_kms_core::registry::{StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
-use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::auth::{Auth, AuthError, check_jwt, read_secret_file};
 use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
 use crate::report::{CheckStatus, Report};
 use crate::state::RegistryPaths;
+use crate::transit::{OpenBaoTransit, Transit as _};
 
 /// Which report to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +102,19 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         r.push(OPENBAO_AUTH.check(CheckStatus::Skip, "local auth material failed"));
         return r;
     }
-    let token = match login(&cfg, &bao, metrics).await {
+    let transit = match Auth::new(&cfg.auth, bao.clone(), metrics) {
+        Ok(auth) => OpenBaoTransit::new(
+            bao.clone(),
+            auth,
+            cfg.auth.login_before_token_expiry,
+            cfg.auth.token_renewal_increment,
+        ),
+        Err(e) => {
+            r.push(OPENBAO_AUTH.check(CheckStatus::Fail, e.to_string()));
+            return r;
+        }
+    };
+    let token = match transit.token().await {
         Ok(t) => {
             r.push(OPENBAO_AUTH.check(CheckStatus::Pass, format!("auth.method {}", cfg.auth.method.name())));
             t
@@ -179,9 +190,11 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         return r;
     };
     if mode == Mode::Doctor {
-        match round_trip(&bao, t, &scope, &active).await {
+        // The runtime's own deep probe: the same AAD, explicit version and
+        // ciphertext limit serve checks at startup and on every probe.
+        match crate::runtime::deep_probe(&transit, &scope, &token, &active).await {
             Ok(()) => r.push(TRANSIT_PROBE.check(CheckStatus::Pass, format!("version {}", active.version))),
-            Err(e) => r.push(TRANSIT_PROBE.check(CheckStatus::Fail, e)),
+            Err(e) => r.push(TRANSIT_PROBE.check(CheckStatus::Fail, e.message)),
         }
     }
     let again = KeyId::derive(&scope, active.version, active.created_unix);
@@ -320,10 +333,6 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
     }
 }
 
-async fn login(cfg: &Config, bao: &OpenBao, metrics: Arc<Metrics>) -> Result<SecretString, AuthError> {
-    Auth::new(&cfg.auth, bao.clone(), metrics)?.token().await
-}
-
 async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: &str) {
     let mount = cfg.transit.mount_path.trim_matches('/');
     let key = &cfg.transit.key_name;
@@ -451,25 +460,4 @@ fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<St
     };
     r.push(REGISTRY_STATE.check(level, summary));
     Some(state)
-}
-
-async fn round_trip(
-    bao: &OpenBao,
-    token: &str,
-    scope: &bao_kms_core::identity::IdentityScope,
-    snap: &KeySnapshot,
-) -> Result<(), String> {
-    let mut sample = [0u8; 32];
-    rand::rng().fill_bytes(&mut sample);
-    let aad = aad::canonical(scope, snap);
-    let ct = bao
-        .encrypt(token, &sample, &aad, snap.version)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pt = bao.decrypt(token, &ct, &aad).await.map_err(|e| e.to_string())?;
-    if pt.as_slice() == sample {
-        Ok(())
-    } else {
-        Err("decrypt returned different bytes".into())
-    }
 }

@@ -146,15 +146,6 @@ impl ErrorClass {
             Self::InvalidResponse | Self::Panic | Self::Unknown => KmsCode::Internal,
         }
     }
-
-    /// True for failures of the path to OpenBao (they make the probe, and so
-    /// Status, unhealthy), false for failures of one request's content.
-    pub fn is_backend(self) -> bool {
-        matches!(
-            self.code(),
-            KmsCode::Unavailable | KmsCode::Unauthenticated | KmsCode::PermissionDenied
-        )
-    }
 }
 
 #[cfg(test)]
@@ -170,10 +161,9 @@ mod tests {
             ErrorClass::IntegrityFailed,
         ] {
             assert_eq!(class.code(), KmsCode::InvalidArgument);
-            assert!(!class.is_backend());
         }
         assert_eq!(ErrorClass::KeyIdUnknown.code(), KmsCode::NotFound);
-        assert!(ErrorClass::OpenBaoSealed.is_backend());
+        assert_eq!(ErrorClass::OpenBaoSealed.code(), KmsCode::Unavailable);
         assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
         assert_eq!(ErrorClass::Panic.code(), KmsCode::Internal);
         assert!(!ErrorClass::Panic.is_backend());

@@ -90,8 +90,10 @@ impl Engine {
     }
 }
 
-/// Encrypts and decrypts 32 random bytes with `snap`'s version and AAD.
-pub(super) async fn deep_probe(
+/// Encrypts and decrypts 32 random bytes with `snap`'s version and AAD;
+/// the ciphertext must fit kube-apiserver's 1 KiB limit. The runtime's
+/// probe and `doctor`'s `transit.probe` both run this.
+pub async fn deep_probe(
     transit: &dyn Transit,
     scope: &IdentityScope,
     token: &SecretString,

@@ -38,6 +38,7 @@ use bao_kms_core::rotation::{Candidate, Rotation};
 pub use bao_kms_core::rotation::{Reason, RotationState};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::KeyMetadata;
+pub use kms::deep_probe;
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::time::Instant;
