@@ -166,6 +166,5 @@ mod tests {
         assert_eq!(ErrorClass::OpenBaoSealed.code(), KmsCode::Unavailable);
         assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
         assert_eq!(ErrorClass::Panic.code(), KmsCode::Internal);
-        assert!(!ErrorClass::Panic.is_backend());
     }
 }
