@@ -1,7 +1,8 @@
 //! Every production auth method against a real OpenBao: JWT (with a
 //! rotated JWT file, a revoked token and an expired JWT), AppRole, TLS
-//! client certificates (valid, expired, signed by an unknown CA) and a
-//! PKCS#11 key in SoftHSM2 (right and wrong PIN).
+//! client certificates (valid, expired, signed by an unknown CA) and
+//! PKCS#11 keys in SoftHSM2 (ECDSA P-256 with the right and a wrong PIN;
+//! RSA, signing the TLS 1.3 handshake with RSA-PSS).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -278,6 +279,35 @@ impl Pki {
 }
 
 impl Pki {
+    /// A valid client certificate for a fresh RSA 2048 key (made by
+    /// `openssl genpkey`: rcgen's ring backend cannot generate RSA keys).
+    fn rsa_client(&self, dir: &Path) -> anyhow::Result<(String, KeyPair)> {
+        let pem = dir.join("rsa-gen.key");
+        let out = Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&pem)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl genpkey: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = KeyPair::from_pem(&fs::read_to_string(&pem)?)?;
+        fs::remove_file(&pem)?;
+        let mut params = CertificateParams::new(vec!["kms-client".to_owned()])?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        let issuer: &Issuer<'_, KeyPair> = &self.ca;
+        Ok((params.signed_by(&key, issuer)?.pem(), key))
+    }
+
     /// A valid client certificate whose window opens `secs_ahead` seconds
     /// from now (a clock ahead of this node's issued it).
     fn client_from_the_future(&self, secs_ahead: i64) -> anyhow::Result<(String, KeyPair)> {
@@ -545,6 +575,43 @@ async fn pkcs11_login_with_softhsm_and_wrong_pin() -> anyhow::Result<()> {
         &run_doctor(&env, &[("SOFTHSM2_CONF", conf.as_str())])?.1,
         "auth.cert.pkcs11",
         "wrong PIN",
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pkcs11_rsa_key_logs_in_with_rsa_pss() -> anyhow::Result<()> {
+    let (bao, p, env) = raft_setup().await?;
+    let pki = Pki::new()?;
+    setup_cert_auth(&bao, &p, &pki)?;
+    let (cert, key) = pki.rsa_client(env.dir())?;
+    let conf = softhsm_token(env.dir(), &key)?;
+    drop(key);
+    let conf = conf.display().to_string();
+    let cert_file = env.dir().join("hsm-client.crt");
+    write_private(&cert_file, &cert)?;
+    let pin_file = env.dir().join("pin");
+    write_private(&pin_file, "1234")?;
+    use_auth(&env, &pkcs11_yaml(&cert_file, &pin_file))?;
+    let mut provider = Provider::spawn_with_env(&env, &[("SOFTHSM2_CONF", conf.as_str())])?;
+    provider.wait_ready(Duration::from_secs(20)).await?;
+    let kms = provider.client().await?;
+    kms.decrypt(&kms.prime().await?).await?;
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(
+            &text,
+            "openbao_kms_openbao_requests_total",
+            &[("operation", "cert_login"), ("status", "ok")]
+        ),
+        1.0
+    );
+    assert_certificate_metrics(&text, "pkcs11");
+    // The pool's limit is in the log: maxSessions 2, one signing session.
+    assert!(
+        provider.stderr().contains("auth.pkcs11.pool") && provider.stderr().contains("\"max_sessions\":2"),
+        "{}",
+        provider.stderr()
     );
     Ok(())
 }

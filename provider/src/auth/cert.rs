@@ -7,32 +7,27 @@
 //! of them.
 //!
 //! Sources: `file` (PEM chain and PEM private key) and `pkcs11` (PEM chain;
-//! the private key stays in the PKCS#11 token and signs the TLS handshake
-//! through cryptoki). A PKCS#11 key is probed once per login: it signs a
+//! the private key, ECDSA P-256 or RSA, stays in the PKCS#11 token and signs
+//! the TLS handshake through cryptoki and the session pool of
+//! [`super::pkcs11`]). A PKCS#11 key is probed once per login: it signs a
 //! random challenge that must verify against the certificate's public key,
 //! so a wrong key label fails with a clear message, not a handshake error.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bao_kms_core::certificate;
 use bao_kms_core::config::{CertAuth, CertSource, Pkcs11Source};
-use cryptoki::context::{CInitializeArgs, Pkcs11};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
 use rand::RngCore;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::error::{AuthError, read_secret_file};
+use super::error::AuthError;
+use super::pkcs11::{KeyKind, Pool, TokenKey};
 use crate::openbao::ClientIdentity;
 
 fn cert_err(path: &Path, why: impl Into<String>) -> AuthError {
@@ -97,9 +92,23 @@ pub fn check_leaf(leaf: &CertificateDer<'_>, expect: &certificate::Expectations,
     Ok(not_after)
 }
 
+/// How long a PKCS#11 signature waits for a free session when the caller
+/// names no deadline (`doctor`): the default login timeout.
+pub const DEFAULT_SESSION_WAIT: Duration = Duration::from_secs(5);
+
 /// Builds the client identity for one login, with the leaf's `notAfter`
 /// (Unix seconds).
 pub fn identity(cert: &CertAuth, now_unix: i64) -> Result<(ClientIdentity, i64), AuthError> {
+    identity_within(cert, now_unix, DEFAULT_SESSION_WAIT)
+}
+
+/// [`identity`], a PKCS#11 signature waiting at most `session_wait` for a
+/// free session of the pool.
+pub fn identity_within(
+    cert: &CertAuth,
+    now_unix: i64,
+    session_wait: Duration,
+) -> Result<(ClientIdentity, i64), AuthError> {
     let expect = expectations(cert);
     match &cert.source {
         CertSource::File {
@@ -128,7 +137,7 @@ pub fn identity(cert: &CertAuth, now_unix: i64) -> Result<(ClientIdentity, i64),
         }
         CertSource::Pkcs11(p) => {
             let chain = read_chain(&p.certificate_file, &expect, now_unix)?;
-            let key = Pkcs11Key::open(p, &chain.certs[0])?;
+            let key = open_token_key(p, &chain.certs[0], session_wait)?;
             let certified = Arc::new(CertifiedKey::new(chain.certs, Arc::new(SharedKey(Arc::new(key)))));
             Ok((
                 ClientIdentity::Resolver(Arc::new(StaticResolver(certified))),
@@ -151,148 +160,101 @@ impl ResolvesClientCert for StaticResolver {
     }
 }
 
-/// An ECDSA P-256 private key inside a PKCS#11 token.
-struct Pkcs11Key {
-    // Kept alive for the session's lifetime.
-    _context: Pkcs11,
-    session: Mutex<Session>,
-    key: ObjectHandle,
-}
-
-impl std::fmt::Debug for Pkcs11Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pkcs11Key")
-    }
-}
-
-/// id-ecPublicKey with the prime256v1 curve.
+/// id-ecPublicKey with the prime256v1 curve, and rsaEncryption.
 const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
 const P256_CURVE_OID: &str = "1.2.840.10045.3.1.7";
+const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
 
-impl Pkcs11Key {
-    fn open(src: &Pkcs11Source, leaf: &CertificateDer<'_>) -> Result<Self, AuthError> {
-        let p11 = |what: &str, e: cryptoki::error::Error| AuthError::Pkcs11(format!("{what}: {e}"));
-        let (_, cert) = X509Certificate::from_der(leaf.as_ref())
-            .map_err(|e| cert_err(&src.certificate_file, format!("unparsable certificate: {e}")))?;
-        let spki = cert.public_key();
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map(|o| o.to_id_string());
-        if spki.algorithm.algorithm.to_id_string() != EC_PUBLIC_KEY_OID || curve.as_deref() != Some(P256_CURVE_OID) {
+/// The token's key for the certificate `leaf`: the pool's login, the key
+/// found by label, and the signer probe (a random challenge signed by the
+/// token must verify against the certificate's public key).
+fn open_token_key(src: &Pkcs11Source, leaf: &CertificateDer<'_>, wait: Duration) -> Result<TokenKey, AuthError> {
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| cert_err(&src.certificate_file, format!("unparsable certificate: {e}")))?;
+    let spki = cert.public_key();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    let (kind, verifier): (KeyKind, &'static dyn ring::signature::VerificationAlgorithm) = match spki
+        .algorithm
+        .algorithm
+        .to_id_string()
+        .as_str()
+    {
+        EC_PUBLIC_KEY_OID if curve.as_deref() == Some(P256_CURVE_OID) => {
+            (KeyKind::P256, &ring::signature::ECDSA_P256_SHA256_ASN1)
+        }
+        RSA_ENCRYPTION_OID => (KeyKind::Rsa, &ring::signature::RSA_PSS_2048_8192_SHA256),
+        _ => {
             return Err(cert_err(
                 &src.certificate_file,
-                "PKCS#11 keys must be ECDSA P-256 in this release (the certificate's key is not P-256)",
+                "PKCS#11 keys must be ECDSA P-256 or RSA (2048 to 8192 bits); the certificate names another key type",
             ));
         }
-        let public_key = spki.subject_public_key.data.to_vec();
+    };
+    let public_key = spki.subject_public_key.data.to_vec();
 
-        let context = Pkcs11::new(&src.module_path)
-            .map_err(|e| p11(&format!("loading module {}", src.module_path.display()), e))?;
-        context
-            .initialize(CInitializeArgs::OsThreads)
-            .map_err(|e| p11("C_Initialize", e))?;
-        let slot = context
-            .get_slots_with_token()
-            .map_err(|e| p11("listing slots", e))?
-            .into_iter()
-            .find(|s| context.get_token_info(*s).is_ok_and(|t| t.label() == src.token_label))
-            .ok_or_else(|| {
-                AuthError::Pkcs11(format!(
-                    "no token labelled {:?} (auth.cert.pkcs11.tokenLabel)",
-                    src.token_label
-                ))
-            })?;
-        let session = context.open_ro_session(slot).map_err(|e| p11("opening a session", e))?;
-        let pin = read_secret_file(&src.pin_file)?;
-        session
-            .login(UserType::User, Some(&AuthPin::new(pin.expose_secret().into())))
-            .map_err(|e| AuthError::Pkcs11(format!("login to token {:?} failed (wrong PIN?): {e}", src.token_label)))?;
-        let key = *session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Label(src.key_label.as_bytes().to_vec()),
-            ])
-            .map_err(|e| p11("finding the key", e))?
-            .first()
-            .ok_or_else(|| {
-                AuthError::Pkcs11(format!(
-                    "no private key labelled {:?} (auth.cert.pkcs11.keyLabel)",
-                    src.key_label
-                ))
-            })?;
-        let signer = Self {
-            _context: context,
-            session: Mutex::new(session),
-            key,
-        };
-
-        // Signer probe: the token's key must match the certificate.
-        let mut challenge = [0u8; 32];
-        rand::rng().fill_bytes(&mut challenge);
-        let signature = signer.sign_p256(&challenge)?;
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &public_key)
-            .verify(&challenge, &signature)
-            .map_err(|_| {
-                AuthError::KeyMismatch(format!(
-                    "key {:?} does not match the certificate {}",
-                    src.key_label,
-                    src.certificate_file.display()
-                ))
-            })?;
-        Ok(signer)
-    }
-
-    /// ECDSA P-256 over SHA-256 of `message`, DER-encoded as TLS expects.
-    fn sign_p256(&self, message: &[u8]) -> Result<Vec<u8>, AuthError> {
-        let digest = Sha256::digest(message);
-        let session = self
-            .session
-            .lock()
-            .map_err(|_| AuthError::Pkcs11("session lock poisoned".into()))?;
-        let raw = session
-            .sign(&Mechanism::Ecdsa, self.key, &digest)
-            .map_err(|e| AuthError::Pkcs11(format!("signing: {e}")))?;
-        let sig = p256::ecdsa::Signature::from_slice(&raw)
-            .map_err(|_| AuthError::Pkcs11(format!("token returned a {}-byte ECDSA signature", raw.len())))?;
-        Ok(sig.to_der().as_bytes().to_vec())
-    }
+    let pool = Pool::shared(src)?;
+    let handle = pool.login_and_find(src).inspect_err(|_| Pool::evict(&pool))?;
+    let key = TokenKey {
+        pool,
+        handle,
+        kind,
+        wait,
+    };
+    let mut challenge = [0u8; 32];
+    rand::rng().fill_bytes(&mut challenge);
+    let signature = key.sign(kind.schemes()[0], &challenge)?;
+    ring::signature::UnparsedPublicKey::new(verifier, &public_key)
+        .verify(&challenge, &signature)
+        .map_err(|_| {
+            AuthError::KeyMismatch(format!(
+                "key {:?} does not match the certificate {}",
+                src.key_label,
+                src.certificate_file.display()
+            ))
+        })?;
+    Ok(key)
 }
 
 #[derive(Debug)]
-struct Pkcs11Signer(Arc<Pkcs11Key>);
+struct Pkcs11Signer {
+    key: Arc<TokenKey>,
+    scheme: SignatureScheme,
+}
 
 impl Signer for Pkcs11Signer {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        self.0
-            .sign_p256(message)
+        self.key
+            .sign(self.scheme, message)
             .map_err(|e| rustls::Error::General(e.to_string()))
     }
 
     fn scheme(&self) -> SignatureScheme {
-        SignatureScheme::ECDSA_NISTP256_SHA256
+        self.scheme
     }
 }
 
-/// Shared so every handshake of the login connection signs with one session.
-struct SharedKey(Arc<Pkcs11Key>);
-
-impl std::fmt::Debug for SharedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pkcs11SigningKey")
-    }
-}
+/// Shared so every handshake of the login connection signs through the pool.
+#[derive(Debug)]
+struct SharedKey(Arc<TokenKey>);
 
 impl SigningKey for SharedKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
-        offered
-            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
-            .then(|| Box::new(Pkcs11Signer(self.0.clone())) as Box<dyn Signer>)
+        let scheme = self.0.kind.schemes().iter().find(|s| offered.contains(s))?;
+        Some(Box::new(Pkcs11Signer {
+            key: self.0.clone(),
+            scheme: *scheme,
+        }))
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
-        SignatureAlgorithm::ECDSA
+        match self.0.kind {
+            KeyKind::P256 => SignatureAlgorithm::ECDSA,
+            KeyKind::Rsa => SignatureAlgorithm::RSA,
+        }
     }
 }

@@ -36,8 +36,12 @@ use tokio::sync::{Mutex, RwLock};
 
 mod cert;
 mod error;
+pub mod pkcs11;
 
-pub use cert::{expectations as certificate_expectations, identity as client_identity, read_chain};
+pub use cert::{
+    expectations as certificate_expectations, identity as client_identity, identity_within as client_identity_within,
+    read_chain,
+};
 pub use error::{AuthError, read_secret_file};
 
 use crate::metrics::{Metrics, Status};
@@ -291,8 +295,9 @@ impl Auth {
                 // PKCS#11 calls block: off the async threads, so the login
                 // deadline still fires when a token hangs.
                 let cert_auth = c.clone();
+                let wait = self.login_timeout;
                 let (identity, not_after) =
-                    tokio::task::spawn_blocking(move || cert::identity(&cert_auth, crate::now_unix()))
+                    tokio::task::spawn_blocking(move || cert::identity_within(&cert_auth, crate::now_unix(), wait))
                         .await
                         .map_err(|e| AuthError::Pkcs11(format!("the certificate task failed: {e}")))??;
                 let material = match &c.source {
