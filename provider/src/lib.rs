@@ -17,6 +17,7 @@ pub mod benchmark;
 pub mod build;
 pub mod cli;
 pub mod config_file;
+pub mod correlation;
 pub mod doctor;
 pub mod fsutil;
 pub mod health;

@@ -298,6 +298,8 @@ impl OpenBao {
         let result = self.call_inner(op, method, path, token, body, limit).await;
         let status = wire::request_status_label(result.as_ref().err().map(|e| e.class));
         let operation = op.as_str();
+        // The KMS request this call serves, inside a debug-correlation window.
+        let tag = crate::correlation::current();
         self.metrics
             .openbao_requests
             .get_or_create(&OperationStatus { operation, status })
@@ -315,11 +317,13 @@ impl OpenBao {
                     openbao_operation = operation,
                     status,
                     duration_ms = started.elapsed().as_millis() as u64,
-                    openbao_request_id = request_id.as_deref()
+                    openbao_request_id = request_id.as_deref(),
+                    request_uid_hash = tag.as_ref().map(|t| t.request_uid_hash.as_str()),
+                    debug_correlation_incident = tag.as_ref().map(|t| &*t.incident)
                 )
             }
             Err(e) => {
-                tracing::warn!(message = "openbao.request", openbao_operation = operation, status, error_class = e.class.as_str(), http_status = e.http_status, error = %e.message, duration_ms = started.elapsed().as_millis() as u64)
+                tracing::warn!(message = "openbao.request", openbao_operation = operation, status, error_class = e.class.as_str(), http_status = e.http_status, error = %e.message, duration_ms = started.elapsed().as_millis() as u64, request_uid_hash = tag.as_ref().map(|t| t.request_uid_hash.as_str()), debug_correlation_incident = tag.as_ref().map(|t| &*t.incident))
             }
         }
         result

@@ -91,7 +91,11 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         tasks.spawn(serve_http(l, metrics_router(engine.clone()), stop_rx.clone()));
     }
 
-    let service = KeyManagementServiceServer::new(KmsService::new(engine.clone()))
+    let kms = KmsService::new(engine.clone());
+    if let Some(correlation) = kms.correlation() {
+        tasks.spawn(correlation.clone().announce(stop_rx.clone()));
+    }
+    let service = KeyManagementServiceServer::new(kms)
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     let (signal_tx, mut signal_rx) = watch::channel(false);

@@ -23,6 +23,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 
+use crate::correlation::{self, Correlation, Tag};
 use crate::metrics::{Method, MethodStatus, Metrics};
 use crate::runtime::Engine;
 
@@ -34,6 +35,8 @@ pub struct KmsService {
     status_slots: Semaphore,
     encrypt_slots: Semaphore,
     decrypt_slots: Semaphore,
+    /// `logging.debugCorrelation`, its window opened when the service is made.
+    correlation: Option<Arc<Correlation>>,
 }
 
 /// The one mapping from an error class to what kube-apiserver sees.
@@ -98,12 +101,30 @@ impl KmsService {
     pub fn new(engine: Arc<Engine>) -> Self {
         let server = &engine.config().server;
         let slots = |n: u32| Semaphore::new(n as usize);
+        let correlation = engine.config().logging.debug_correlation.as_ref().map(|c| {
+            Arc::new(Correlation::new(
+                c,
+                tokio::time::Instant::now(),
+                std::time::SystemTime::now(),
+            ))
+        });
         Self {
+            correlation,
             status_slots: slots(server.max_concurrent_status),
             encrypt_slots: slots(server.max_concurrent_encrypt),
             decrypt_slots: slots(server.max_concurrent_decrypt),
             engine,
         }
+    }
+
+    /// The debug-correlation window, when configured (for its log lines).
+    pub fn correlation(&self) -> Option<&Arc<Correlation>> {
+        self.correlation.as_ref()
+    }
+
+    /// The correlation tag of a request with `uid`, while the window is open.
+    fn tag(&self, uid: &str) -> Option<Tag> {
+        self.correlation.as_ref()?.tag(uid, tokio::time::Instant::now())
     }
 
     /// Runs one request under its method's limit and records it.
@@ -112,6 +133,7 @@ impl KmsService {
         method: &'static str,
         slots: &Semaphore,
         key_id_hash: Option<String>,
+        tag: Option<Tag>,
         f: F,
     ) -> Result<T, Status>
     where
@@ -139,7 +161,7 @@ impl KmsService {
         let started = Instant::now();
         let in_flight = metrics.grpc_in_flight.get_or_create(&Method { method }).clone();
         in_flight.inc();
-        let result = guarded(metrics, method, f).await;
+        let result = guarded(metrics, method, correlation::scope(tag.clone(), f)).await;
         in_flight.dec();
         let elapsed = started.elapsed();
         metrics
@@ -154,13 +176,19 @@ impl KmsService {
             .grpc_requests
             .get_or_create(&MethodStatus { method, status })
             .inc();
+        let uid_hash = tag.as_ref().map(|t| t.request_uid_hash.as_str());
+        let incident = tag.as_ref().map(|t| &*t.incident);
+        let expires_at = tag.as_ref().map(|t| &*t.expires_at);
         match class {
             None => tracing::debug!(
                 message = "kms.request",
                 operation = method,
                 status,
                 duration_ms = elapsed.as_millis() as u64,
-                key_id_hash = key_id_hash.as_deref()
+                key_id_hash = key_id_hash.as_deref(),
+                request_uid_hash = uid_hash,
+                debug_correlation_incident = incident,
+                debug_correlation_expires_at = expires_at
             ),
             Some(class) => tracing::warn!(
                 message = "kms.request",
@@ -168,7 +196,10 @@ impl KmsService {
                 status,
                 error_class = class,
                 duration_ms = elapsed.as_millis() as u64,
-                key_id_hash = key_id_hash.as_deref()
+                key_id_hash = key_id_hash.as_deref(),
+                request_uid_hash = uid_hash,
+                debug_correlation_incident = incident,
+                debug_correlation_expires_at = expires_at
             ),
         }
         result.map_err(|e| to_status(&e))
@@ -192,7 +223,7 @@ impl KeyManagementService for KmsService {
                 key_id: String::new(),
             },
         };
-        self.observe("status", &self.status_slots, None, async {
+        self.observe("status", &self.status_slots, None, None, async {
             Ok(Response::new(response))
         })
         .await
@@ -201,7 +232,8 @@ impl KeyManagementService for KmsService {
     async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
         let req = request.into_inner();
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
-        self.observe("encrypt", &self.encrypt_slots, None, async {
+        let tag = self.tag(&req.uid);
+        self.observe("encrypt", &self.encrypt_slots, None, tag, async {
             let answer = self.engine.encrypt(&plaintext, &req.uid).await?;
             Ok(Response::new(EncryptResponse {
                 ciphertext: answer.ciphertext,
@@ -215,7 +247,8 @@ impl KeyManagementService for KmsService {
     async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
         let req = request.into_inner();
         let hash = (req.key_id.len() <= 1024).then(|| bao_kms_core::hash::h(&req.key_id));
-        self.observe("decrypt", &self.decrypt_slots, hash, async {
+        let tag = self.tag(&req.uid);
+        self.observe("decrypt", &self.decrypt_slots, hash, tag, async {
             let plaintext = self
                 .engine
                 .decrypt(&req.ciphertext, &req.uid, &req.key_id, &req.annotations)

@@ -1,7 +1,9 @@
 //! What the provider's logs carry for an operator correlating them with
 //! OpenBao: the `request_id` of every OpenBao answer on the
 //! `openbao.request` line (`logging.logOpenBaoRequestIDs`), matched against
-//! OpenBao's own audit log, and nothing of it when switched off.
+//! OpenBao's own audit log, and nothing of it when switched off; and the
+//! time-boxed debug correlation (`logging.debugCorrelation`) tying a KMS
+//! request to its OpenBao calls until its TTL ends.
 
 use std::collections::BTreeSet;
 
@@ -75,5 +77,88 @@ async fn openbao_request_ids_match_the_audit_log_and_can_be_switched_off() -> an
         lines.iter().all(|l| l.get("openbao_request_id").is_none()),
         "openbao_request_id logged although logOpenBaoRequestIDs is false"
     );
+    Ok(())
+}
+
+/// The value of a string field of a log line.
+fn field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
+    line.get(name).and_then(Value::as_str)
+}
+
+#[tokio::test]
+async fn debug_correlation_tags_a_request_and_its_openbao_calls_until_the_ttl() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev_audited().await?;
+    let p = provision(&bao, "transit", "k8s-workload-a-etcd")?;
+    let env = ProviderEnv::new(&bao, &p)?;
+    let audit = bao.audit_log();
+    env.write_config_text(&format!(
+        "{}  debugCorrelation:\n    enabled: true\n    ttl: 8s\n    incidentId: INC-2041\n",
+        env.config_yaml()
+    ))?;
+    let mut provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+    let request = stored.decrypt_request();
+    let uid_hash = bao_kms_core::hash::h(&request.uid);
+    kms.decrypt_raw(request).await?;
+
+    let lines = log_lines(&provider.stderr());
+    let opened = lines
+        .iter()
+        .find(|l| l["message"] == "debug_correlation.enabled")
+        .expect("debug_correlation.enabled is logged at start");
+    assert_eq!(field(opened, "debug_correlation_incident"), Some("INC-2041"));
+    let expires_at = field(opened, "debug_correlation_expires_at").expect("expiry");
+    let decrypt = lines
+        .iter()
+        .find(|l| l["message"] == "kms.request" && l["operation"] == "decrypt")
+        .expect("a kms.request line for the decrypt");
+    assert_eq!(field(decrypt, "request_uid_hash"), Some(uid_hash.as_str()));
+    assert_eq!(field(decrypt, "debug_correlation_incident"), Some("INC-2041"));
+    assert_eq!(field(decrypt, "debug_correlation_expires_at"), Some(expires_at));
+    // The OpenBao call made for that request: same uid hash, and its
+    // request id is in OpenBao's audit log.
+    let transit = request_lines(&lines, "transit_decrypt");
+    let call = transit
+        .iter()
+        .find(|l| field(l, "request_uid_hash") == Some(uid_hash.as_str()))
+        .unwrap_or_else(|| panic!("no transit_decrypt line with the request's uid hash: {transit:?}"));
+    assert_eq!(field(call, "debug_correlation_incident"), Some("INC-2041"));
+    let id = field(call, "openbao_request_id").expect("openbao_request_id");
+    assert!(
+        std::fs::read_to_string(&audit)?.contains(id),
+        "{id} not in the audit log"
+    );
+    // Background calls serve no KMS request: no uid hash.
+    assert!(
+        request_lines(&lines, "transit_metadata_read")
+            .iter()
+            .all(|l| l.get("request_uid_hash").is_none())
+    );
+
+    // The window closes by itself; later requests carry nothing of it.
+    bao_kms_system_tests::wait::until(
+        std::time::Duration::from_secs(20),
+        "debug_correlation.expired",
+        || async {
+            log_lines(&provider.stderr())
+                .iter()
+                .any(|l| l["message"] == "debug_correlation.expired")
+                .then_some(())
+                .ok_or_else(|| "not yet".to_owned())
+        },
+    )
+    .await?;
+    let late = stored.decrypt_request();
+    let late_hash = bao_kms_core::hash::h(&late.uid);
+    kms.decrypt_raw(late).await?;
+    provider.terminate().await?;
+    let stderr = provider.stderr();
+    assert!(!stderr.contains(&late_hash), "a request after the TTL is still tagged");
+    let decrypts = log_lines(&stderr)
+        .into_iter()
+        .filter(|l| l["message"] == "kms.request" && l["operation"] == "decrypt")
+        .count();
+    assert_eq!(decrypts, 2, "the late decrypt is still logged, untagged");
     Ok(())
 }

@@ -286,4 +286,16 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     pub format: LogFormat,
     pub log_openbao_request_ids: bool,
+    /// `logging.debugCorrelation` when `enabled: true`.
+    pub debug_correlation: Option<DebugCorrelation>,
+}
+
+/// Time-boxed debug correlation: for `ttl` after the provider starts, every
+/// KMS request's log lines (its `kms.request` line and the `openbao.request`
+/// lines of the OpenBao calls made for it) carry the hash of the request's
+/// uid and the incident id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugCorrelation {
+    pub ttl: Duration,
+    pub incident_id: String,
 }

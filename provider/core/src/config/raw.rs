@@ -434,7 +434,11 @@ impl RawConfig {
                     LogFormat::Text => "text",
                 }),
                 log_openbao_request_ids: Some(cfg.logging.log_openbao_request_ids),
-                debug_correlation: None,
+                debug_correlation: cfg.logging.debug_correlation.as_ref().map(|dc| RawDebugCorrelation {
+                    enabled: Some(true),
+                    ttl: d(dc.ttl),
+                    incident_id: s(dc.incident_id.clone()),
+                }),
             }),
         }
     }

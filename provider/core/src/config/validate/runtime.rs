@@ -8,7 +8,9 @@ use super::syntax::{absolute_path_problem, label_problem};
 use super::validator::Validator;
 use crate::config::duration::format_duration;
 use crate::config::raw::{RawBootstrap, RawLogging, RawRotation, RawState, RawStatus};
-use crate::config::{BootstrapConfig, LogFormat, LogLevel, LoggingConfig, RotationConfig, StateConfig, StatusConfig};
+use crate::config::{
+    BootstrapConfig, DebugCorrelation, LogFormat, LogLevel, LoggingConfig, RotationConfig, StateConfig, StatusConfig,
+};
 
 impl Validator<'_> {
     pub(super) fn bootstrap(&mut self, r: &RawBootstrap) -> Option<BootstrapConfig> {
@@ -104,11 +106,10 @@ impl Validator<'_> {
         })
     }
 
-    /// `debugCorrelation` is decoded and its documented constraints checked
-    /// so `v1alpha1` configs that carry the section (disabled) still load,
-    /// but `enabled: true` is refused: the time-boxed debug correlation
-    /// feature is not implemented here, and silently ignoring an operator's
-    /// request for incident logging would be worse than failing.
+    /// `debugCorrelation.enabled: true` needs what the correlated lines
+    /// are made of: `level: debug` (successful requests log at debug),
+    /// `logOpenBaoRequestIDs: true` (the OpenBao side of the correlation)
+    /// and an `incidentId` to find them by.
     pub(super) fn logging(&mut self, r: &RawLogging) -> Option<LoggingConfig> {
         let level_raw = self
             .ctx
@@ -139,30 +140,43 @@ impl Validator<'_> {
             LogFormat::Json,
             &[("json", LogFormat::Json), ("text", LogFormat::Text)],
         );
+        let log_openbao_request_ids = r.log_openbao_request_ids.unwrap_or(true);
+        let mut debug_correlation = None;
         if let Some(dc) = &r.debug_correlation {
-            if let Some(ttl) = self.duration("logging.debugCorrelation.ttl", &dc.ttl, Duration::from_secs(900), false)
-                && ttl > Duration::from_secs(3600)
-            {
+            let ttl = self.duration("logging.debugCorrelation.ttl", &dc.ttl, Duration::from_secs(900), false);
+            if ttl.is_some_and(|t| t > Duration::from_secs(3600)) {
                 self.err("logging.debugCorrelation.ttl", "must be at most 1h");
             }
-            if let Some(id) = dc.incident_id.as_deref().filter(|s| !s.is_empty()) {
-                if let Some(p) = label_problem(id) {
+            let incident_id = dc.incident_id.clone().unwrap_or_default();
+            if !incident_id.is_empty() {
+                if let Some(p) = label_problem(&incident_id) {
                     self.err("logging.debugCorrelation.incidentId", p);
-                } else if id.chars().count() > 64 {
+                } else if incident_id.chars().count() > 64 {
                     self.err("logging.debugCorrelation.incidentId", "must be at most 64 characters");
                 }
             }
             if dc.enabled == Some(true) {
-                self.err(
-                    "logging.debugCorrelation.enabled",
-                    "time-boxed debug correlation is not supported by this provider; set logging.level: debug for the incident instead",
-                );
+                let path = "logging.debugCorrelation.enabled";
+                if level.is_some_and(|l| l != LogLevel::Debug) {
+                    self.err(
+                        path,
+                        "requires logging.level: debug (the correlated lines are debug lines)",
+                    );
+                }
+                if !log_openbao_request_ids {
+                    self.err(path, "requires logging.logOpenBaoRequestIDs: true");
+                }
+                if incident_id.is_empty() {
+                    self.err(path, "requires logging.debugCorrelation.incidentId");
+                }
+                debug_correlation = ttl.map(|ttl| DebugCorrelation { ttl, incident_id });
             }
         }
         Some(LoggingConfig {
             level: level?,
             format: format?,
-            log_openbao_request_ids: r.log_openbao_request_ids.unwrap_or(true),
+            log_openbao_request_ids,
+            debug_correlation,
         })
     }
 }
@@ -171,6 +185,7 @@ impl Validator<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::parse_yaml;
     use crate::config::validate::tests::*;
 
     #[test]
@@ -210,7 +225,43 @@ mod tests {
             "logging.debugCorrelation",
             "{enabled: false, ttl: 30m, incidentId: INC-1}",
         );
-        set_fails("logging.debugCorrelation.enabled", "true", "not supported");
+        // Enabled: needs debug, OpenBao request ids and an incident id.
+        set_fails(
+            "logging.debugCorrelation.enabled",
+            "true",
+            "requires logging.level: debug",
+        );
+        let enabled = "{enabled: true, ttl: 10m, incidentId: INC-42}";
+        let t = with(FULL, "logging.level", "debug");
+        let c = parse_yaml(&with(&t, "logging.debugCorrelation", enabled)).unwrap();
+        assert_eq!(
+            c.logging.debug_correlation,
+            Some(DebugCorrelation {
+                ttl: Duration::from_secs(600),
+                incident_id: "INC-42".into()
+            })
+        );
+        let off = with(&t, "logging.logOpenBaoRequestIDs", "false");
+        fails_at(
+            &with(&off, "logging.debugCorrelation", enabled),
+            "logging.debugCorrelation.enabled",
+            "requires logging.logOpenBaoRequestIDs: true",
+        );
+        fails_at(
+            &with(&t, "logging.debugCorrelation", "{enabled: true}"),
+            "logging.debugCorrelation.enabled",
+            "requires logging.debugCorrelation.incidentId",
+        );
+        // Disabled: accepted and inert.
+        assert_eq!(
+            set_ok("logging.debugCorrelation.enabled", "false")
+                .logging
+                .debug_correlation,
+            None
+        );
+        // The effective config round-trips through its raw form.
+        let raw = serde_yaml_ng::to_string(&crate::config::raw::RawConfig::from_config(&c)).unwrap();
+        assert_eq!(parse_yaml(&raw).unwrap().logging, c.logging);
         set_fails("logging.debugCorrelation.ttl", "2h", "at most 1h");
         set_fails("logging.debugCorrelation.ttl", "0s", "positive");
         set_fails(

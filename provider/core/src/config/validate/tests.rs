@@ -230,7 +230,8 @@ fn defaults_for_minimal_config() {
         LoggingConfig {
             level: LogLevel::Info,
             format: LogFormat::Json,
-            log_openbao_request_ids: true
+            log_openbao_request_ids: true,
+            debug_correlation: None,
         }
     );
 }
