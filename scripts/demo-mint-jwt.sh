@@ -6,7 +6,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEMO="$ROOT/.demo"
+# BAO_KMS_DEMO_DIR: where the demo lives (default <repo>/.demo).
+DEMO="${BAO_KMS_DEMO_DIR:-$ROOT/.demo}"
 ISSUER_DIR="$DEMO/issuer"
 JWT_FILE="$DEMO/provider/credentials/identity.jwt"
 LIFETIME="${1:-86400}"

@@ -8,7 +8,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEMO="$ROOT/.demo"
+# BAO_KMS_DEMO_DIR: where the demo lives (default <repo>/.demo).
+DEMO="${BAO_KMS_DEMO_DIR:-$ROOT/.demo}"
 KEY="k8s-workload-a-etcd"
 MOUNT="transit"
 PROMOTION_TIMEOUT_SECS=180
@@ -18,9 +19,8 @@ step() { printf '\n## %s\n\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 [ -f "$DEMO/provider.pid" ] && kill -0 "$(cat "$DEMO/provider.pid")" 2>/dev/null || die "the demo is not running: run 'make demo' first"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/$(cat "$DEMO/profile" 2>/dev/null || echo debug)/bao-kms-provider"
+# The binaries the demo runs (scripts/demo.sh records their directory).
+BIN="$(cat "$DEMO/bin-dir" 2>/dev/null || true)/bao-kms-provider"
 [ -x "$BIN" ] || die "$BIN was not built: run 'make demo' first"
 CONFIG="$DEMO/provider/config.yaml"
 ENCRYPTION_CONFIG="$DEMO/encryption-config.yaml"

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEMO="$ROOT/.demo"
+# BAO_KMS_DEMO_DIR: where the demo lives (default <repo>/.demo).
+DEMO="${BAO_KMS_DEMO_DIR:-$ROOT/.demo}"
 QUIET=false
 [ "${1:-}" = "--quiet" ] && QUIET=true
 

@@ -4,11 +4,17 @@
 # recommended production method), bao-kms-provider serving KMS v2 on a Unix socket,
 # and a first encrypt/decrypt through that socket the way kube-apiserver
 # does it. Everything lives under .demo/ and keeps running in the background;
-# `make demo-stop` stops it. Running it again starts from scratch.
+# `make demo-stop` stops it. Running it again starts from scratch. At the end
+# it prints the next commands to try, exactly as they run against it.
+#
+# Environment: BAO_KMS_DEMO_DIR (where the demo lives, default <repo>/.demo;
+# the other demo scripts read it too), DEMO_PROFILE (debug or release),
+# BAO_KMS_DEMO_BIN_DIR (run the binaries in this directory instead of
+# building them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEMO="$ROOT/.demo"
+DEMO="${BAO_KMS_DEMO_DIR:-$ROOT/.demo}"
 MOUNT="transit"
 KEY="k8s-workload-a-etcd"
 POLICY="bao-kms-provider"
@@ -66,28 +72,38 @@ wait_http_200() {
 
 # --- clean slate ------------------------------------------------------------
 "$ROOT/scripts/demo-stop.sh" --quiet
-rm -rf "$DEMO/openbao" "$DEMO/provider" "$DEMO/run" "$DEMO/encryption-config.yaml"
+rm -rf "$DEMO/openbao" "$DEMO/provider" "$DEMO/run" "$DEMO/encryption-config.yaml" "$DEMO/profile" "$DEMO/bin-dir"
 mkdir -p "$DEMO"
+DEMO="$(cd "$DEMO" && pwd)"
 chmod 0700 "$DEMO"
 
-command -v bao >/dev/null || die "bao not found: run 'make deps'"
-for tool in openssl curl python3; do command -v "$tool" >/dev/null || die "$tool not found: run 'make deps'"; done
+command -v bao >/dev/null || die "bao not found: run 'make deps-demo'"
+for tool in openssl curl python3; do command -v "$tool" >/dev/null || die "$tool not found: run 'make deps-demo'"; done
 
 # --- build ------------------------------------------------------------------
-# DEMO_PROFILE=release (used by `make bench`) runs optimised binaries.
-PROFILE="${DEMO_PROFILE:-debug}"
-case "$PROFILE" in
-debug) PROFILE_FLAG=() ;;
-release) PROFILE_FLAG=(--release) ;;
-*) die "DEMO_PROFILE must be debug or release, not $PROFILE" ;;
-esac
-say "building bao-kms-provider and bao-kms-preflight ($PROFILE)"
-(cd "$ROOT" && cargo build --locked --quiet "${PROFILE_FLAG[@]}" -p bao-kms-provider --bin bao-kms-provider -p bao-kms-preflight --bin bao-kms-preflight)
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/$PROFILE/bao-kms-provider"
-echo "$PROFILE" >"$DEMO/profile"
+if [ -n "${BAO_KMS_DEMO_BIN_DIR:-}" ]; then
+	BIN_DIR="$(cd "$BAO_KMS_DEMO_BIN_DIR" && pwd)"
+	say "using the binaries in $BIN_DIR"
+else
+	# DEMO_PROFILE=release (used by `make bench`) runs optimised binaries.
+	PROFILE="${DEMO_PROFILE:-debug}"
+	case "$PROFILE" in
+	debug) PROFILE_FLAG=() ;;
+	release) PROFILE_FLAG=(--release) ;;
+	*) die "DEMO_PROFILE must be debug or release, not $PROFILE" ;;
+	esac
+	say "building bao-kms-provider and bao-kms-preflight ($PROFILE)"
+	(cd "$ROOT" && cargo build --locked --quiet "${PROFILE_FLAG[@]}" -p bao-kms-provider --bin bao-kms-provider -p bao-kms-preflight --bin bao-kms-preflight)
+	TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+	case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+	BIN_DIR="$TARGET_DIR/$PROFILE"
+fi
+BIN="$BIN_DIR/bao-kms-provider"
+PREFLIGHT="$BIN_DIR/bao-kms-preflight"
 [ -x "$BIN" ] || die "$BIN was not built"
+[ -x "$PREFLIGHT" ] || die "$PREFLIGHT was not built"
+# scripts/demo-rotate.sh runs the same binaries.
+echo "$BIN_DIR" >"$DEMO/bin-dir"
 
 # --- OpenBao dev server (TLS) -------------------------------------------------
 BAO_DIR="$DEMO/openbao"
@@ -281,7 +297,7 @@ fi
 
 # --- node preflight, as a bootstrap hook runs it ---------------------------------
 say "node preflight: configuration, EncryptionConfiguration, socket, /ready, /status"
-if ! "$TARGET_DIR/$PROFILE/bao-kms-preflight" node --config "$CONFIG" --encryption-config "$DEMO/encryption-config.yaml" \
+if ! "$PREFLIGHT" node --config "$CONFIG" --encryption-config "$DEMO/encryption-config.yaml" \
 	--allowed-socket-dir "$DEMO/run"; then
 	die "node preflight failed"
 fi
@@ -308,4 +324,26 @@ Running in the background:
   kube-apiserver EncryptionConfiguration: $DEMO/encryption-config.yaml
 
 Stop everything with: make demo-stop
+EOF
+
+# --- next commands -------------------------------------------------------------
+# Paths inside the repository are shown relative to it; every line runs as
+# printed from there (tests/system/demo.rs runs each one).
+shown() {
+	local p="$1"
+	case "$p" in "$ROOT"/*) p="${p#"$ROOT"/}" ;; esac
+	printf '%q' "$p"
+}
+exports="PATH=$(printf '%q' "$BIN_DIR"):\$PATH BAO_KMS_PROVIDER_ALLOWED_SOCKET_DIR=$(printf '%q' "$DEMO/run")"
+[ -z "${BAO_KMS_DEMO_DIR:-}" ] || exports="$exports BAO_KMS_DEMO_DIR=$(printf '%q' "$DEMO")"
+cat <<EOF
+
+Try next, in a shell in $ROOT:
+  export $exports
+  bao-kms-provider doctor --config $(shown "$CONFIG") --encryption-config $(shown "$DEMO/encryption-config.yaml")
+  bao-kms-provider rotation-plan --config $(shown "$CONFIG")
+  bao-kms-provider probe --socket $(shown "$SOCKET")
+  make demo-rotate
+(the export puts the demo's binaries first on PATH and allows its socket
+directory, which lies outside /run/openbao-kms)
 EOF

@@ -12,6 +12,7 @@ mod auth_methods;
 mod benchmark;
 mod cli;
 mod decrypt_validation;
+mod demo;
 mod doctor;
 mod harness_openbao;
 mod init;
