@@ -62,6 +62,24 @@ pub const GRPC_CONCURRENCY_REJECTIONS: Spec = spec(
     &["method"],
     "KMS gRPC requests rejected by the concurrency limit",
 );
+pub const GRPC_QUEUED: Spec = spec(
+    "openbao_kms_grpc_queued",
+    G,
+    &["method"],
+    "KMS gRPC requests waiting for a free slot of their method",
+);
+pub const GRPC_QUEUE_WAIT: Spec = seconds(spec(
+    "openbao_kms_grpc_queue_wait_seconds",
+    H,
+    &["method"],
+    "Time KMS gRPC requests waited for a free slot (only requests that waited)",
+));
+pub const GRPC_DEADLINE_REJECTIONS: Spec = spec(
+    "openbao_kms_grpc_deadline_rejections",
+    C,
+    &["method"],
+    "KMS gRPC requests refused because their deadline could not cover the queue wait and the call",
+);
 pub const OPENBAO_REQUESTS: Spec = spec(
     "openbao_kms_openbao_requests",
     C,
@@ -202,11 +220,14 @@ pub const PROCESS_START_TIME_SECONDS: Spec = spec(
 pub const PROCESS_THREADS: Spec = spec("process_threads", G, &[], "Number of OS threads in the process");
 
 /// Every family, in exposition order.
-pub const CATALOGUE: [Spec; 31] = [
+pub const CATALOGUE: [Spec; 34] = [
     GRPC_REQUESTS,
     GRPC_DURATION,
     GRPC_IN_FLIGHT,
     GRPC_CONCURRENCY_REJECTIONS,
+    GRPC_QUEUED,
+    GRPC_QUEUE_WAIT,
+    GRPC_DEADLINE_REJECTIONS,
     OPENBAO_REQUESTS,
     OPENBAO_DURATION,
     AUTH_LOGIN,
@@ -402,6 +423,9 @@ pub struct Metrics {
     pub grpc_duration: Family<Method, opentelemetry::metrics::Histogram<f64>>,
     pub grpc_in_flight: Family<Method, opentelemetry::metrics::UpDownCounter<i64>>,
     pub grpc_concurrency_rejections: Family<Method, opentelemetry::metrics::Counter<u64>>,
+    pub grpc_queued: Family<Method, opentelemetry::metrics::UpDownCounter<i64>>,
+    pub grpc_queue_wait: Family<Method, opentelemetry::metrics::Histogram<f64>>,
+    pub grpc_deadline_rejections: Family<Method, opentelemetry::metrics::Counter<u64>>,
     pub openbao_requests: Family<OperationStatus, opentelemetry::metrics::Counter<u64>>,
     pub openbao_duration: Family<Operation, opentelemetry::metrics::Histogram<f64>>,
     pub auth_login: Family<Status, opentelemetry::metrics::Counter<u64>>,
@@ -514,6 +538,14 @@ impl Metrics {
                     .build(),
             ),
             grpc_concurrency_rejections: Family::new(counter(&meter, GRPC_CONCURRENCY_REJECTIONS)),
+            grpc_queued: Family::new(
+                meter
+                    .i64_up_down_counter(GRPC_QUEUED.name)
+                    .with_description(GRPC_QUEUED.help)
+                    .build(),
+            ),
+            grpc_queue_wait: Family::new(histogram(&meter, GRPC_QUEUE_WAIT)),
+            grpc_deadline_rejections: Family::new(counter(&meter, GRPC_DEADLINE_REJECTIONS)),
             openbao_requests: Family::new(counter(&meter, OPENBAO_REQUESTS)),
             openbao_duration: Family::new(histogram(&meter, OPENBAO_DURATION)),
             auth_login: Family::new(counter(&meter, AUTH_LOGIN)),
@@ -548,6 +580,7 @@ impl Metrics {
         for method in KMS_METHODS {
             m.grpc_in_flight.instrument.add(0, &Method { method }.attributes());
             m.panic_recoveries.instrument.add(0, &Method { method }.attributes());
+            m.grpc_queued.instrument.add(0, &Method { method }.attributes());
         }
         for state in ROTATION_STATES {
             m.rotation_state.get_or_create(&State { state }).set(0);

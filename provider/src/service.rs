@@ -1,7 +1,8 @@
 //! The KMS v2 gRPC service kube-apiserver calls over the Unix socket.
-//! Each method: concurrency limit (excess fails fast with
-//! ResourceExhausted, no queue), metrics, one debug log line, and the single
-//! mapping from error class to gRPC code in [`to_status`].
+//! Each method: a concurrency limit with a bounded, deadline-aware wait
+//! queue in front of it ([`Lane`]; the decisions are in
+//! `bao_kms_core::admission::queue`), metrics, one debug log line, and the
+//! single mapping from error class to gRPC code in [`to_status`].
 //!
 //! A panic inside a handler is caught ([`guarded`]): the call fails with
 //! `Internal` ("kms request failed"), `openbao_kms_panic_recoveries_total`
@@ -12,19 +13,22 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
+use bao_kms_core::admission::queue::{self, Ewma, QueueLimits, Queued};
 use bao_kms_core::errors::{ErrorClass, KmsCode, KmsError};
 use bao_kms_proto::v2::key_management_service_server::KeyManagementService;
 use bao_kms_proto::v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
 use futures_util::FutureExt as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
 use crate::correlation::{self, Correlation, Tag};
-use crate::metrics::{Method, MethodStatus, Metrics};
+use crate::metrics::{Histogram, Method, MethodStatus, Metrics, UpDown};
 use crate::runtime::Engine;
 
 /// The KMS API version reported by Status; must never change.
@@ -32,11 +36,110 @@ pub const KMS_API_VERSION: &str = "v2";
 
 pub struct KmsService {
     engine: Arc<Engine>,
-    status_slots: Semaphore,
-    encrypt_slots: Semaphore,
-    decrypt_slots: Semaphore,
+    status: Lane,
+    encrypt: Lane,
+    decrypt: Lane,
     /// `logging.debugCorrelation`, its window opened when the service is made.
     correlation: Option<Arc<Correlation>>,
+}
+
+/// One method's slots (`server.maxConcurrent*`), the calls waiting for one
+/// (at most `server.maxQueued*`), the mean call duration the expected wait
+/// is estimated from, and the method's metric series.
+struct Lane {
+    method: &'static str,
+    slots: Semaphore,
+    limits: QueueLimits,
+    waiting: AtomicU32,
+    mean_call: AtomicU64,
+    in_flight: UpDown,
+    queued: UpDown,
+    duration: Histogram,
+    queue_wait: Histogram,
+}
+
+/// Gives back a queue place (and the queued gauge) when the wait ends,
+/// however it ends (slot, refusal, or the caller going away).
+struct QueuePlace<'a> {
+    lane: &'a Lane,
+    counted: bool,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.lane.waiting.fetch_sub(1, Ordering::AcqRel);
+        if self.counted {
+            self.lane.queued.dec();
+        }
+    }
+}
+
+impl Lane {
+    fn new(method: &'static str, concurrent: u32, queued: u32, max_wait: Duration, metrics: &Metrics) -> Self {
+        let label = Method { method };
+        Self {
+            method,
+            slots: Semaphore::new(concurrent as usize),
+            limits: QueueLimits {
+                concurrent,
+                queued,
+                max_wait,
+            },
+            waiting: AtomicU32::new(0),
+            mean_call: AtomicU64::new(0),
+            in_flight: metrics.grpc_in_flight.get_or_create(&label),
+            queued: metrics.grpc_queued.get_or_create(&label),
+            duration: metrics.grpc_duration.get_or_create(&label),
+            queue_wait: metrics.grpc_queue_wait.get_or_create(&label),
+        }
+    }
+
+    /// A slot now, or after a wait in the queue, or the refusal.
+    async fn slot(&self, metrics: &Metrics, remaining: Option<Duration>) -> Result<SemaphorePermit<'_>, KmsError> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let mut place = QueuePlace {
+            lane: self,
+            counted: false,
+        };
+        let mean = Ewma(self.mean_call.load(Ordering::Relaxed)).mean();
+        let label = Method { method: self.method };
+        let bound = match queue::admit(self.method, self.limits, waiting, mean, remaining) {
+            Queued::Wait(bound) => bound,
+            Queued::Reject(e) => {
+                let family = if e.class == ErrorClass::ConcurrencyLimit {
+                    &metrics.grpc_concurrency_rejections
+                } else {
+                    &metrics.grpc_deadline_rejections
+                };
+                family.get_or_create(&label).inc();
+                return Err(e);
+            }
+        };
+        self.queued.inc();
+        place.counted = true;
+        let started = Instant::now();
+        match tokio::time::timeout(bound, self.slots.acquire()).await {
+            Ok(Ok(permit)) => {
+                self.queue_wait.observe(started.elapsed().as_secs_f64());
+                Ok(permit)
+            }
+            // The semaphore is never closed; a closed one would mean shutdown.
+            Ok(Err(_)) => Err(KmsError::new(ErrorClass::Canceled, "the provider is shutting down")),
+            Err(_) => {
+                self.queue_wait.observe(started.elapsed().as_secs_f64());
+                metrics.grpc_deadline_rejections.get_or_create(&label).inc();
+                Err(queue::wait_expired(self.method, started.elapsed()))
+            }
+        }
+    }
+
+    fn record_call(&self, elapsed: Duration) {
+        let old = Ewma(self.mean_call.load(Ordering::Relaxed));
+        self.mean_call.store(old.update(elapsed).0, Ordering::Relaxed);
+    }
 }
 
 /// The one mapping from an error class to what kube-apiserver sees.
@@ -97,10 +200,17 @@ where
     }
 }
 
+/// The caller's remaining deadline (`grpc-timeout`), if it sent one.
+fn remaining_deadline<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    queue::parse_grpc_timeout(value)
+}
+
 impl KmsService {
     pub fn new(engine: Arc<Engine>) -> Self {
         let server = &engine.config().server;
-        let slots = |n: u32| Semaphore::new(n as usize);
+        let metrics = engine.metrics();
+        let wait = server.max_queue_wait;
         let correlation = engine.config().logging.debug_correlation.as_ref().map(|c| {
             Arc::new(Correlation::new(
                 c,
@@ -110,9 +220,27 @@ impl KmsService {
         });
         Self {
             correlation,
-            status_slots: slots(server.max_concurrent_status),
-            encrypt_slots: slots(server.max_concurrent_encrypt),
-            decrypt_slots: slots(server.max_concurrent_decrypt),
+            status: Lane::new(
+                "status",
+                server.max_concurrent_status,
+                server.max_queued_status,
+                wait,
+                metrics,
+            ),
+            encrypt: Lane::new(
+                "encrypt",
+                server.max_concurrent_encrypt,
+                server.max_queued_encrypt,
+                wait,
+                metrics,
+            ),
+            decrypt: Lane::new(
+                "decrypt",
+                server.max_concurrent_decrypt,
+                server.max_queued_decrypt,
+                wait,
+                metrics,
+            ),
             engine,
         }
     }
@@ -130,8 +258,8 @@ impl KmsService {
     /// Runs one request under its method's limit and records it.
     async fn observe<T, F>(
         &self,
-        method: &'static str,
-        slots: &Semaphore,
+        lane: &Lane,
+        remaining: Option<Duration>,
         key_id_hash: Option<String>,
         tag: Option<Tag>,
         f: F,
@@ -139,35 +267,34 @@ impl KmsService {
     where
         F: Future<Output = Result<T, KmsError>>,
     {
+        let method = lane.method;
         let metrics = self.engine.metrics();
-        let Ok(_permit) = slots.try_acquire() else {
-            metrics
-                .grpc_concurrency_rejections
-                .get_or_create(&Method { method })
-                .inc();
-            metrics
-                .grpc_requests
-                .get_or_create(&MethodStatus {
-                    method,
-                    status: "resource_exhausted",
-                })
-                .inc();
-            let e = KmsError::new(
-                ErrorClass::ConcurrencyLimit,
-                format!("too many concurrent {method} requests"),
-            );
-            return Err(to_status(&e));
+        let _permit = match lane.slot(metrics, remaining).await {
+            Ok(permit) => permit,
+            Err(e) => {
+                let status = e.class.code().as_str();
+                metrics
+                    .grpc_requests
+                    .get_or_create(&MethodStatus { method, status })
+                    .inc();
+                tracing::warn!(
+                    message = "kms.request",
+                    operation = method,
+                    status,
+                    error_class = e.class.as_str(),
+                    error = %e.message,
+                    key_id_hash = key_id_hash.as_deref()
+                );
+                return Err(to_status(&e));
+            }
         };
         let started = Instant::now();
-        let in_flight = metrics.grpc_in_flight.get_or_create(&Method { method }).clone();
-        in_flight.inc();
+        lane.in_flight.inc();
         let result = guarded(metrics, method, correlation::scope(tag.clone(), f)).await;
-        in_flight.dec();
+        lane.in_flight.dec();
         let elapsed = started.elapsed();
-        metrics
-            .grpc_duration
-            .get_or_create(&Method { method })
-            .observe(elapsed.as_secs_f64());
+        lane.duration.observe(elapsed.as_secs_f64());
+        lane.record_call(elapsed);
         let (status, class) = match &result {
             Ok(_) => ("ok", None),
             Err(e) => (e.class.code().as_str(), Some(e.class.as_str())),
@@ -208,7 +335,8 @@ impl KmsService {
 
 #[tonic::async_trait]
 impl KeyManagementService for KmsService {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let remaining = remaining_deadline(&request);
         let view = self.engine.view();
         let response = match view.key_id() {
             Some(key_id) => StatusResponse {
@@ -223,17 +351,18 @@ impl KeyManagementService for KmsService {
                 key_id: String::new(),
             },
         };
-        self.observe("status", &self.status_slots, None, None, async {
+        self.observe(&self.status, remaining, None, None, async {
             Ok(Response::new(response))
         })
         .await
     }
 
     async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
+        let remaining = remaining_deadline(&request);
         let req = request.into_inner();
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
         let tag = self.tag(&req.uid);
-        self.observe("encrypt", &self.encrypt_slots, None, tag, async {
+        self.observe(&self.encrypt, remaining, None, tag, async {
             let answer = self.engine.encrypt(&plaintext, &req.uid).await?;
             Ok(Response::new(EncryptResponse {
                 ciphertext: answer.ciphertext,
@@ -245,10 +374,11 @@ impl KeyManagementService for KmsService {
     }
 
     async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
+        let remaining = remaining_deadline(&request);
         let req = request.into_inner();
         let hash = (req.key_id.len() <= 1024).then(|| bao_kms_core::hash::h(&req.key_id));
         let tag = self.tag(&req.uid);
-        self.observe("decrypt", &self.decrypt_slots, hash, tag, async {
+        self.observe(&self.decrypt, remaining, hash, tag, async {
             let plaintext = self
                 .engine
                 .decrypt(&req.ciphertext, &req.uid, &req.key_id, &req.annotations)

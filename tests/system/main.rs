@@ -10,6 +10,7 @@
 
 mod auth_methods;
 mod benchmark;
+mod burst;
 mod cli;
 mod decrypt_validation;
 mod demo;

@@ -21,6 +21,8 @@ use crate::limits;
 use crate::snapshot::KeySnapshot;
 use crate::transit_wire::ciphertext_version;
 
+pub mod queue;
+
 /// A Decrypt request as kube-apiserver sends it.
 #[derive(Debug, Clone, Copy)]
 pub struct DecryptRequest<'a> {

@@ -26,6 +26,7 @@ pub enum ErrorClass {
     StatusUnhealthy,
     ProtocolLimit,
     ConcurrencyLimit,
+    QueueDeadline,
     Timeout,
     Canceled,
     InvalidResponse,
@@ -110,6 +111,7 @@ impl ErrorClass {
             Self::StatusUnhealthy => "status_unhealthy",
             Self::ProtocolLimit => "protocol_limit",
             Self::ConcurrencyLimit => "concurrency_limit",
+            Self::QueueDeadline => "queue_deadline",
             Self::Timeout => "timeout",
             Self::Canceled => "canceled",
             Self::InvalidResponse => "invalid_response",
@@ -141,7 +143,7 @@ impl ErrorClass {
             Self::KeyIdUnknown => KmsCode::NotFound,
             Self::StatusStale | Self::StatusUnhealthy => KmsCode::FailedPrecondition,
             Self::ConcurrencyLimit => KmsCode::ResourceExhausted,
-            Self::Timeout => KmsCode::DeadlineExceeded,
+            Self::Timeout | Self::QueueDeadline => KmsCode::DeadlineExceeded,
             Self::Canceled => KmsCode::Cancelled,
             Self::InvalidResponse | Self::Panic | Self::Unknown => KmsCode::Internal,
         }
@@ -166,5 +168,6 @@ mod tests {
         assert_eq!(ErrorClass::OpenBaoSealed.code(), KmsCode::Unavailable);
         assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
         assert_eq!(ErrorClass::Panic.code(), KmsCode::Internal);
+        assert_eq!(ErrorClass::QueueDeadline.code(), KmsCode::DeadlineExceeded);
     }
 }

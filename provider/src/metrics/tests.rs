@@ -53,7 +53,8 @@ fn names_match_the_published_catalog() {
 /// The exposition written by the `prometheus-client` implementation this
 /// one replaced, for the same recordings (series within a family sorted by
 /// label values): names, types, help texts, label order and buckets are
-/// unchanged, so dashboards and alert rules keep working.
+/// unchanged, so dashboards and alert rules keep working. Families added
+/// since (the queue's) are in it too.
 const GOLDEN: &str = r#"# HELP openbao_kms_grpc_requests KMS gRPC requests by method and status.
 # TYPE openbao_kms_grpc_requests counter
 openbao_kms_grpc_requests_total{method="encrypt",status="ok"} 1
@@ -82,6 +83,15 @@ openbao_kms_grpc_in_flight{method="status"} 0
 # HELP openbao_kms_grpc_concurrency_rejections KMS gRPC requests rejected by the concurrency limit.
 # TYPE openbao_kms_grpc_concurrency_rejections counter
 openbao_kms_grpc_concurrency_rejections_total{method="decrypt"} 1
+# HELP openbao_kms_grpc_queued KMS gRPC requests waiting for a free slot of their method.
+# TYPE openbao_kms_grpc_queued gauge
+openbao_kms_grpc_queued{method="decrypt"} 0
+openbao_kms_grpc_queued{method="encrypt"} 0
+openbao_kms_grpc_queued{method="status"} 0
+# HELP openbao_kms_grpc_queue_wait_seconds Time KMS gRPC requests waited for a free slot (only requests that waited).
+# TYPE openbao_kms_grpc_queue_wait_seconds histogram
+# HELP openbao_kms_grpc_deadline_rejections KMS gRPC requests refused because their deadline could not cover the queue wait and the call.
+# TYPE openbao_kms_grpc_deadline_rejections counter
 # HELP openbao_kms_openbao_requests OpenBao requests by operation and status.
 # TYPE openbao_kms_openbao_requests counter
 openbao_kms_openbao_requests_total{operation="transit_encrypt",status="ok"} 1

@@ -2,12 +2,14 @@
 //! Transit (`support`), with time paused: the event orders that matter for
 //! a rotation (observe, stabilise, promote; discovery before promotion; two
 //! rotations close together), a failed save during promotion, and
-//! re-login after OpenBao rejects the token. Each runs in milliseconds; the
+//! re-login after OpenBao rejects the token; admission (`admission`): the
+//! wait queue in front of each method under a burst, overload and deadlines. Each runs in milliseconds; the
 //! system tests in `tests/system/` cover the same paths against a real
 //! OpenBao.
 
 #![allow(clippy::unwrap_used)]
 
+mod admission;
 mod panic_recovery;
 mod support;
 

@@ -48,6 +48,9 @@ struct Inner {
     metadata_reads: u32,
     /// When set, decrypt panics (a handler bug, reachable only here).
     panic_on_decrypt: bool,
+    /// How long each decrypt takes (paused time in the tests).
+    decrypt_delay: std::time::Duration,
+    decrypt_calls: u32,
 }
 
 fn bao_error(op: Op, class: ErrorClass, http_status: u16, message: &str) -> BaoError {
@@ -73,6 +76,8 @@ impl ScriptedTransit {
                 encrypt_versions: Vec::new(),
                 metadata_reads: 0,
                 panic_on_decrypt: false,
+                decrypt_delay: std::time::Duration::ZERO,
+                decrypt_calls: 0,
             }),
         })
     }
@@ -121,6 +126,16 @@ impl ScriptedTransit {
 
     pub fn metadata_reads(&self) -> u32 {
         self.inner().metadata_reads
+    }
+
+    /// Every decrypt from now on takes `delay`.
+    pub fn slow_decrypts(&self, delay: std::time::Duration) {
+        self.inner().decrypt_delay = delay;
+    }
+
+    /// Decrypt calls answered so far.
+    pub fn decrypt_calls(&self) -> u32 {
+        self.inner().decrypt_calls
     }
 
     fn check_token(&self, op: Op, token: &SecretString) -> Result<(), BaoError> {
@@ -239,7 +254,12 @@ impl Transit for ScriptedTransit {
         // would fail every later call of this scripted Transit.
         let panics = self.inner().panic_on_decrypt;
         assert!(!panics, "scripted Transit: decrypt panics");
-        let inner = self.inner();
+        let delay = self.inner().decrypt_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut inner = self.inner();
+        inner.decrypt_calls += 1;
         match inner.issued.get(ciphertext) {
             Some((_, want, plain)) if want == aad => Ok(Zeroizing::new(plain.clone())),
             Some(_) => Err(bao_error(
@@ -270,6 +290,11 @@ pub const STABLE_COUNT: u32 = 3;
 
 impl Node {
     pub fn new() -> Self {
+        Self::with_server("")
+    }
+
+    /// A node whose `server` section also has `extra` (indented YAML lines).
+    pub fn with_server(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir(root.join("state")).unwrap();
@@ -278,7 +303,7 @@ impl Node {
 server:
   socketPath: {root}/run/kms.sock
   socketGroup: "0"
-openbao:
+{extra}openbao:
   address: https://127.0.0.1:8200
   caCertFile: {root}/ca.pem
   tlsServerName: localhost

@@ -107,6 +107,12 @@ pub struct ServerConfig {
     pub max_concurrent_status: u32,
     pub max_concurrent_encrypt: u32,
     pub max_concurrent_decrypt: u32,
+    /// Calls that may wait for a busy method's slot (0: none, refused at once).
+    pub max_queued_status: u32,
+    pub max_queued_encrypt: u32,
+    pub max_queued_decrypt: u32,
+    /// Longest wait for a slot when the caller's deadline is later or absent.
+    pub max_queue_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

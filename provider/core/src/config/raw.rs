@@ -64,6 +64,14 @@ pub struct RawServer {
     pub max_concurrent_encrypt: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_decrypt: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_status: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_encrypt: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued_decrypt: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -384,6 +392,10 @@ impl RawConfig {
                 max_concurrent_status: Some(i64::from(sv.max_concurrent_status)),
                 max_concurrent_encrypt: Some(i64::from(sv.max_concurrent_encrypt)),
                 max_concurrent_decrypt: Some(i64::from(sv.max_concurrent_decrypt)),
+                max_queued_status: Some(i64::from(sv.max_queued_status)),
+                max_queued_encrypt: Some(i64::from(sv.max_queued_encrypt)),
+                max_queued_decrypt: Some(i64::from(sv.max_queued_decrypt)),
+                max_queue_wait: d(sv.max_queue_wait),
             }),
             openbao: Some(RawOpenBao {
                 address: s(&ob.address),

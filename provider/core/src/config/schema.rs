@@ -54,6 +54,16 @@ fn duration(description: &str, default: &str) -> Value {
     })
 }
 
+fn queue(description: &str, default: i64) -> Value {
+    json!({
+        "type": "integer",
+        "description": description,
+        "minimum": 0,
+        "maximum": 65536,
+        "default": default,
+    })
+}
+
 fn path(description: &str, example: &str) -> Value {
     json!({
         "type": "string",
@@ -139,9 +149,13 @@ fn server() -> Value {
                 "pattern": LISTEN_ADDRESS_PATTERN,
                 "default": "127.0.0.1:8082",
             },
-            "maxConcurrentStatus": limit("Concurrent Status calls; excess calls fail with RESOURCE_EXHAUSTED.", 16),
-            "maxConcurrentEncrypt": limit("Concurrent Encrypt calls; excess calls fail with RESOURCE_EXHAUSTED.", 32),
-            "maxConcurrentDecrypt": limit("Concurrent Decrypt calls; excess calls fail with RESOURCE_EXHAUSTED.", 64),
+            "maxConcurrentStatus": limit("Concurrent Status calls; excess calls wait in the Status queue.", 16),
+            "maxConcurrentEncrypt": limit("Concurrent Encrypt calls; excess calls wait in the Encrypt queue.", 32),
+            "maxConcurrentDecrypt": limit("Concurrent Decrypt calls; excess calls wait in the Decrypt queue.", 64),
+            "maxQueuedStatus": queue("Status calls that may wait for a slot; beyond that they fail with RESOURCE_EXHAUSTED (0: no queue).", 64),
+            "maxQueuedEncrypt": queue("Encrypt calls that may wait for a slot; beyond that they fail with RESOURCE_EXHAUSTED (0: no queue).", 256),
+            "maxQueuedDecrypt": queue("Decrypt calls that may wait for a slot; beyond that they fail with RESOURCE_EXHAUSTED (0: no queue).", 2048),
+            "maxQueueWait": duration("Longest wait for a slot when the caller's gRPC deadline is later or absent (at most 1m); a call whose deadline cannot be met fails at once with DEADLINE_EXCEEDED.", "5s"),
         }),
     )
 }

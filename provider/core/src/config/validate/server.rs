@@ -1,8 +1,9 @@
 //! The `server` section: the KMS socket (path inside the runtime
 //! directories, mode, group), the metrics and health listeners, and the
-//! concurrency limits of the three KMS calls.
+//! concurrency limits and wait queues of the three KMS calls.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::syntax::{absolute_path_problem, listen_address_problem, listeners_clash};
 use super::validator::Validator;
@@ -11,6 +12,12 @@ use crate::config::{ServerConfig, SocketGroup};
 
 /// Runtime directories a socket may be created in (the directory itself or below).
 pub const ALLOWED_SOCKET_DIRS: [&str; 2] = ["/run/openbao-kms", "/var/run/openbao-kms"];
+
+/// Upper bound of `server.maxQueued*`.
+pub const MAX_QUEUED: u32 = 65_536;
+/// `server.maxQueueWait` default and bound.
+pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(60);
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
@@ -50,6 +57,10 @@ impl Validator<'_> {
         let status = self.int("server.maxConcurrentStatus", r.max_concurrent_status, 16, 1, 1024);
         let encrypt = self.int("server.maxConcurrentEncrypt", r.max_concurrent_encrypt, 32, 1, 1024);
         let decrypt = self.int("server.maxConcurrentDecrypt", r.max_concurrent_decrypt, 64, 1, 1024);
+        let queued_status = self.int("server.maxQueuedStatus", r.max_queued_status, 64, 0, MAX_QUEUED);
+        let queued_encrypt = self.int("server.maxQueuedEncrypt", r.max_queued_encrypt, 256, 0, MAX_QUEUED);
+        let queued_decrypt = self.int("server.maxQueuedDecrypt", r.max_queued_decrypt, 2048, 0, MAX_QUEUED);
+        let queue_wait = self.queue_wait(&r.max_queue_wait);
         Some(ServerConfig {
             socket_path: socket_path?,
             socket_mode: socket_mode?,
@@ -59,7 +70,23 @@ impl Validator<'_> {
             max_concurrent_status: status?,
             max_concurrent_encrypt: encrypt?,
             max_concurrent_decrypt: decrypt?,
+            max_queued_status: queued_status?,
+            max_queued_encrypt: queued_encrypt?,
+            max_queued_decrypt: queued_decrypt?,
+            max_queue_wait: queue_wait?,
         })
+    }
+
+    /// `server.maxQueueWait`: positive, at most a minute (kube-apiserver's
+    /// own KMS timeout is seconds; a longer wait only holds memory).
+    fn queue_wait(&mut self, v: &Option<String>) -> Option<Duration> {
+        const P: &str = "server.maxQueueWait";
+        let d = self.duration(P, v, DEFAULT_MAX_QUEUE_WAIT, false)?;
+        if d > MAX_QUEUE_WAIT {
+            self.err(P, "must be at most 1m");
+            return None;
+        }
+        Some(d)
     }
 
     fn socket_path(&mut self, s: &str) -> Option<PathBuf> {
@@ -167,6 +194,7 @@ impl Validator<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::path::PathBuf;
+    use std::time::Duration;
 
     use crate::config::validate::tests::*;
     use crate::config::{ValidationContext, parse_yaml, parse_yaml_with};
@@ -219,6 +247,33 @@ mod tests {
             set_fails(&format!("server.{f}"), "-3", "between 1 and 1024");
             set_ok(&format!("server.{f}"), "1024");
         }
+        for f in ["maxQueuedStatus", "maxQueuedEncrypt", "maxQueuedDecrypt"] {
+            set_fails(&format!("server.{f}"), "-1", "between 0 and 65536");
+            set_fails(&format!("server.{f}"), "65537", "between 0 and 65536");
+            set_fails(&format!("server.{f}"), "\"10\"", "without quotes");
+            set_ok(&format!("server.{f}"), "65536");
+        }
+        let none = set_ok("server.maxQueuedDecrypt", "0");
+        assert_eq!(none.server.max_queued_decrypt, 0, "0 turns the queue off");
+        assert_eq!(none.server.max_queued_encrypt, 256);
+        set_fails("server.maxQueueWait", "0s", "must be positive");
+        set_fails("server.maxQueueWait", "61s", "at most 1m");
+        set_fails("server.maxQueueWait", "5", "");
+        assert_eq!(
+            set_ok("server.maxQueueWait", "250ms").server.max_queue_wait,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn queue_defaults_let_a_restart_burst_of_600_decrypts_through() {
+        let s = parse_yaml(FULL).unwrap().server;
+        assert!(s.max_concurrent_decrypt + s.max_queued_decrypt >= 3 * 200);
+        assert_eq!(
+            (s.max_queued_status, s.max_queued_encrypt, s.max_queued_decrypt),
+            (64, 256, 2048)
+        );
+        assert_eq!(s.max_queue_wait, Duration::from_secs(5));
     }
 
     #[test]
