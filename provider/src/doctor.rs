@@ -1,7 +1,8 @@
 //! `doctor`: one line per check of everything the provider depends on,
 //! in dependency order (a failed prerequisite skips what needs it):
 //! configuration, socket directory and socket, local auth material, OpenBao
-//! TLS, login, token capabilities, Transit key metadata, profile and upsert
+//! TLS, login, token capabilities, Transit key metadata, the identity pins
+//! (`identity_drift`, as serve judges them), profile and upsert
 //! setting, the registry (checkpoint rules, identity, drift, auto-bootstrap
 //! decision), a Transit encrypt/decrypt with the active version and AAD, and
 //! key_id determinism. Check IDs are a stable interface: runbooks and
@@ -18,7 +19,7 @@ use bao_kms_core::checks::catalogue::*;
 use bao_kms_core::checks::node::{self as verdict, FileFacts};
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
 use bao_kms_core::keyid::KeyId;
-use bao_kms_core::registry::{StateFile, checkpoint_status};
+use bao_kms_core::registry::{IdentityPins, StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
 use secrecy::ExposeSecret;
@@ -91,13 +92,16 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
             return r;
         }
     };
-    match bao.cluster_id().await {
-        Ok(id) => r.push(OPENBAO_TLS.check(CheckStatus::Pass, format!("cluster_id {id}"))),
+    let cluster_id = match bao.cluster_id().await {
+        Ok(id) => {
+            r.push(OPENBAO_TLS.check(CheckStatus::Pass, format!("cluster_id {id}")));
+            id
+        }
         Err(e) => {
             r.push(OPENBAO_TLS.check(CheckStatus::Fail, e.to_string()));
             return r;
         }
-    }
+    };
     if !local_auth_ok {
         r.push(OPENBAO_AUTH.check(CheckStatus::Skip, "local auth material failed"));
         return r;
@@ -140,6 +144,7 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
             return r;
         }
     };
+    check_identity(&mut r, &cfg, &bao, cluster_id, t).await;
     let registry = check_registry(&mut r, &cfg, &meta);
     let retained = registry
         .as_ref()
@@ -404,6 +409,31 @@ async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: 
         r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Pass, ""));
     } else {
         r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Fail, problems.join("; ")));
+    }
+}
+
+/// `openbao.identity`: the pins file against the live identity, judged by
+/// the rule serve applies at startup and on every probe.
+async fn check_identity(r: &mut Report, cfg: &Config, bao: &OpenBao, cluster_id: String, token: &str) {
+    let stored = match crate::state::read_pins_unlocked(&RegistryPaths::new(&cfg.state.path)) {
+        Ok(p) => p,
+        Err(e) => {
+            r.push(OPENBAO_IDENTITY.fail(
+                e,
+                "restore the pins file from backup, or review `bao-kms-provider repin`",
+            ));
+            return;
+        }
+    };
+    match bao.mount_identity(token).await {
+        Ok(mount) => r.push(bao_kms_core::checks::openbao::identity(
+            stored.as_ref(),
+            &IdentityPins::new(cluster_id, mount.accessor, mount.uuid),
+        )),
+        Err(e) => r.push(OPENBAO_IDENTITY.fail(
+            format!("Transit mount identity unreadable: {e}"),
+            "serve reads it at startup: allow read on sys/internal/ui/mounts/<mount> (see `policy openbao`)",
+        )),
     }
 }
 

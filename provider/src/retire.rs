@@ -14,10 +14,10 @@
 use bao_kms_core::config::Config;
 use bao_kms_core::hash::h;
 use bao_kms_core::registry::retire::{VersionPlan, plan_restore, plan_retire};
-use bao_kms_core::registry::{Checkpoint, StateFile, checkpoint_status};
+use bao_kms_core::registry::{Checkpoint, IdentityPins, StateFile, checkpoint_status};
 use serde_json::{Value, json};
 
-use crate::state::{RegistryPaths, RegistryStore, StoreError, read_unlocked};
+use crate::state::{RegistryPaths, RegistryStore, StoreError, read_pins_unlocked, read_unlocked};
 
 /// What these commands cannot see or do.
 /// The first one, for a retire plan with complete storage evidence, is
@@ -70,11 +70,12 @@ pub type Outcome = crate::report::FieldReport;
 struct Loaded {
     state: StateFile,
     checkpoint: Option<Checkpoint>,
+    pins: Option<IdentityPins>,
     store: Option<RegistryStore>,
 }
 
 fn load(cfg: &Config, apply: bool) -> Result<Loaded, String> {
-    let (state, checkpoint, store) = if apply {
+    let (state, checkpoint, pins, store) = if apply {
         let store = RegistryStore::open(&cfg.state.path).map_err(|e| match e {
             StoreError::Locked { path } => format!(
                 "provider is running (lock held): {path} is locked by another process; stop the provider on this node before --apply"
@@ -82,10 +83,11 @@ fn load(cfg: &Config, apply: bool) -> Result<Loaded, String> {
             other => other.to_string(),
         })?;
         let disk = store.read().map_err(|e| format!("registry unreadable: {e}"))?;
-        (disk.state, disk.checkpoint, Some(store))
+        (disk.state, disk.checkpoint, disk.pins, Some(store))
     } else {
-        let (state, checkpoint) = read_unlocked(&RegistryPaths::new(&cfg.state.path))?;
-        (state, checkpoint, None)
+        let paths = RegistryPaths::new(&cfg.state.path);
+        let (state, checkpoint) = read_unlocked(&paths)?;
+        (state, checkpoint, read_pins_unlocked(&paths)?, None)
     };
     checkpoint_status(state.as_ref(), checkpoint.as_ref()).map_err(|e| format!("registry fails closed: {e}"))?;
     let state = state.ok_or_else(|| {
@@ -100,6 +102,7 @@ fn load(cfg: &Config, apply: bool) -> Result<Loaded, String> {
     Ok(Loaded {
         state,
         checkpoint,
+        pins,
         store,
     })
 }
@@ -147,11 +150,15 @@ pub async fn run(cfg: &Config, request: &Request, expected_hash: Option<&str>) -
             )],
         );
     }
-    let meta = match crate::rotation_plan::metadata(cfg).await {
-        Ok(m) => {
+    let meta = match crate::rotation_plan::live(cfg).await {
+        Ok(l) => {
             r["transitMetadataStatus"] = json!("pass");
-            r["latestTransitVersion"] = json!(m.latest_version);
-            m
+            r["latestTransitVersion"] = json!(l.meta.latest_version);
+            let drift = crate::rotation_plan::add_identity(&mut r, loaded.pins.as_ref(), &l.pins);
+            if !drift.is_empty() {
+                return fail(r, drift);
+            }
+            l.meta
         }
         Err(e) => {
             r["transitMetadataStatus"] = json!("fail");

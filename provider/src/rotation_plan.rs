@@ -1,6 +1,7 @@
 //! `rotation-plan` and `verify-rotation`: read-only views of the rotation,
 //! from the local registry (read without the writer lock) and live Transit
-//! metadata, evaluated with the same rules the running provider applies.
+//! metadata and identity, evaluated with the same rules the running
+//! provider applies (an `identity_drift` fails them as it stops serve).
 //! Field names are a stable interface: runbooks and automation match on
 //! them.
 //!
@@ -14,8 +15,11 @@ use std::sync::Arc;
 
 use bao_kms_core::config::Config;
 use bao_kms_core::hash::h;
-use bao_kms_core::registry::{CheckpointStatus, SnapshotState, StateFile, checkpoint_status};
-use bao_kms_core::rotation::Rotation;
+use bao_kms_core::reason::ReasonCode;
+use bao_kms_core::registry::{
+    CheckpointStatus, IdentityPins, PinsVerdict, SnapshotState, StateFile, checkpoint_status, pins_verdict,
+};
+use bao_kms_core::rotation::{Rotation, RotationState};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::storage::evidence::Evidence;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision};
@@ -25,7 +29,7 @@ use serde_json::{Value, json};
 use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
-use crate::state::{RegistryPaths, read_unlocked};
+use crate::state::{RegistryPaths, read_pins_unlocked, read_unlocked};
 
 /// What `verify-rotation` cannot prove without a storage report; with a
 /// complete one, only the last two remain.
@@ -39,8 +43,17 @@ pub const LIMITATIONS: [&str; 4] = [
 /// The report and whether it passed.
 pub type Plan = crate::report::FieldReport;
 
-/// Logs in and reads the configured key's Transit metadata (errors redacted).
-pub(crate) async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
+/// What OpenBao reports now: the key's Transit metadata and the live
+/// identity the pins are judged against.
+pub(crate) struct Live {
+    pub meta: KeyMetadata,
+    pub pins: IdentityPins,
+}
+
+/// Logs in and reads the configured key's Transit metadata and OpenBao's
+/// live identity (`cluster_id`, the mount's accessor and uuid), as serve
+/// reads them (errors redacted).
+pub(crate) async fn live(cfg: &Config) -> Result<Live, String> {
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let bao = OpenBao::new(ClientSettings::from_config(cfg), metrics.clone()).map_err(|e| e.to_string())?;
     let token = Auth::new(&cfg.auth, bao.clone(), metrics)
@@ -48,7 +61,43 @@ pub(crate) async fn metadata(cfg: &Config) -> Result<KeyMetadata, String> {
         .token()
         .await
         .map_err(|e| e.to_string())?;
-    bao.key_metadata(token.expose_secret()).await.map_err(|e| e.to_string())
+    let t = token.expose_secret();
+    let meta = bao.key_metadata(t).await.map_err(|e| e.to_string())?;
+    let cluster_id = bao.cluster_id().await.map_err(|e| e.to_string())?;
+    let mount = bao.mount_identity(t).await.map_err(|e| e.to_string())?;
+    Ok(Live {
+        meta,
+        pins: IdentityPins::new(cluster_id, mount.accessor, mount.uuid),
+    })
+}
+
+/// Adds the identity verdict to a field report (`identityStatus`,
+/// `identityPinned`, `identityLive`); on a drift returns the
+/// `identity_drift` reasons, as serve reports them.
+pub(crate) fn add_identity(r: &mut Value, stored: Option<&IdentityPins>, live: &IdentityPins) -> Vec<String> {
+    use bao_kms_core::checks::openbao::describe;
+    r["identityLive"] = json!(describe(live));
+    if let Some(p) = stored {
+        r["identityPinned"] = json!(describe(p));
+    }
+    match pins_verdict(stored, live) {
+        PinsVerdict::Match => {
+            r["identityStatus"] = json!("pass");
+            Vec::new()
+        }
+        PinsVerdict::FirstPin => {
+            r["identityStatus"] = json!("unpinned");
+            Vec::new()
+        }
+        PinsVerdict::Drift(lines) => {
+            r["identityStatus"] = json!("fail");
+            r["identityFix"] = json!(bao_kms_core::checks::openbao::DRIFT_FIX);
+            lines
+                .into_iter()
+                .map(|l| format!("{}: {l}", ReasonCode::IdentityDrift))
+                .collect()
+        }
+    }
 }
 
 /// Builds the plan; `verify` adds the confidence statement.
@@ -98,11 +147,20 @@ pub async fn run_with(cfg: &Config, verify: bool, storage_report: Option<&std::p
             ok = false;
         }
     }
-    let meta = match metadata(cfg).await {
-        Ok(m) => {
+    let pins = match read_pins_unlocked(&paths) {
+        Ok(p) => p,
+        Err(e) => {
+            r["identityStatus"] = json!("fail");
+            r["stateError"] = json!(e);
+            return finish(r, false, verify);
+        }
+    };
+    let (meta, drift) = match live(cfg).await {
+        Ok(l) => {
             r["transitMetadataStatus"] = json!("pass");
-            r["latestTransitVersion"] = json!(m.latest_version);
-            m
+            r["latestTransitVersion"] = json!(l.meta.latest_version);
+            let drift = add_identity(&mut r, pins.as_ref(), &l.pins);
+            (l.meta, drift)
         }
         Err(e) => {
             r["transitMetadataStatus"] = json!("fail");
@@ -143,6 +201,13 @@ pub async fn run_with(cfg: &Config, verify: bool, storage_report: Option<&std::p
         r["pendingVersion"] = json!(p.transit_version);
         r["pendingKeyIdHash"] = json!(h(&p.kubernetes_key_id));
         r["pendingStableCount"] = json!(p.stable_observation_count);
+    }
+    // As in serve: metadata from another OpenBao or a re-created mount
+    // drives no rotation decision.
+    if !drift.is_empty() {
+        r["rotationState"] = json!(RotationState::Unknown.as_str());
+        r["reasons"] = json!(drift);
+        return finish(r, false, verify);
     }
     let step = Rotation {
         scope: &scope,

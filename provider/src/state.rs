@@ -252,6 +252,16 @@ pub fn read_unlocked(paths: &RegistryPaths) -> Result<(Option<StateFile>, Option
     Ok((state, checkpoint))
 }
 
+/// Reads the identity pins file without the writer lock, for the read-only
+/// commands; `None` when there is none yet.
+pub fn read_pins_unlocked(paths: &RegistryPaths) -> Result<Option<IdentityPins>, String> {
+    read_optional(&paths.pins)
+        .map_err(|e| e.to_string())?
+        .map(|b| IdentityPins::decode(&b))
+        .transpose()
+        .map_err(|e| format!("{}: {e}", paths.pins.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ mod decrypt_validation;
 mod demo;
 mod doctor;
 mod harness_openbao;
+mod identity_pins;
 mod init;
 mod key_snapshots;
 mod kms_roundtrip;

@@ -59,6 +59,10 @@ pub const EC_PROVIDER: Def = Def::new(
 // OpenBao and Transit (doctor, verify-key)
 
 pub const OPENBAO_TLS: Def = Def::new("openbao.tls", "TLS connection to OpenBao");
+pub const OPENBAO_IDENTITY: Def = Def::new(
+    "openbao.identity",
+    "OpenBao cluster and Transit mount are the pinned ones",
+);
 pub const OPENBAO_AUTH: Def = Def::new("openbao.auth", "login to OpenBao");
 pub const TRANSIT_CAPABILITIES: Def = Def::new(
     "transit.capabilities",
@@ -169,6 +173,7 @@ pub const ALL: &[Def] = &[
     EC_PROVIDER,
     OPENBAO_TLS,
     OPENBAO_AUTH,
+    OPENBAO_IDENTITY,
     TRANSIT_CAPABILITIES,
     TRANSIT_METADATA,
     REGISTRY_STATE,

@@ -15,6 +15,7 @@
 
 pub mod catalogue;
 pub mod node;
+pub mod openbao;
 
 #[cfg(test)]
 mod tests;

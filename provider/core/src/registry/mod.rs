@@ -20,7 +20,7 @@ mod pins;
 pub mod retire;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA, Checkpoint, CheckpointStatus, checkpoint_status};
-pub use pins::{IdentityPins, PINS_SCHEMA};
+pub use pins::{IdentityPins, PINS_SCHEMA, PinsVerdict, pins_verdict};
 
 use std::collections::{BTreeMap, HashSet};
 

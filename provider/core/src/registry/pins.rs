@@ -74,6 +74,42 @@ impl IdentityPins {
     }
 }
 
+/// What a start does with the pins file against the identity OpenBao
+/// reports now: the one rule `serve` (startup and every probe), `doctor`,
+/// `verify-key`, `rotation-plan`, `verify-rotation` and `repin` apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinsVerdict {
+    /// The pinned identity is the live one.
+    Match,
+    /// No pins file yet: the first start pins the live identity.
+    FirstPin,
+    /// The live identity differs (`identity_drift`): serve refuses to
+    /// start and a running provider turns unhealthy. One line per
+    /// difference.
+    Drift(Vec<String>),
+}
+
+impl PinsVerdict {
+    pub fn is_drift(&self) -> bool {
+        matches!(self, Self::Drift(_))
+    }
+}
+
+/// The verdict for `stored` (the pins file, if any) against `live`.
+pub fn pins_verdict(stored: Option<&IdentityPins>, live: &IdentityPins) -> PinsVerdict {
+    match stored {
+        None => PinsVerdict::FirstPin,
+        Some(pinned) => {
+            let m = pinned.mismatches(live);
+            if m.is_empty() {
+                PinsVerdict::Match
+            } else {
+                PinsVerdict::Drift(m)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +127,17 @@ mod tests {
         let mut other = p.clone();
         other.mount_accessor = "transit_00000000".into();
         assert_eq!(p.mismatches(&other).len(), 1);
+        assert_eq!(pins_verdict(Some(&p), &p), PinsVerdict::Match);
+        assert_eq!(pins_verdict(None, &other), PinsVerdict::FirstPin);
+        assert!(pins_verdict(Some(&p), &other).is_drift());
+        let mut moved = p.clone();
+        moved.cluster_id = "0b6c2f1e".into();
+        assert_eq!(
+            pins_verdict(Some(&p), &moved),
+            PinsVerdict::Drift(vec![
+                "OpenBao cluster_id is 0b6c2f1e but 7810551a-8b9b was pinned at bootstrap".into()
+            ])
+        );
         assert!(
             IdentityPins::decode(
                 b"{\"schemaVersion\":\"x\",\"clusterId\":\"a\",\"mountAccessor\":\"b\",\"mountUuid\":\"c\"}"
