@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::report::OutputFormat;
 
@@ -19,6 +19,33 @@ pub struct Cli {
     /// the other commands log only with this flag].
     #[arg(long, value_enum, global = true)]
     pub log_level: Option<LogLevel>,
+}
+
+/// The file name under which kubectl finds this binary as its plugin
+/// `kubectl bao-kms` (a dash in a plugin name is an underscore in the file).
+pub const KUBECTL_PLUGIN_FILE: &str = "kubectl-bao_kms";
+
+/// How the usage and help name the command: `kubectl bao-kms` when run as
+/// the kubectl plugin (kubectl passes the plugin's own path as argv[0]),
+/// else the binary's name.
+pub fn bin_name(argv0: Option<&std::ffi::OsStr>) -> &'static str {
+    let file = argv0.and_then(|a| std::path::Path::new(a).file_name());
+    if file.is_some_and(|f| f == KUBECTL_PLUGIN_FILE) {
+        "kubectl bao-kms"
+    } else {
+        "bao-kms-preflight"
+    }
+}
+
+impl Cli {
+    /// Parses this process's arguments (usage errors exit 2, `--help` and
+    /// `--version` exit 0), naming the command as it was invoked.
+    pub fn parse_invoked() -> Self {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let command = Self::command().bin_name(bin_name(args.first().map(|a| a.as_os_str())));
+        let matches = command.get_matches_from(args);
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

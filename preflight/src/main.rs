@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use bao_kms_preflight::cli::{Cli, Command, KubeFlags};
 use bao_kms_preflight::report::{OutputFormat, to_json, to_yaml};
 use bao_kms_preflight::{agent, cluster, exit, kube_api, node, rewrite, storage};
-use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_invoked();
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

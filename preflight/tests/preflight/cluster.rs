@@ -50,15 +50,16 @@ fn summary(node: &str, hash: &str, age_secs: i64) -> NodeSummary {
 }
 
 /// Three control-plane nodes holding the pinned image, one worker, and a
-/// fresh converged report per control-plane node.
-struct Cluster {
-    api: FakeApi,
-    _dir: tempfile::TempDir,
-    kubeconfig: std::path::PathBuf,
+/// fresh converged report per control-plane node (also the kubectl
+/// plugin's tests, `plugin.rs`).
+pub(crate) struct Cluster {
+    pub(crate) api: FakeApi,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) kubeconfig: std::path::PathBuf,
 }
 
 impl Cluster {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let api = FakeApi::start();
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = api.write_kubeconfig(dir.path(), NS);
