@@ -4,6 +4,7 @@
 Contents (docs/install.md, "What the package installs", lists them and
 tests/system/slow/package.rs checks the .deb against that table):
   /usr/bin/bao-kms-provider, /usr/bin/bao-kms-preflight   (release binaries)
+  /usr/bin/kubectl-bao_kms -> bao-kms-preflight          (the kubectl plugin)
   /usr/lib/systemd/system/bao-kms-provider.service         (manifests/systemd/)
   /usr/lib/sysusers.d/openbao-kms.conf, /usr/lib/tmpfiles.d/openbao-kms.conf
   /usr/share/bao-kms-provider/kubeadm/*.sh                 (manifests/kubeadm/)
@@ -190,6 +191,8 @@ def payload(provider: Path, preflight: Path, generator: Path, version: str, revi
 
     add_data("usr/bin/bao-kms-provider", stripped(provider), 0o755)
     add_data("usr/bin/bao-kms-preflight", stripped(preflight), 0o755)
+    # kubectl finds the preflight as its plugin `kubectl bao-kms` under this name.
+    entries.append(Entry("usr/bin/kubectl-bao_kms", 0o777, link="bao-kms-preflight"))
     systemd = WORKSPACE / "manifests" / "systemd"
     add_file("usr/lib/systemd/system/bao-kms-provider.service", systemd / "bao-kms-provider.service", 0o644)
     add_file("usr/lib/sysusers.d/openbao-kms.conf", systemd / "sysusers.d" / "openbao-kms.conf", 0o644)
@@ -198,6 +201,7 @@ def payload(provider: Path, preflight: Path, generator: Path, version: str, revi
         add_file(f"usr/share/{PACKAGE}/kubeadm/{hook.name}", hook, 0o755)
     add_file(f"usr/share/lintian/overrides/{PACKAGE}", WORKSPACE / "packaging" / "deb" / "lintian-overrides", 0o644)
     entries.extend(man_pages(generator))
+    entries.append(Entry("usr/share/man/man1/kubectl-bao_kms.1.gz", 0o777, link="bao-kms-preflight.1.gz"))
     year = time.gmtime(epoch).tm_year
     add_data(f"{DOC_DIR}/copyright", COPYRIGHT.replace("{year}", str(year)).encode())
     add_data(f"{DOC_DIR}/changelog.gz", deterministic_gzip(changelog(version, revision, epoch)))

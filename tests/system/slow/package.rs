@@ -230,6 +230,23 @@ fn installs_into_a_throwaway_root_with_the_documented_layout() -> anyhow::Result
         }
     }
 
+    // The kubectl plugin name runs the preflight, whose usage then says
+    // `kubectl bao-kms`.
+    assert_eq!(
+        fs::read_link(r.join("usr/bin/kubectl-bao_kms"))?,
+        Path::new("bao-kms-preflight")
+    );
+    assert_eq!(
+        fs::read_link(man.join("kubectl-bao_kms.1.gz"))?,
+        Path::new("bao-kms-preflight.1.gz")
+    );
+    let help = run_checked(Command::new(r.join("usr/bin/kubectl-bao_kms")).arg("--help"))?;
+    assert!(
+        text(&help.stdout).contains("Usage: kubectl bao-kms "),
+        "{}",
+        text(&help.stdout)
+    );
+
     // Installing again (an upgrade to the same version) changes nothing.
     dpkg(r, &["--install", &deb.display().to_string()])?;
     assert_eq!(fs::read_to_string(r.join("etc/passwd"))?, passwd);
