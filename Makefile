@@ -7,6 +7,7 @@
 #   make test       fmt, clippy, dependency policy, build, image, all tests (what CI runs)
 #   make image      release binaries + the OCI image archive in images/out/
 #   make deb        release binaries + the Debian package in packaging/out/
+#   make release    the release kit in dist/: image, .deb, chart, kubectl plugin, SBOMs, manifest, SHA256SUMS
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,7 +21,7 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps deps-demo deps-deb deps-systemd build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-stop bench image deb
+.PHONY: deps deps-demo deps-deb deps-systemd release test-release build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-stop bench image deb
 
 # The image archive `make image` writes; tests/system/slow/image.rs reads it.
 ifndef BAO_KMS_IMAGE_ARCHIVE
@@ -55,12 +56,13 @@ deps-demo:
 		echo "deps-demo: openssl and curl present"; \
 	fi
 
-## deps: everything `make test` needs: deps-demo, then SoftHSM2
-## (the PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's
-## engine, to render and package the chart), skopeo and containerd (to check the
+## deps: everything `make test` needs: deps-demo, then SoftHSM2 (the
+## PKCS#11 module the cert-auth tests use), helm-python-sdk (Helm's engine,
+## to render and package the chart), skopeo and containerd (to check the
 ## image archive and the preload hook), shellcheck (lints the bootstrap
-## hooks), Prometheus (promtool and the server: check, unit-test and
-## evaluate the alert rules), and etcd (Debian's etcd-server: the store the
+## hooks), kubectl (runs the preflight as its plugin; Debian's
+## kubernetes-client if none is installed), Prometheus (promtool and the
+## server: check, unit-test and evaluate the alert rules), and etcd (Debian's etcd-server: the store the
 ## `storage` tests read; its packaged service is disabled, the tests start
 ## their own on loopback); idempotent.
 deps: deps-demo
@@ -75,11 +77,12 @@ deps: deps-demo
 	{ command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing="$$missing softhsm2"; \
 	{ command -v containerd >/dev/null && command -v ctr >/dev/null; } || missing="$$missing containerd"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: skopeo, containerd, shellcheck and softhsm2 present"; \
+		echo "deps: skopeo, containerd, shellcheck, kubectl and softhsm2 present"; \
 	fi
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
 		echo "deps: promtool and prometheus present"; \
@@ -157,7 +160,7 @@ deb: deps-deb
 	$(CARGO) build --locked --release --bins
 	python3 packaging/build-deb.py
 
-test: deps fmt-check clippy check-core-deps build image test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd
+test: deps fmt-check clippy check-core-deps build image test-unit test-system test-image test-containerd test-prometheus test-deb test-release test-systemd
 
 ## test-unit: every crate's own tests (core rules, provider and preflight
 ## component tests, the preflight binary against a fake Kubernetes API).
@@ -186,11 +189,26 @@ test-prometheus: build
 test-deb: deb
 	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::package::
 
+## test-release: the kit in dist/ against the image and package the other
+## tiers test, its sums, manifest, chart package and SBOMs, and a second build
+## that must give the same SHA256SUMS.
+test-release: release
+	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::release::
+
 ## test-systemd: a cached minimal Debian root booted with systemd-nspawn
 ## (systemd as PID 1); the package, init, node-setup, the unit's sandbox,
 ## restart, stop and a broken configuration inside it (docs/install.md).
 test-systemd: deps-systemd deb
 	RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked -p bao-kms-system-tests --test system -- slow::systemd::
+
+## release: the release kit in dist/ (packaging/build-release.py) from what
+## `make image` and `make deb` built: the OCI archive, the .deb, the Helm chart
+## package, the kubectl plugin archive with its krew manifest, CycloneDX
+## SBOMs of both binaries' Rust dependencies (from cargo metadata), a manifest
+## (version, commit, image digest, every file's sum) and SHA256SUMS; the same
+## commit gives the same sums (SOURCE_DATE_EPOCH: the commit time).
+release: image deb
+	python3 packaging/build-release.py
 
 demo: deps-demo
 	scripts/demo.sh

@@ -41,7 +41,7 @@ fn oci_arch() -> &'static str {
     }
 }
 
-fn archive_path() -> PathBuf {
+pub(crate) fn archive_path() -> PathBuf {
     let path = std::env::var_os("BAO_KMS_IMAGE_ARCHIVE").map_or_else(
         || {
             workspace_root()
@@ -55,7 +55,7 @@ fn archive_path() -> PathBuf {
 }
 
 /// `sha256:<hex>` written next to the archive.
-fn published_digest(archive: &Path) -> anyhow::Result<String> {
+pub(crate) fn published_digest(archive: &Path) -> anyhow::Result<String> {
     let file = archive.with_file_name("image-digest.txt");
     let text = fs::read_to_string(&file).with_context(|| format!("{}: run `make image` first", file.display()))?;
     Ok(text.trim_end_matches('\n').to_owned())
