@@ -258,7 +258,16 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
     let now = crate::now_unix();
     match &cfg.auth.method {
         AuthMethod::Jwt(j) => {
-            let result = read_secret_file(&j.jwt_file).and_then(|jwt| check_jwt(jwt.expose_secret(), j, now));
+            let Some(jwt_file) = j.jwt_file() else {
+                // oauth2: the token endpoint is asked, and its token checked
+                // like a JWT file, by the login of `openbao.auth`.
+                r.push(JWT_LOCAL.check(
+                    CheckStatus::Skip,
+                    "auth.jwt.source is oauth2: the token is acquired and checked at the login (openbao.auth)",
+                ));
+                return true;
+            };
+            let result = read_secret_file(jwt_file).and_then(|jwt| check_jwt(jwt.expose_secret(), j, now));
             match result {
                 Ok(c) => {
                     let aud = c.aud.as_ref().map(|a| a.values().join(",")).unwrap_or_default();

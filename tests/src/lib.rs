@@ -12,6 +12,7 @@
 //! - [`provider`]: a temp directory with config, token file, state and socket
 //!   directories ([`provider::ProviderEnv`]), and the provider process
 //!   ([`provider::Provider`]) with its health, status and metrics endpoints.
+//! - [`oauth2`]: a local OAuth2 token endpoint (client credentials, HTTPS).
 //! - [`kms_client`]: the kube-apiserver side of KMS v2 over the socket, with
 //!   the same per-call deadline and the same checks of every response.
 //! - [`metrics`]: reading samples out of Prometheus text.
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod modgraph;
 pub mod net;
 pub mod nspawn;
+pub mod oauth2;
 pub mod openbao;
 pub mod process;
 pub mod prometheus;

@@ -202,6 +202,127 @@ async fn jwt_login_relogin_after_revocation_and_expired_jwt_recovery() -> anyhow
     Ok(())
 }
 
+// ---------------------------------------------------------------- OAuth2
+
+fn oauth2_auth_yaml(url: &str, auth_method: &str, secret: &Path, ca: &Path) -> String {
+    format!(
+        "auth:\n  method: jwt\n  jwt:\n    mountPath: auth/k8s-jwt\n    role: kms\n    source: oauth2\n    \
+         expectedIssuer: {ISSUER}\n    expectedAudience: [{AUDIENCE}]\n    expectedSubject: {SUBJECT}\n    oauth2:\n      \
+         tokenUrl: \"{url}\"\n      clientId: kms-node/1\n      clientSecretFile: {}\n      authMethod: {auth_method}\n      \
+         scopes: [openbao.login, kms]\n      audience: openbao\n      \
+         resources: [\"https://bao.example:8200\", \"urn:bao:kms\"]\n      caCertFile: {}\n",
+        secret.display(),
+        ca.display()
+    )
+}
+
+#[tokio::test]
+async fn jwt_from_an_oauth2_token_endpoint_logs_in_and_is_reused_until_near_expiry() -> anyhow::Result<()> {
+    use bao_kms_system_tests::oauth2::{ClientAuth, TokenEndpoint};
+    let (bao, p, env) = dev_setup().await?;
+    let issuer = std::sync::Arc::new(setup_jwt(&bao, &p)?);
+    let minted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mint = {
+        let (issuer, minted) = (issuer.clone(), minted.clone());
+        move || {
+            let jwt = issuer.mint(now() + 3600).expect("mint");
+            minted.lock().expect("minted").push(jwt.clone());
+            jwt
+        }
+    };
+    // A secret that needs form encoding in Basic auth.
+    let secret = "s3cret:with/chars+";
+    let endpoint = TokenEndpoint::start("kms-node/1", secret, ClientAuth::Basic, Some(1800), mint.clone()).await?;
+    let (secret_file, ca_file) = (env.dir().join("client-secret"), env.dir().join("idp-ca.pem"));
+    write_private(&secret_file, &format!("{secret}\n"))?;
+    fs::write(&ca_file, endpoint.ca_pem())?;
+    use_auth(
+        &env,
+        &oauth2_auth_yaml(
+            &endpoint.url("?tenant=a"),
+            "client_secret_basic",
+            &secret_file,
+            &ca_file,
+        ),
+    )?;
+
+    // The endpoint is down for the first grant: the login fails, backs off
+    // and the next one succeeds (no retry inside the OAuth2 client).
+    endpoint.force(503, 1);
+    let mut provider = Provider::spawn(&env)?;
+    provider.wait_ready(Duration::from_secs(20)).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+    kms.decrypt(&stored).await?;
+    assert!(
+        provider.stderr().contains("oauth2_unavailable: HTTP 503"),
+        "{}",
+        provider.stderr()
+    );
+    let grants = endpoint.grants();
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    let grant = &grants[1];
+    assert_eq!((grant.client_auth, grant.authenticated), ("basic", true), "{grant:?}");
+    assert_eq!(grant.param("grant_type"), ["client_credentials"]);
+    assert_eq!(grant.param("scope"), ["openbao.login kms"]);
+    assert_eq!(grant.param("audience"), ["openbao"]);
+    assert_eq!(grant.param("resource"), ["https://bao.example:8200", "urn:bao:kms"]);
+    assert!(grant.param("client_secret").is_empty() && grant.param("client_id").is_empty());
+    let text = provider.metrics_text().await?;
+    assert_eq!(
+        counter(
+            &text,
+            "openbao_kms_openbao_requests_total",
+            &[("operation", "jwt_login"), ("status", "ok")]
+        ),
+        1.0
+    );
+
+    // OpenBao revokes the token: the provider logs in again with the cached
+    // JWT (far from expiry), without asking the endpoint.
+    bao.bao(&["token", "revoke", "-mode=path", "auth/k8s-jwt/"])?;
+    kms.decrypt(&stored).await?;
+    wait_for_logins(&provider, 2.0).await?;
+    assert_eq!(endpoint.grants().len(), 2, "the cached JWT is reused");
+    provider.terminate().await?;
+    let stderr = provider.stderr();
+    assert!(!stderr.contains(secret), "the client secret must never be logged");
+    for jwt in minted.lock().expect("minted").iter() {
+        assert!(!stderr.contains(jwt.as_str()), "the JWT must never be logged");
+    }
+
+    // client_secret_post against an endpoint whose secret was rotated: the
+    // old secret in the file is rejected (oauth2_rejected, exit 5, nothing
+    // of the secret logged); the new one, renamed into place, works.
+    let post = TokenEndpoint::start("kms-node/1", "rotated-secret", ClientAuth::Post, None, mint).await?;
+    fs::write(&ca_file, post.ca_pem())?;
+    use_auth(
+        &env,
+        &oauth2_auth_yaml(&post.url(""), "client_secret_post", &secret_file, &ca_file),
+    )?;
+    let (code, stderr) = Provider::spawn(&env)?
+        .wait_exit_without_socket(Duration::from_secs(30))
+        .await?;
+    assert_eq!(code, EXIT_RUNTIME, "{stderr}");
+    assert!(stderr.contains("oauth2_rejected: HTTP 401: invalid_client"), "{stderr}");
+    assert!(!stderr.contains(secret), "the client secret must never be logged");
+    assert!(
+        post.grants()
+            .iter()
+            .all(|g| g.client_auth == "post" && !g.authenticated)
+    );
+    let staged = env.dir().join("client-secret.new");
+    write_private(&staged, "rotated-secret\n")?;
+    fs::rename(&staged, &secret_file)?;
+    let mut provider = Provider::spawn(&env)?;
+    provider.wait_ready(Duration::from_secs(20)).await?;
+    provider.client().await?.decrypt(&stored).await?;
+    let last = post.grants().pop().expect("a grant");
+    assert_eq!(last.param("client_id"), ["kms-node/1"]);
+    assert!(last.authenticated, "{last:?}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------- AppRole
 
 #[tokio::test]

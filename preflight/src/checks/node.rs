@@ -82,7 +82,7 @@ struct Need {
 }
 
 fn needs(cfg: &Config, config_path: &Path) -> Vec<Need> {
-    use bao_kms_core::config::{AuthMethod, CertSource};
+    use bao_kms_core::config::{AuthMethod, CertSource, JwtSource};
     let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let mut out = vec![
         Need {
@@ -114,7 +114,15 @@ fn needs(cfg: &Config, config_path: &Path) -> Vec<Need> {
         })
     };
     match &cfg.auth.method {
-        AuthMethod::Jwt(j) => cred("JWT file", &j.jwt_file),
+        AuthMethod::Jwt(j) => match &j.source {
+            JwtSource::File { jwt_file } => cred("JWT file", jwt_file),
+            JwtSource::OAuth2(o) => {
+                cred("OAuth2 client secret file", &o.client_secret_file);
+                if let Some(ca) = &o.ca_cert_file {
+                    cred("OAuth2 token endpoint CA file", ca);
+                }
+            }
+        },
         AuthMethod::Token(t) => cred("token file", &t.token_file),
         AuthMethod::AppRole(a) => {
             cred("AppRole role ID file", &a.role_id_file);

@@ -128,7 +128,7 @@ fn config_fills_defaults_and_loads_back() {
     let AuthMethod::Jwt(jwt) = &cfg.auth.method else {
         panic!("jwt expected")
     };
-    assert_eq!(jwt.jwt_file, PathBuf::from(bao_kms_core::init::DEFAULT_JWT_FILE));
+    assert_eq!(jwt.jwt_file(), Some(Path::new(bao_kms_core::init::DEFAULT_JWT_FILE)));
     assert_eq!(
         cfg.identity_scope().fingerprint(),
         "cfg1.iWfCItBef04qDNcnEXME76HSYDWTVfhtoTlg2YQpdPg"

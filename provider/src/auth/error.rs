@@ -22,6 +22,11 @@ pub enum AuthError {
     Certificate { path: String, why: String },
     #[error("PKCS#11: {0}")]
     Pkcs11(String),
+    /// The OAuth2 token endpoint (`auth.jwt.source: oauth2`); `reason` is
+    /// `oauth2_unavailable`, `oauth2_rejected`, `oauth2_invalid_response`,
+    /// `ca_unusable` or `client_build`.
+    #[error("OAuth2 token endpoint: {reason}: {why}")]
+    OAuth2 { reason: &'static str, why: String },
     #[error("PKCS#11: {0}")]
     KeyMismatch(String),
     #[error(

@@ -26,9 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use bao_kms_core::config::{AuthConfig, AuthMethod, CertAuth, CertSource, JwtAuth};
+use bao_kms_core::config::{AuthConfig, AuthMethod, CertAuth, CertSource, JwtAuth, JwtSource};
 use bao_kms_core::errors::ErrorClass;
-use bao_kms_core::jwt;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -36,6 +35,8 @@ use tokio::sync::{Mutex, RwLock};
 
 mod cert;
 mod error;
+mod jwt_check;
+pub mod oauth2;
 pub mod pkcs11;
 
 pub use cert::{
@@ -43,6 +44,7 @@ pub use cert::{
     read_chain,
 };
 pub use error::{AuthError, read_secret_file};
+pub use jwt_check::check_jwt;
 
 use crate::metrics::{Metrics, Status};
 use crate::openbao::{Op, OpenBao, TokenLease};
@@ -66,7 +68,9 @@ impl Login {
     fn material(&self) -> Vec<&Path> {
         match self {
             Self::Token { file } => vec![file],
-            Self::Jwt(j) => vec![&j.jwt_file],
+            // The OAuth2 client secret is read at each grant; a new secret
+            // alone is no reason to log in again.
+            Self::Jwt(j) => j.jwt_file().into_iter().collect(),
             Self::AppRole {
                 role_id_file,
                 secret_id_file,
@@ -141,6 +145,8 @@ pub struct Auth {
     /// `notAfter` (Unix seconds) of the client certificate of the last
     /// successful cert login; 0 before one.
     cert_not_after: AtomicI64,
+    /// The token endpoint of `auth.jwt.source: oauth2`.
+    oauth2: Option<oauth2::TokenEndpoint>,
 }
 
 /// The token in use and its lease as last reported by OpenBao.
@@ -174,7 +180,15 @@ impl Auth {
             },
             AuthMethod::Cert(c) => Login::Cert(c.clone()),
         };
+        let oauth2 = match &auth.method {
+            AuthMethod::Jwt(JwtAuth {
+                source: JwtSource::OAuth2(o),
+                ..
+            }) => Some(oauth2::TokenEndpoint::new(o, auth.login_timeout)?),
+            _ => None,
+        };
         Ok(Self {
+            oauth2,
             bao,
             metrics,
             login,
@@ -270,13 +284,30 @@ impl Auth {
                 (token, lease)
             }
             Login::Jwt(j) => {
-                let jwt = read_secret_file(&j.jwt_file)?;
-                check_jwt(jwt.expose_secret(), j, crate::now_unix())?;
+                let jwt = match (j.jwt_file(), &self.oauth2) {
+                    (Some(file), _) => {
+                        let jwt = read_secret_file(file)?;
+                        check_jwt(jwt.expose_secret(), j, crate::now_unix())?;
+                        jwt
+                    }
+                    (None, Some(endpoint)) => endpoint.jwt(j, crate::now_unix()).await?,
+                    (None, None) => {
+                        return Err(AuthError::OAuth2 {
+                            reason: "client_build",
+                            why: "no token endpoint client".into(),
+                        });
+                    }
+                };
                 let body = json!({"role": j.role, "jwt": jwt.expose_secret()});
-                self.bao
-                    .login(Op::JwtLogin, &j.mount_path, &body)
-                    .await
-                    .map_err(AuthError::Login)?
+                let result = self.bao.login(Op::JwtLogin, &j.mount_path, &body).await;
+                if result.is_err()
+                    && let Some(endpoint) = &self.oauth2
+                {
+                    // Refused or failed with this token: the next login asks
+                    // the endpoint for a new one.
+                    endpoint.discard();
+                }
+                result.map_err(AuthError::Login)?
             }
             Login::AppRole {
                 mount,
@@ -465,22 +496,4 @@ impl Auth {
             *current = None;
         }
     }
-}
-
-/// Decodes the JWT's claims (no signature check: OpenBao verifies it) and
-/// applies the local checks.
-pub fn check_jwt(token: &str, cfg: &JwtAuth, now_unix: i64) -> Result<jwt::Claims, AuthError> {
-    let data = jsonwebtoken::dangerous::insecure_decode::<jwt::Claims>(token).map_err(|e| AuthError::Material {
-        path: cfg.jwt_file.display().to_string(),
-        why: format!("is not a compact JWT with readable claims ({e})"),
-    })?;
-    let expectations = jwt::Expectations {
-        min_remaining_ttl_secs: cfg.min_remaining_ttl.as_secs() as i64,
-        clock_skew_leeway_secs: cfg.clock_skew_leeway.as_secs() as i64,
-        issuer: cfg.expected_issuer.clone(),
-        audience: cfg.expected_audience.clone(),
-        subject: cfg.expected_subject.clone(),
-    };
-    jwt::check(&data.claims, &expectations, now_unix).map_err(AuthError::Jwt)?;
-    Ok(data.claims)
 }

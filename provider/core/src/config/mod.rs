@@ -179,13 +179,68 @@ pub struct JwtAuth {
     /// Relative path including `auth/`, e.g. `auth/k8s-workload-a-jwt`.
     pub mount_path: String,
     pub role: String,
-    /// Re-read before every login.
-    pub jwt_file: PathBuf,
+    /// Where the JWT of each login comes from.
+    pub source: JwtSource,
     pub min_remaining_ttl: Duration,
     pub clock_skew_leeway: Duration,
     pub expected_issuer: Option<String>,
     pub expected_audience: Vec<String>,
     pub expected_subject: Option<String>,
+}
+
+impl JwtAuth {
+    /// The JWT file of the `file` source.
+    pub fn jwt_file(&self) -> Option<&std::path::Path> {
+        match &self.source {
+            JwtSource::File { jwt_file } => Some(jwt_file),
+            JwtSource::OAuth2(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtSource {
+    /// A file kept fresh by an external issuer, re-read before every login.
+    File { jwt_file: PathBuf },
+    /// An OAuth2 client-credentials grant at a token endpoint.
+    OAuth2(OAuth2Source),
+}
+
+/// `auth.jwt.oauth2`: the client-credentials grant (RFC 6749 section 4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Source {
+    /// `https://` token endpoint (query allowed, no user info or fragment).
+    pub token_url: String,
+    pub client_id: String,
+    /// Re-read before every grant.
+    pub client_secret_file: PathBuf,
+    pub auth_method: ClientAuthMethod,
+    /// Joined with spaces into `scope`.
+    pub scopes: Vec<String>,
+    /// The issuer-specific `audience` request parameter.
+    pub audience: Option<String>,
+    /// RFC 8707 `resource` parameters, in order.
+    pub resources: Vec<String>,
+    /// CA bundle for the token endpoint; none = the system's roots.
+    pub ca_cert_file: Option<PathBuf>,
+}
+
+/// How the client authenticates to the token endpoint (no fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl ClientAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::duration::format_duration;
-use super::{AuthMethod, CertSource, Config, LogFormat, LogLevel, SocketGroup};
+use super::{AuthMethod, CertSource, Config, JwtSource, LogFormat, LogLevel, SocketGroup};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -133,6 +133,29 @@ pub struct RawJwt {
     pub expected_audience: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<RawOAuth2>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawOAuth2 {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -316,11 +339,29 @@ impl RawConfig {
         };
         match &a.method {
             AuthMethod::Jwt(j) => {
+                let (source, jwt_file, oauth2) = match &j.source {
+                    JwtSource::File { jwt_file } => ("file", p(jwt_file), None),
+                    JwtSource::OAuth2(o) => (
+                        "oauth2",
+                        None,
+                        Some(RawOAuth2 {
+                            token_url: s(&o.token_url),
+                            client_id: s(&o.client_id),
+                            client_secret_file: p(&o.client_secret_file),
+                            auth_method: s(o.auth_method.as_str()),
+                            scopes: Some(o.scopes.clone()),
+                            audience: o.audience.clone(),
+                            resources: Some(o.resources.clone()),
+                            ca_cert_file: o.ca_cert_file.as_deref().and_then(p),
+                        }),
+                    ),
+                };
                 auth.jwt = Some(RawJwt {
                     mount_path: s(&j.mount_path),
                     role: s(&j.role),
-                    source: s("file"),
-                    jwt_file: p(&j.jwt_file),
+                    source: s(source),
+                    jwt_file,
+                    oauth2,
                     min_remaining_ttl: d(j.min_remaining_ttl),
                     clock_skew_leeway: d(j.clock_skew_leeway),
                     expected_issuer: j.expected_issuer.clone(),

@@ -205,18 +205,52 @@ fn auth() -> Value {
             "tokenRenewalIncrement": duration("Increment requested on token renewal; must exceed loginBeforeTokenExpiry.", "1h"),
             "loginTimeout": duration("Bound of one shared renew/login; 0s means max(openbao.timeout, 5s).", "0s"),
             "jwt": object(
-                "JWT login with a token read from a file before every login.",
-                &["mountPath", "role", "jwtFile"],
+                "JWT login with a token read from a file (source file) or obtained by an OAuth2 client-credentials grant (source oauth2) before every login.",
+                &["mountPath", "role"],
                 json!({
                     "mountPath": auth_mount("auth/k8s-workload-a-jwt"),
                     "role": label("OpenBao JWT role.", "openbao-kms-control-plane"),
                     "source": {
                         "type": "string",
-                        "description": "Where the JWT comes from; only `file` (OAuth2 acquisition is not supported).",
-                        "enum": ["file"],
+                        "description": "Where the JWT comes from: `file` (jwtFile) or `oauth2` (the oauth2 section; expectedIssuer and expectedAudience required). Omitted means file when jwtFile is set and oauth2 is not.",
+                        "enum": ["file", "oauth2"],
                         "examples": ["file"],
                     },
-                    "jwtFile": path("File holding the JWT; re-read before every login.", "/var/lib/openbao-kms/identity.jwt"),
+                    "jwtFile": path("File holding the JWT; re-read before every login. Required for source file, forbidden for oauth2.", "/var/lib/openbao-kms/identity.jwt"),
+                    "oauth2": object(
+                        "OAuth2 client-credentials grant at a token endpoint (source oauth2).",
+                        &["tokenUrl", "clientId", "clientSecretFile", "authMethod"],
+                        json!({
+                            "tokenUrl": {
+                                "type": "string",
+                                "description": "https:// token endpoint; a fixed query is allowed, user info and fragment are not; redirects are not followed.",
+                                "pattern": "^https://[^@#/?\\s]+([/?][^#\\s]*)?$",
+                                "examples": ["https://idp.example.internal/oauth2/token"],
+                            },
+                            "clientId": label("OAuth2 client id.", "openbao-kms-cp-1"),
+                            "clientSecretFile": path("File holding the client secret (one line); re-read before every grant.", "/etc/openbao-kms/oauth2/client-secret"),
+                            "authMethod": {
+                                "type": "string",
+                                "description": "How the client authenticates to the token endpoint (no fallback).",
+                                "enum": ["client_secret_basic", "client_secret_post"],
+                                "examples": ["client_secret_basic"],
+                            },
+                            "scopes": {
+                                "type": "array",
+                                "description": "Scope tokens, joined with spaces into `scope`.",
+                                "items": {"type": "string", "pattern": "^[!#-\\[\\]-~]+$"},
+                                "default": [],
+                            },
+                            "audience": label("Issuer-specific `audience` request parameter.", "openbao"),
+                            "resources": {
+                                "type": "array",
+                                "description": "Absolute URIs sent as repeated RFC 8707 `resource` parameters.",
+                                "items": {"type": "string"},
+                                "default": [],
+                            },
+                            "caCertFile": path("PEM CA bundle for the token endpoint; omitted = the system's roots.", "/etc/openbao-kms/oauth2/ca.crt"),
+                        }),
+                    ),
                     "minRemainingTtl": duration("A JWT with this much lifetime or less is refused.", "2m"),
                     "clockSkewLeeway": duration("Leeway applied to nbf, iat and exp.", "30s"),
                     "expectedIssuer": label("Local pre-login check of the iss claim.", "https://issuer.example.internal"),
@@ -634,7 +668,7 @@ mod tests {
     /// The full example restricted to one auth method is a valid config.
     pub(crate) fn valid_jwt_example() -> Yaml {
         let mut doc = full_example();
-        for p in ["auth.cert", "auth.approle", "auth.token"] {
+        for p in ["auth.cert", "auth.approle", "auth.token", "auth.jwt.oauth2"] {
             remove(&mut doc, p);
         }
         *get_mut(&mut doc, "server.socketPath") = Yaml::String("/run/openbao-kms/kms.sock".into());
@@ -660,6 +694,19 @@ mod tests {
             let cfg = parse_yaml(&serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
             assert_eq!(cfg.auth.method.name(), method);
         }
+
+        // The oauth2 source of jwt.
+        let mut doc = full_example();
+        for p in ["auth.cert", "auth.approle", "auth.token", "auth.jwt.jwtFile"] {
+            remove(&mut doc, p);
+        }
+        *get_mut(&mut doc, "auth.jwt.source") = Yaml::String("oauth2".into());
+        *get_mut(&mut doc, "server.socketPath") = Yaml::String("/run/openbao-kms/kms.sock".into());
+        let cfg = parse_yaml(&serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        assert!(matches!(
+            &cfg.auth.method,
+            crate::config::AuthMethod::Jwt(j) if matches!(j.source, crate::config::JwtSource::OAuth2(_))
+        ));
 
         let mut doc = full_example();
         for p in ["auth.jwt", "auth.approle", "auth.token", "auth.cert.pkcs11"] {
@@ -687,7 +734,11 @@ mod tests {
         let (mut leaves, mut objects) = (vec![], vec![]);
         walk(&schema, "", &mut leaves, &mut objects);
         for leaf in leaves {
-            if leaf.starts_with("auth.cert") || leaf.starts_with("auth.approle") || leaf.starts_with("auth.token") {
+            if leaf.starts_with("auth.cert")
+                || leaf.starts_with("auth.approle")
+                || leaf.starts_with("auth.token")
+                || leaf.starts_with("auth.jwt.oauth2")
+            {
                 continue;
             }
             let mut node = &schema;

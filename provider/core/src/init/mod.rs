@@ -395,7 +395,7 @@ fn plain_path(p: &Path) -> bool {
 }
 
 /// The rules only `init` needs, on the validated configuration.
-fn init_rules(cfg: &Config) -> Result<&JwtAuth, InitError> {
+fn init_rules(cfg: &Config) -> Result<(&JwtAuth, &Path), InitError> {
     let mut problems = Vec::new();
     let jwt = match &cfg.auth.method {
         AuthMethod::Jwt(j) => j,
@@ -408,6 +408,12 @@ fn init_rules(cfg: &Config) -> Result<&JwtAuth, InitError> {
                 ),
             )]));
         }
+    };
+    let Some(jwt_file) = jwt.jwt_file() else {
+        return Err(InitError::Values(vec![problem(
+            "auth.jwt.source",
+            "init generates the node setup for the file source only; oauth2 is not supported by init (write its files by hand)",
+        )]));
     };
     if jwt.expected_issuer.as_deref().is_none_or(str::is_empty) {
         problems.push(problem(
@@ -462,7 +468,7 @@ fn init_rules(cfg: &Config) -> Result<&JwtAuth, InitError> {
     let state_dir = parent(&cfg.state.path);
     let host_paths: [(&str, &Path); 5] = [
         ("openbao.caCertFile", &cfg.openbao.ca_cert_file),
-        ("auth.jwt.jwtFile", &jwt.jwt_file),
+        ("auth.jwt.jwtFile", jwt_file),
         ("server.socketPath", &cfg.server.socket_path),
         ("state.path", &cfg.state.path),
         ("configuration", Path::new(DEFAULT_CONFIG_PATH)),
@@ -492,7 +498,7 @@ fn init_rules(cfg: &Config) -> Result<&JwtAuth, InitError> {
         }
     }
     for (field, path, what) in [
-        ("auth.jwt.jwtFile", &jwt.jwt_file, "credentials"),
+        ("auth.jwt.jwtFile", jwt_file, "credentials"),
         ("openbao.caCertFile", &cfg.openbao.ca_cert_file, "CA"),
     ] {
         let dir = parent(path);
@@ -516,7 +522,7 @@ fn init_rules(cfg: &Config) -> Result<&JwtAuth, InitError> {
         }
     }
     if problems.is_empty() {
-        Ok(jwt)
+        Ok((jwt, jwt_file))
     } else {
         Err(InitError::Values(problems))
     }
@@ -567,7 +573,8 @@ fn port_of(address: &str) -> Option<u16> {
 pub fn render(req: &InitRequest) -> Result<Rendered, InitError> {
     let socket_gid = check_flags(req)?;
     let cfg = resolve_config(req, socket_gid)?;
-    let jwt = init_rules(&cfg)?.clone();
+    let (jwt, jwt_file) = init_rules(&cfg)?;
+    let (jwt, jwt_file) = (jwt.clone(), jwt_file.to_path_buf());
     let policy_name = match &req.policy_name {
         Some(n) => n.clone(),
         None => {
@@ -585,6 +592,7 @@ pub fn render(req: &InitRequest) -> Result<Rendered, InitError> {
         req,
         cfg: &cfg,
         jwt: &jwt,
+        jwt_file: &jwt_file,
         policy_name: &policy_name,
         socket_gid,
         fingerprint: cfg.identity_scope().fingerprint(),
@@ -605,6 +613,8 @@ struct Renderer<'a> {
     req: &'a InitRequest,
     cfg: &'a Config,
     jwt: &'a JwtAuth,
+    /// The JWT file of the file source.
+    jwt_file: &'a Path,
     policy_name: &'a str,
     socket_gid: Option<u32>,
     fingerprint: String,
@@ -769,7 +779,7 @@ impl Renderer<'_> {
         };
         add("config", PathBuf::from(DEFAULT_CONFIG_PATH), "File", true);
         add("openbao-ca", parent(&self.cfg.openbao.ca_cert_file), "Directory", true);
-        add("credentials", parent(&self.jwt.jwt_file), "Directory", true);
+        add("credentials", parent(self.jwt_file), "Directory", true);
         add("socket", parent(&self.cfg.server.socket_path), "Directory", false);
         add("state", parent(&self.cfg.state.path), "Directory", false);
         out
@@ -863,7 +873,7 @@ impl Renderer<'_> {
         let (user, group, socket_group) = self.owners();
         let config_dir = parent(Path::new(DEFAULT_CONFIG_PATH));
         let ca_dir = parent(&self.cfg.openbao.ca_cert_file);
-        let cred_dir = parent(&self.jwt.jwt_file);
+        let cred_dir = parent(self.jwt_file);
         let state_dir = parent(&self.cfg.state.path);
         let var_lib = PathBuf::from("/var/lib/openbao-kms");
         // (path, owner, group, mode): parents before children, first wins.
@@ -928,7 +938,7 @@ impl Renderer<'_> {
             ("config_path", sh_str(DEFAULT_CONFIG_PATH)),
             ("config_dir", path_str(&parent(Path::new(DEFAULT_CONFIG_PATH)))),
             ("ca_file", path_str(&self.cfg.openbao.ca_cert_file)),
-            ("credential_file", path_str(&self.jwt.jwt_file)),
+            ("credential_file", path_str(self.jwt_file)),
             ("socket_dir", path_str(&parent(&self.cfg.server.socket_path))),
             ("health_url", sh_str(&self.health.ready_url)),
             ("run_user", sh_str(&user)),
@@ -1007,7 +1017,7 @@ impl Renderer<'_> {
             host_paths: HostPaths {
                 config: DEFAULT_CONFIG_PATH.into(),
                 ca_cert_file: self.cfg.openbao.ca_cert_file.display().to_string(),
-                credential_file: self.jwt.jwt_file.display().to_string(),
+                credential_file: self.jwt_file.display().to_string(),
                 socket_path: self.cfg.server.socket_path.display().to_string(),
                 state_path: self.cfg.state.path.display().to_string(),
                 encryption_config_dir: ENCRYPTION_CONFIG_DIR.into(),

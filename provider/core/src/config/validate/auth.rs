@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use super::syntax::label_problem;
+use super::syntax::{absolute_uri_problem, label_problem, token_url};
 use super::validator::Validator;
 use crate::config::duration::format_duration;
-use crate::config::raw::{RawAppRole, RawAuth, RawCert, RawJwt, RawToken};
-use crate::config::{AppRoleAuth, AuthConfig, AuthMethod, CertAuth, CertSource, JwtAuth, Pkcs11Source, TokenAuth};
+use crate::config::raw::{RawAppRole, RawAuth, RawCert, RawJwt, RawOAuth2, RawToken};
+use crate::config::{
+    AppRoleAuth, AuthConfig, AuthMethod, CertAuth, CertSource, ClientAuthMethod, JwtAuth, JwtSource, OAuth2Source,
+    Pkcs11Source, TokenAuth,
+};
 
 const AUTH_SECTIONS: [&str; 4] = ["jwt", "cert", "approle", "token"];
 
@@ -89,18 +92,63 @@ impl Validator<'_> {
     }
 
     fn jwt(&mut self, r: &RawJwt) -> Option<JwtAuth> {
-        match r.source.as_deref() {
-            None | Some("file") => {}
-            Some("") => self.err("auth.jwt.source", "must not be empty; omit it or set file"),
-            Some("oauth2") => self.err(
-                "auth.jwt.source",
-                "oauth2 is not supported by this provider; use file with a jwtFile kept fresh by your token issuer",
-            ),
-            Some(_) => self.err("auth.jwt.source", "must be file"),
-        }
+        // Omitted: `file` only for a config written before the oauth2
+        // source existed (a jwtFile and no oauth2 section).
+        let source = match r.source.as_deref() {
+            None if r.oauth2.is_some() => {
+                self.err(
+                    "auth.jwt.source",
+                    "is required when auth.jwt.oauth2 is set; set source: oauth2 (and remove jwtFile)",
+                );
+                None
+            }
+            None | Some("file") => Some("file"),
+            Some("oauth2") => Some("oauth2"),
+            Some("") => {
+                self.err("auth.jwt.source", "must not be empty; omit it or set file or oauth2");
+                None
+            }
+            Some(_) => {
+                self.err("auth.jwt.source", "must be file or oauth2");
+                None
+            }
+        };
+        let jwt_source = match source {
+            Some("file") => {
+                if r.oauth2.is_some() {
+                    self.err("auth.jwt.oauth2", "must not be set when auth.jwt.source is file");
+                }
+                self.file("auth.jwt.jwtFile", &r.jwt_file)
+                    .map(|jwt_file| JwtSource::File { jwt_file })
+            }
+            Some(_) => {
+                if r.jwt_file.is_some() {
+                    self.err("auth.jwt.jwtFile", "must not be set when auth.jwt.source is oauth2");
+                }
+                if r.expected_issuer.as_deref().unwrap_or("").is_empty() {
+                    self.err(
+                        "auth.jwt.expectedIssuer",
+                        "is required when auth.jwt.source is oauth2 (the token endpoint's tokens are checked before login)",
+                    );
+                }
+                if r.expected_audience.as_ref().is_none_or(Vec::is_empty) {
+                    self.err(
+                        "auth.jwt.expectedAudience",
+                        "needs at least one audience when auth.jwt.source is oauth2",
+                    );
+                }
+                match &r.oauth2 {
+                    Some(o) => self.oauth2(o).map(JwtSource::OAuth2),
+                    None => {
+                        self.err("auth.jwt.oauth2", "section is required when auth.jwt.source is oauth2");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let mount_path = self.mount_path("auth.jwt.mountPath", &r.mount_path, true);
         let role = self.label("auth.jwt.role", &r.role);
-        let jwt_file = self.file("auth.jwt.jwtFile", &r.jwt_file);
         let min_ttl = self.duration(
             "auth.jwt.minRemainingTtl",
             &r.min_remaining_ttl,
@@ -132,12 +180,77 @@ impl Validator<'_> {
         Some(JwtAuth {
             mount_path: mount_path?,
             role: role?,
-            jwt_file: jwt_file?,
+            source: jwt_source?,
             min_remaining_ttl: min_ttl?,
             clock_skew_leeway: leeway?,
             expected_issuer: issuer?,
             expected_audience: audience?,
             expected_subject: subject?,
+        })
+    }
+
+    fn oauth2(&mut self, r: &RawOAuth2) -> Option<OAuth2Source> {
+        let token_url = self
+            .required("auth.jwt.oauth2.tokenUrl", &r.token_url)
+            .and_then(|u| match token_url(u) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    self.err("auth.jwt.oauth2.tokenUrl", e);
+                    None
+                }
+            });
+        let client_id = self.label("auth.jwt.oauth2.clientId", &r.client_id);
+        let secret = self.file("auth.jwt.oauth2.clientSecretFile", &r.client_secret_file);
+        let auth_method = match self.required("auth.jwt.oauth2.authMethod", &r.auth_method) {
+            Some("client_secret_basic") => Some(ClientAuthMethod::ClientSecretBasic),
+            Some("client_secret_post") => Some(ClientAuthMethod::ClientSecretPost),
+            Some(_) => {
+                self.err(
+                    "auth.jwt.oauth2.authMethod",
+                    "must be client_secret_basic or client_secret_post",
+                );
+                None
+            }
+            None => None,
+        };
+        let mut ok = true;
+        let mut scopes = Vec::new();
+        for (i, scope) in r.scopes.iter().flatten().enumerate() {
+            // RFC 6749 scope-token: printable ASCII without space, '"' or '\\'.
+            if scope.is_empty() || !scope.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
+                self.err(
+                    &format!("auth.jwt.oauth2.scopes[{i}]"),
+                    "must be a non-empty scope token (printable ASCII, no space, '\"' or '\\')",
+                );
+                ok = false;
+            }
+            scopes.push(scope.clone());
+        }
+        let mut resources = Vec::new();
+        for (i, resource) in r.resources.iter().flatten().enumerate() {
+            if let Some(p) = absolute_uri_problem(resource) {
+                self.err(&format!("auth.jwt.oauth2.resources[{i}]"), p);
+                ok = false;
+            }
+            resources.push(resource.clone());
+        }
+        let audience = self.optional_label("auth.jwt.oauth2.audience", &r.audience);
+        let ca_cert_file = match r.ca_cert_file.as_deref() {
+            None | Some("") => Some(None),
+            Some(_) => self.file("auth.jwt.oauth2.caCertFile", &r.ca_cert_file).map(Some),
+        };
+        if !ok {
+            return None;
+        }
+        Some(OAuth2Source {
+            token_url: token_url?,
+            client_id: client_id?,
+            client_secret_file: secret?,
+            auth_method: auth_method?,
+            scopes,
+            audience: audience?,
+            resources,
+            ca_cert_file: ca_cert_file?,
         })
     }
 
@@ -318,9 +431,8 @@ mod tests {
 
     #[test]
     fn jwt_rules() {
-        set_fails("auth.jwt.source", "oauth2", "not supported");
         set_fails("auth.jwt.source", "\"\"", "must not be empty");
-        set_fails("auth.jwt.source", "env", "must be file");
+        set_fails("auth.jwt.source", "env", "must be file or oauth2");
         set_ok("auth.jwt.source", "file");
         set_fails("auth.jwt.mountPath", "/auth/jwt", "relative");
         set_fails("auth.jwt.mountPath", "jwt", "auth/");
@@ -342,6 +454,144 @@ mod tests {
         let c = set_ok("auth.jwt.expectedIssuer", "https://issuer");
         let AuthMethod::Jwt(j) = c.auth.method else { panic!() };
         assert_eq!(j.expected_issuer.as_deref(), Some("https://issuer"));
+    }
+
+    /// A jwt section with the oauth2 source and every field set.
+    fn oauth2_doc() -> String {
+        let t = without(FULL, "auth.jwt.jwtFile");
+        let t = with(&t, "auth.jwt.source", "oauth2");
+        let t = with(&t, "auth.jwt.expectedIssuer", "https://issuer.example");
+        let t = with(&t, "auth.jwt.expectedAudience", "[openbao]");
+        with(
+            &t,
+            "auth.jwt.oauth2",
+            "{tokenUrl: \"https://idp.example:8443/oauth2/token?tenant=a\", clientId: kms-node, \
+             clientSecretFile: /etc/openbao-kms/oauth2/client-secret, authMethod: client_secret_basic, \
+             scopes: [openbao.login, kms], audience: openbao, resources: [\"https://bao.example:8200\", \"urn:bao:kms\"], \
+             caCertFile: /etc/openbao-kms/oauth2/ca.crt}",
+        )
+    }
+
+    #[test]
+    fn oauth2_source() {
+        let c = parse_yaml(&oauth2_doc()).unwrap();
+        let AuthMethod::Jwt(j) = &c.auth.method else { panic!() };
+        assert_eq!(j.jwt_file(), None);
+        let JwtSource::OAuth2(o) = &j.source else { panic!() };
+        assert_eq!(
+            o,
+            &OAuth2Source {
+                token_url: "https://idp.example:8443/oauth2/token?tenant=a".into(),
+                client_id: "kms-node".into(),
+                client_secret_file: "/etc/openbao-kms/oauth2/client-secret".into(),
+                auth_method: ClientAuthMethod::ClientSecretBasic,
+                scopes: vec!["openbao.login".into(), "kms".into()],
+                audience: Some("openbao".into()),
+                resources: vec!["https://bao.example:8200".into(), "urn:bao:kms".into()],
+                ca_cert_file: Some("/etc/openbao-kms/oauth2/ca.crt".into()),
+            }
+        );
+        // The effective config round-trips through its raw form.
+        let raw = serde_yaml_ng::to_string(&crate::config::raw::RawConfig::from_config(&c)).unwrap();
+        assert_eq!(parse_yaml(&raw).unwrap(), c);
+        // Minimal: optional fields absent.
+        let min = with(
+            &without(&oauth2_doc(), "auth.jwt.oauth2"),
+            "auth.jwt.oauth2",
+            "{tokenUrl: \"https://idp/token\", clientId: c, clientSecretFile: /s, authMethod: client_secret_post}",
+        );
+        let c = parse_yaml(&min).unwrap();
+        let AuthMethod::Jwt(j) = &c.auth.method else { panic!() };
+        let JwtSource::OAuth2(o) = &j.source else { panic!() };
+        assert_eq!(o.auth_method, ClientAuthMethod::ClientSecretPost);
+        assert!(o.scopes.is_empty() && o.resources.is_empty());
+        assert_eq!((o.audience.as_ref(), o.ca_cert_file.as_ref()), (None, None));
+
+        let doc = oauth2_doc();
+        let set = |path: &str, value: &str| with(&doc, path, value);
+        fails_at(
+            &set("auth.jwt.oauth2.tokenUrl", "http://idp/token"),
+            "auth.jwt.oauth2.tokenUrl",
+            "https://",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.tokenUrl", "https://u:p@idp/token"),
+            "auth.jwt.oauth2.tokenUrl",
+            "user info",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.tokenUrl", "https://idp/token#x"),
+            "auth.jwt.oauth2.tokenUrl",
+            "fragment",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.tokenUrl", "https:///token"),
+            "auth.jwt.oauth2.tokenUrl",
+            "host",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.authMethod", "private_key_jwt"),
+            "auth.jwt.oauth2.authMethod",
+            "client_secret_basic or client_secret_post",
+        );
+        fails_at(
+            &without(&doc, "auth.jwt.oauth2.authMethod"),
+            "auth.jwt.oauth2.authMethod",
+            "required",
+        );
+        fails_at(
+            &without(&doc, "auth.jwt.oauth2.clientId"),
+            "auth.jwt.oauth2.clientId",
+            "required",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.clientSecretFile", "secret"),
+            "auth.jwt.oauth2.clientSecretFile",
+            "absolute",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.scopes", "[\"a b\"]"),
+            "auth.jwt.oauth2.scopes[0]",
+            "scope token",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.resources", "[\"bao.example\"]"),
+            "auth.jwt.oauth2.resources[0]",
+            "absolute URI",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.resources", "[\"https://b#f\"]"),
+            "auth.jwt.oauth2.resources[0]",
+            "fragment",
+        );
+        fails_at(
+            &set("auth.jwt.oauth2.caCertFile", "ca.crt"),
+            "auth.jwt.oauth2.caCertFile",
+            "absolute",
+        );
+        // Source rules.
+        fails_at(&without(&doc, "auth.jwt.oauth2"), "auth.jwt.oauth2", "required");
+        fails_at(
+            &without(&doc, "auth.jwt.source"),
+            "auth.jwt.source",
+            "required when auth.jwt.oauth2 is set",
+        );
+        fails_at(
+            &set("auth.jwt.jwtFile", "/x.jwt"),
+            "auth.jwt.jwtFile",
+            "must not be set",
+        );
+        fails_at(&set("auth.jwt.source", "file"), "auth.jwt.oauth2", "must not be set");
+        fails_at(
+            &without(&doc, "auth.jwt.expectedIssuer"),
+            "auth.jwt.expectedIssuer",
+            "required",
+        );
+        fails_at(
+            &set("auth.jwt.expectedAudience", "[]"),
+            "auth.jwt.expectedAudience",
+            "at least one",
+        );
     }
 
     #[test]

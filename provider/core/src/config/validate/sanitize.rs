@@ -58,14 +58,10 @@ fn type_message(v: &Yaml, schema: &Json) -> String {
 }
 
 /// Fields removed from the schema or belonging to features this provider
-/// does not support (such as OAuth2), with a message better than
+/// does not support, with a message better than
 /// "unknown field".
 fn unsupported(path: &str) -> Option<&'static str> {
     Some(match path {
-        "auth.jwt.oauth2" => {
-            "OAuth2 client-credentials token acquisition is not supported by this provider; \
-             use auth.jwt.source: file with a jwtFile kept fresh by your token issuer"
-        }
         "auth.cert.spiffe" => "the spiffe certificate source is not supported; use source: pkcs11 or source: file",
         "server.adminAddress" | "server.unsafeDebugEndpoints" => "was removed from configVersion v1alpha1; delete it",
         "transit.useAssociatedData" => "was removed: associated data (AAD) is always used; delete it",
@@ -252,9 +248,9 @@ mod tests {
             "unknown",
         );
         fails_at(
-            &with(FULL, "auth.jwt.oauth2", "{tokenUrl: https://x}"),
-            "auth.jwt.oauth2",
-            "not supported",
+            &with(FULL, "auth.jwt.oauth2.grantType", "password"),
+            "auth.jwt.oauth2.grantType",
+            "unknown",
         );
         fails_at(
             &with(FULL, "transit.useAssociatedData", "true"),

@@ -183,6 +183,52 @@ pub(super) fn https_address(s: &str) -> Result<String, &'static str> {
     }
 }
 
+/// An OAuth2 token endpoint: `https://host[:port][/path][?query]`, no
+/// user info, no fragment (RFC 6749 section 3.2).
+pub(super) fn token_url(s: &str) -> Result<String, &'static str> {
+    if has_control(s) || s.chars().any(char::is_whitespace) {
+        return Err("must not contain whitespace or control characters");
+    }
+    let Some(rest) = s.strip_prefix("https://") else {
+        return Err("must be an https:// URL (the client secret is sent to it)");
+    };
+    if rest.contains('#') {
+        return Err("must not contain a fragment ('#')");
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.contains('@') {
+        return Err("must not contain user info ('user@'); use clientId and clientSecretFile");
+    }
+    match split_host_port(authority)? {
+        ("", _) => Err("must name a host"),
+        (host, _) if !authority.starts_with('[') && !host_ok(host) => Err("has an invalid host"),
+        (_, Some(p)) if port(p).is_none_or(|p| p == 0) => Err("has an invalid port (1-65535)"),
+        _ => Ok(s.to_owned()),
+    }
+}
+
+/// An absolute URI (`scheme:rest`) without a fragment, as RFC 8707 requires
+/// of a `resource` parameter.
+pub(super) fn absolute_uri_problem(s: &str) -> Option<&'static str> {
+    if has_control(s) || s.chars().any(char::is_whitespace) {
+        return Some("must not contain whitespace or control characters");
+    }
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return Some("must be an absolute URI (scheme:...)");
+    };
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || rest.is_empty() {
+        Some("must be an absolute URI (scheme:...)")
+    } else if s.contains('#') {
+        Some("must not contain a fragment ('#')")
+    } else {
+        None
+    }
+}
+
 /// Common rules of an absolute path in the configuration.
 pub(super) fn absolute_path_problem(s: &str) -> Option<&'static str> {
     if s.is_empty() {
