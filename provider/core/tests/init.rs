@@ -405,3 +405,15 @@ fn only_jwt_auth_is_supported() {
     );
     values_error(&req, "auth.method", "jwt only");
 }
+
+#[test]
+fn only_the_jwt_file_source_is_supported() {
+    let mut req = request(Model::Systemd);
+    req.values = req.values.replace(
+        "    expectedSubject: \"system:node:cp\"\n",
+        "    expectedSubject: \"system:node:cp\"\n    source: oauth2\n    oauth2:\n      \
+         tokenUrl: https://idp.example.internal/token\n      clientId: kms\n      \
+         clientSecretFile: /etc/openbao-kms/oauth2/secret\n      authMethod: client_secret_basic\n",
+    );
+    values_error(&req, "auth.jwt.source", "file source only");
+}
