@@ -80,6 +80,18 @@ pub const GRPC_DEADLINE_REJECTIONS: Spec = spec(
     &["method"],
     "KMS gRPC requests refused because their deadline could not cover the queue wait and the call",
 );
+pub const TRANSIT_DECRYPT_BATCH_SIZE: Spec = spec(
+    "openbao_kms_transit_decrypt_batch_size",
+    H,
+    &[],
+    "Distinct Decrypts carried by one Transit decrypt call (1: a single call)",
+);
+pub const TRANSIT_DECRYPT_BATCH_FALLBACKS: Spec = spec(
+    "openbao_kms_transit_decrypt_batch_fallbacks",
+    C,
+    &[],
+    "Transit batch decrypt calls refused or answered unusably, whose items were then decrypted one by one",
+);
 pub const OPENBAO_REQUESTS: Spec = spec(
     "openbao_kms_openbao_requests",
     C,
@@ -220,7 +232,7 @@ pub const PROCESS_START_TIME_SECONDS: Spec = spec(
 pub const PROCESS_THREADS: Spec = spec("process_threads", G, &[], "Number of OS threads in the process");
 
 /// Every family, in exposition order.
-pub const CATALOGUE: [Spec; 34] = [
+pub const CATALOGUE: [Spec; 36] = [
     GRPC_REQUESTS,
     GRPC_DURATION,
     GRPC_IN_FLIGHT,
@@ -228,6 +240,8 @@ pub const CATALOGUE: [Spec; 34] = [
     GRPC_QUEUED,
     GRPC_QUEUE_WAIT,
     GRPC_DEADLINE_REJECTIONS,
+    TRANSIT_DECRYPT_BATCH_SIZE,
+    TRANSIT_DECRYPT_BATCH_FALLBACKS,
     OPENBAO_REQUESTS,
     OPENBAO_DURATION,
     AUTH_LOGIN,
@@ -261,6 +275,13 @@ pub const CATALOGUE: [Spec; 34] = [
 pub fn latency_buckets() -> Vec<f64> {
     std::iter::successors(Some(0.001_f64), |b| Some(b * 2.0))
         .take(12)
+        .collect()
+}
+
+/// Batch size buckets: 1 doubling to 256, 9 buckets.
+pub fn batch_size_buckets() -> Vec<f64> {
+    std::iter::successors(Some(1.0_f64), |b| Some(b * 2.0))
+        .take(9)
         .collect()
 }
 
@@ -426,6 +447,8 @@ pub struct Metrics {
     pub grpc_queued: Family<Method, opentelemetry::metrics::UpDownCounter<i64>>,
     pub grpc_queue_wait: Family<Method, opentelemetry::metrics::Histogram<f64>>,
     pub grpc_deadline_rejections: Family<Method, opentelemetry::metrics::Counter<u64>>,
+    pub transit_decrypt_batch_size: Histogram,
+    pub transit_decrypt_batch_fallbacks: Counter,
     pub openbao_requests: Family<OperationStatus, opentelemetry::metrics::Counter<u64>>,
     pub openbao_duration: Family<Operation, opentelemetry::metrics::Histogram<f64>>,
     pub auth_login: Family<Status, opentelemetry::metrics::Counter<u64>>,
@@ -546,6 +569,15 @@ impl Metrics {
             ),
             grpc_queue_wait: Family::new(histogram(&meter, GRPC_QUEUE_WAIT)),
             grpc_deadline_rejections: Family::new(counter(&meter, GRPC_DEADLINE_REJECTIONS)),
+            transit_decrypt_batch_size: Histogram {
+                inner: meter
+                    .f64_histogram(TRANSIT_DECRYPT_BATCH_SIZE.name)
+                    .with_description(TRANSIT_DECRYPT_BATCH_SIZE.help)
+                    .with_boundaries(batch_size_buckets())
+                    .build(),
+                attributes: Vec::new(),
+            },
+            transit_decrypt_batch_fallbacks: unlabelled_counter(TRANSIT_DECRYPT_BATCH_FALLBACKS),
             openbao_requests: Family::new(counter(&meter, OPENBAO_REQUESTS)),
             openbao_duration: Family::new(histogram(&meter, OPENBAO_DURATION)),
             auth_login: Family::new(counter(&meter, AUTH_LOGIN)),
@@ -596,6 +628,7 @@ impl Metrics {
         m.status_cache_age_seconds.set(0.0);
         m.rotation_promotions.inner.add(0, &[]);
         m.socket_restarts.inner.add(0, &[]);
+        m.transit_decrypt_batch_fallbacks.inner.add(0, &[]);
         m.auth_method_info
             .get_or_create(&AuthMethodLabel { method: auth_method })
             .set(1);

@@ -365,7 +365,11 @@ impl OpenBao {
             .await
             .map_err(|e| fail(classify_transport(&e), None, transport_message(&e)))?;
         let status = resp.status();
-        let cap = if status.is_success() { limit } else { ERROR_BODY_LIMIT };
+        let cap = if status.is_success() || op == Op::TransitDecryptBatch {
+            limit
+        } else {
+            ERROR_BODY_LIMIT
+        };
         let mut bytes = Zeroizing::new(Vec::new());
         loop {
             match resp.chunk().await {
@@ -396,7 +400,7 @@ impl OpenBao {
                 "redirect refused: route to the active node or enable request forwarding".into(),
             ));
         }
-        if status.is_success() {
+        if status.is_success() || wire::is_batch_answer(op, status.as_u16(), &bytes) {
             return Ok(bytes);
         }
         let message = wire::error_text(status.as_u16(), &bytes);
@@ -472,6 +476,25 @@ impl OpenBao {
             )
             .await?;
         wire::parse_decrypt(&bytes).map_err(|e| BaoError::from_wire(op, e))
+    }
+
+    /// `POST <mount>/decrypt/<key>` with `batch_input`: each item's
+    /// plaintext, or `None` for an item Transit refused (asked alone by the
+    /// caller). Every item carries its own `associated_data`.
+    pub async fn decrypt_batch(&self, token: &str, items: &[(&str, &[u8])]) -> Result<Vec<wire::BatchItem>, BaoError> {
+        let op = Op::TransitDecryptBatch;
+        let body = wire::decrypt_batch_body(items.iter().copied());
+        let bytes = self
+            .call(
+                op,
+                Method::POST,
+                &self.transit_path("decrypt"),
+                Some(token),
+                Some(&body),
+                DEFAULT_BODY_LIMIT,
+            )
+            .await?;
+        wire::parse_decrypt_batch(&bytes, items.len()).map_err(|e| BaoError::from_wire(op, e))
     }
 
     /// `GET sys/health` (unauthenticated): the OpenBao `cluster_id`.

@@ -53,6 +53,23 @@ pub trait Transit: Send + Sync {
     /// Transit decrypt of a `vault:v<N>:` ciphertext with `aad`.
     async fn decrypt(&self, token: &SecretString, ciphertext: &str, aad: &[u8])
     -> Result<Zeroizing<Vec<u8>>, BaoError>;
+    /// Transit decrypt of several ciphertexts of the configured key in one
+    /// `batch_input` call, each with its own AAD: per item, the plaintext or
+    /// `None` when Transit refused that item. An implementation without
+    /// batching refuses the whole batch (`transit_bad_request`); the caller
+    /// then makes single calls.
+    async fn decrypt_batch(
+        &self,
+        _token: &SecretString,
+        _items: &[(&str, &[u8])],
+    ) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>, BaoError> {
+        Err(BaoError {
+            class: bao_kms_core::errors::ErrorClass::TransitBadRequest,
+            op: Op::TransitDecryptBatch,
+            http_status: None,
+            message: "batch decrypt not supported".into(),
+        })
+    }
 }
 
 /// [`Transit`] over HTTPS with the configured auth method.
@@ -125,5 +142,13 @@ impl Transit for OpenBaoTransit {
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BaoError> {
         self.bao.decrypt(token.expose_secret(), ciphertext, aad).await
+    }
+
+    async fn decrypt_batch(
+        &self,
+        token: &SecretString,
+        items: &[(&str, &[u8])],
+    ) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>, BaoError> {
+        self.bao.decrypt_batch(token.expose_secret(), items).await
     }
 }

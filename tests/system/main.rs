@@ -9,6 +9,7 @@
 //! (`make test` runs all of them).
 
 mod auth_methods;
+mod batching;
 mod benchmark;
 mod burst;
 mod cli;

@@ -24,6 +24,8 @@ pub enum Op {
     TransitDisableUpsertRead,
     TransitEncrypt,
     TransitDecrypt,
+    /// Transit decrypt with `batch_input`.
+    TransitDecryptBatch,
     TokenLookupSelf,
     TokenRenewSelf,
     JwtLogin,
@@ -52,6 +54,7 @@ impl Op {
             Self::TransitDisableUpsertRead => "transit_disable_upsert_read",
             Self::TransitEncrypt => "transit_encrypt",
             Self::TransitDecrypt => "transit_decrypt",
+            Self::TransitDecryptBatch => "transit_decrypt_batch",
             Self::TokenLookupSelf => "token_lookup_self",
             Self::TokenRenewSelf => "token_renew_self",
             Self::JwtLogin => "jwt_login",
@@ -151,6 +154,72 @@ pub fn decrypt_body(ciphertext: &str, aad: &[u8]) -> Vec<u8> {
     body.extend_from_slice(STANDARD.encode(aad).as_bytes());
     body.extend_from_slice(b"\"}");
     body
+}
+
+/// The Transit decrypt body of a batch: one `batch_input` item per
+/// ciphertext with its own `associated_data`, each item exactly the fields
+/// [`decrypt_body`] sends for that ciphertext alone (no `context`, no
+/// `nonce`), in order. The key is the one in the URL, so a batch never mixes
+/// keys.
+pub fn decrypt_batch_body<'a>(items: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(1024);
+    body.extend_from_slice(b"{\"batch_input\":[");
+    for (i, (ciphertext, aad)) in items.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&decrypt_body(ciphertext, aad));
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// One item of a batch decrypt answer: the plaintext, or `None` when
+/// Transit reported an error for that item (its own error is not used: the
+/// caller asks for that item alone, so it gets exactly the single answer).
+pub type BatchItem = Option<Zeroizing<Vec<u8>>>;
+
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    data: BatchData,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchData {
+    batch_results: Vec<BatchResult>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchResult {
+    #[serde(default)]
+    plaintext: Option<Zeroizing<String>>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The Transit batch decrypt answer (HTTP 200, or 400 when some item
+/// failed): `data.batch_results` in input order, exactly `expected` of
+/// them. An item with an `error`, or without a base64 `plaintext`, is
+/// `None`. Anything else (no `batch_results`, another count) is an
+/// `invalid_response`: the caller falls back to single calls.
+pub fn parse_decrypt_batch(body: &[u8], expected: usize) -> Result<Vec<BatchItem>, WireError> {
+    let parsed: BatchAnswer =
+        serde_json::from_slice(body).map_err(|_| WireError::invalid("data.batch_results missing"))?;
+    if parsed.data.batch_results.len() != expected {
+        return Err(WireError::invalid(format!(
+            "data.batch_results has {} items for {expected} inputs",
+            parsed.data.batch_results.len()
+        )));
+    }
+    Ok(parsed
+        .data
+        .batch_results
+        .into_iter()
+        .map(|r| match (r.error.as_deref(), r.plaintext) {
+            (None | Some(""), Some(p)) => STANDARD.decode(p.as_bytes()).ok().map(Zeroizing::new),
+            _ => None,
+        })
+        .collect())
 }
 
 fn json_string(s: &str) -> String {
@@ -402,7 +471,7 @@ pub fn classify_status(op: Op, http_status: u16, message: &str) -> ErrorClass {
         403 => ErrorClass::TransitPolicyDenied,
         404 if matches!(
             op,
-            Op::TransitMetadataRead | Op::TransitEncrypt | Op::TransitDecrypt | Op::MountRead
+            Op::TransitMetadataRead | Op::TransitEncrypt | Op::TransitDecrypt | Op::TransitDecryptBatch | Op::MountRead
         ) =>
         {
             ErrorClass::TransitKeyMissing
@@ -411,6 +480,15 @@ pub fn classify_status(op: Op, http_status: u16, message: &str) -> ErrorClass {
         503 if message.to_ascii_lowercase().contains("sealed") => ErrorClass::OpenBaoSealed,
         _ => ErrorClass::OpenBaoUnavailable,
     }
+}
+
+/// Whether a failed answer is still a batch answer: Transit answers a
+/// batch in which some item failed with HTTP 400 (500 for internal item
+/// errors) and the per-item results in the body.
+pub fn is_batch_answer(op: Op, http_status: u16, body: &[u8]) -> bool {
+    op == Op::TransitDecryptBatch
+        && matches!(http_status, 400 | 500)
+        && body.windows(15).any(|w| w == b"\"batch_results\"")
 }
 
 /// The `status` label of `openbao_kms_openbao_requests_total` for a class.

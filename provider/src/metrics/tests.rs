@@ -54,7 +54,7 @@ fn names_match_the_published_catalog() {
 /// one replaced, for the same recordings (series within a family sorted by
 /// label values): names, types, help texts, label order and buckets are
 /// unchanged, so dashboards and alert rules keep working. Families added
-/// since (the queue's) are in it too.
+/// since (the queue's, batching's) are in it too.
 const GOLDEN: &str = r#"# HELP openbao_kms_grpc_requests KMS gRPC requests by method and status.
 # TYPE openbao_kms_grpc_requests counter
 openbao_kms_grpc_requests_total{method="encrypt",status="ok"} 1
@@ -92,6 +92,11 @@ openbao_kms_grpc_queued{method="status"} 0
 # TYPE openbao_kms_grpc_queue_wait_seconds histogram
 # HELP openbao_kms_grpc_deadline_rejections KMS gRPC requests refused because their deadline could not cover the queue wait and the call.
 # TYPE openbao_kms_grpc_deadline_rejections counter
+# HELP openbao_kms_transit_decrypt_batch_size Distinct Decrypts carried by one Transit decrypt call (1: a single call).
+# TYPE openbao_kms_transit_decrypt_batch_size histogram
+# HELP openbao_kms_transit_decrypt_batch_fallbacks Transit batch decrypt calls refused or answered unusably, whose items were then decrypted one by one.
+# TYPE openbao_kms_transit_decrypt_batch_fallbacks counter
+openbao_kms_transit_decrypt_batch_fallbacks_total 0
 # HELP openbao_kms_openbao_requests OpenBao requests by operation and status.
 # TYPE openbao_kms_openbao_requests counter
 openbao_kms_openbao_requests_total{operation="transit_encrypt",status="ok"} 1

@@ -14,7 +14,8 @@ use rand::RngCore;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::{Engine, bao_to_kms};
+use super::Engine;
+use super::call::bao_to_kms;
 use crate::metrics::Reason as ReasonLabel;
 use crate::transit::Transit;
 
@@ -62,12 +63,10 @@ impl Engine {
         // Only requests that passed every check above reach here, so callers
         // that share a result asked for the same key_id and ciphertext.
         let key = (snap.key_id.as_str().to_owned(), ciphertext.to_vec());
+        let batcher = &self.batcher;
         self.decrypts
             .run(key, || {
-                self.with_token(|t| {
-                    let call = &call;
-                    async move { self.transit.decrypt(&t, call.ciphertext, &call.aad).await }
-                })
+                batcher.decrypt(snap.key_id.as_str(), call.ciphertext, call.aad.clone())
             })
             .await
     }

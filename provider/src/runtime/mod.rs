@@ -6,6 +6,10 @@
 //!   Transit facts, runs the pure rotation machine, persists what it
 //!   decides and only then publishes ([`Engine::run_probes`]).
 //! - [`discovery`]: unknown-key_id discovery on Decrypt.
+//! - [`call`]: one Transit call with the current token (re-login once on
+//!   403) and the mapping of its failures to KMS errors.
+//! - [`batch`]: distinct in-flight Decrypts batched into Transit
+//!   `batch_input` calls, item-for-item equivalent to single calls.
 //! - [`kms`]: the KMS operations ([`Engine::encrypt`], [`Engine::decrypt`])
 //!   and the deep probe's round trip.
 //!
@@ -18,6 +22,8 @@
 //! `status_stale`. Encrypt uses only the active snapshot of the same
 //! published value Status reads.
 
+mod batch;
+mod call;
 mod discovery;
 mod kms;
 mod probe;
@@ -47,7 +53,8 @@ use zeroize::Zeroizing;
 use crate::metrics::Metrics;
 use crate::singleflight::SingleFlight;
 use crate::state::RegistryStore;
-use crate::transit::{AuthError, BaoError, Transit};
+use crate::transit::{BaoError, Transit};
+use call::call_with_token;
 
 /// What the last probe established; replaced whole, never mutated.
 #[derive(Debug, Clone)]
@@ -90,22 +97,6 @@ impl View {
     }
 }
 
-/// A failed Transit call as kube-apiserver sees it.
-fn bao_to_kms(e: BaoError) -> KmsError {
-    let message = match e.class {
-        ErrorClass::IntegrityFailed => {
-            "Transit rejected the ciphertext: message authentication failed (integrity error)".into()
-        }
-        _ => format!("OpenBao {}: {}", e.class.as_str(), e.message),
-    };
-    KmsError::new(e.class, message)
-}
-
-/// No token could be obtained for a Transit call.
-fn auth_to_kms(e: &AuthError) -> KmsError {
-    KmsError::new(e.class(), e.to_string())
-}
-
 /// Why the provider did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -129,6 +120,8 @@ pub struct Engine {
     published: watch::Sender<Arc<Published>>,
     /// Identical concurrent Decrypts (same key_id and ciphertext) share one Transit call.
     decrypts: SingleFlight<(String, Vec<u8>), DecryptResult>,
+    /// Distinct concurrent Decrypts share Transit `batch_input` calls.
+    batcher: Arc<batch::Batcher>,
     /// Unknown-key_id discovery: one shared metadata read at a time ...
     discovery: SingleFlight<(), Option<Result<Arc<KeyMetadata>, KmsError>>>,
     /// ... and at most one attempt per `status.probeInterval` (failures count).
@@ -241,15 +234,7 @@ impl Engine {
         F: Fn(SecretString) -> Fut,
         Fut: Future<Output = Result<T, BaoError>>,
     {
-        let token = self.transit.token().await.map_err(|e| auth_to_kms(&e))?;
-        match call(token.clone()).await {
-            Err(e) if e.http_status == Some(403) => {
-                self.transit.invalidate(&token).await;
-                let fresh = self.transit.token().await.map_err(|e| auth_to_kms(&e))?;
-                call(fresh).await.map_err(bao_to_kms)
-            }
-            other => other.map_err(bao_to_kms),
-        }
+        call_with_token(&*self.transit, call).await
     }
 
     pub fn config(&self) -> &Config {

@@ -162,7 +162,16 @@ impl Engine {
             deep_error_class: None,
         });
         let (tx, _) = watch::channel(published);
+        let server = &cfg.server;
+        let batcher = Arc::new(super::batch::Batcher::new(
+            transit.clone(),
+            metrics.clone(),
+            server.decrypt_batch_max_items,
+            server.decrypt_batch_max_wait,
+            server.max_concurrent_decrypt_calls,
+        ));
         let engine = Arc::new(Self {
+            batcher,
             cfg,
             scope,
             transit,

@@ -50,7 +50,9 @@ struct Inner {
     panic_on_decrypt: bool,
     /// How long each decrypt takes (paused time in the tests).
     decrypt_delay: std::time::Duration,
-    decrypt_calls: u32,
+    /// `batch_input` calls answered so far, and whether they are refused.
+    batch_calls: u32,
+    refuse_batches: bool,
 }
 
 fn bao_error(op: Op, class: ErrorClass, http_status: u16, message: &str) -> BaoError {
@@ -77,7 +79,8 @@ impl ScriptedTransit {
                 metadata_reads: 0,
                 panic_on_decrypt: false,
                 decrypt_delay: std::time::Duration::ZERO,
-                decrypt_calls: 0,
+                batch_calls: 0,
+                refuse_batches: false,
             }),
         })
     }
@@ -133,9 +136,34 @@ impl ScriptedTransit {
         self.inner().decrypt_delay = delay;
     }
 
-    /// Decrypt calls answered so far.
-    pub fn decrypt_calls(&self) -> u32 {
-        self.inner().decrypt_calls
+    /// `batch_input` decrypt calls answered so far.
+    pub fn batch_calls(&self) -> u32 {
+        self.inner().batch_calls
+    }
+
+    /// Refuse every `batch_input` call with 400, as an OpenBao that does
+    /// not batch would.
+    pub fn refuse_batches(&self) {
+        self.inner().refuse_batches = true;
+    }
+
+    /// The single decrypt answer, without delay or counting.
+    fn answer(inner: &Inner, ciphertext: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, BaoError> {
+        match inner.issued.get(ciphertext) {
+            Some((_, want, plain)) if want == aad => Ok(Zeroizing::new(plain.clone())),
+            Some(_) => Err(bao_error(
+                Op::TransitDecrypt,
+                ErrorClass::IntegrityFailed,
+                400,
+                "cipher: message authentication failed",
+            )),
+            None => Err(bao_error(
+                Op::TransitDecrypt,
+                ErrorClass::TransitBadRequest,
+                400,
+                "invalid ciphertext",
+            )),
+        }
     }
 
     fn check_token(&self, op: Op, token: &SecretString) -> Result<(), BaoError> {
@@ -258,23 +286,34 @@ impl Transit for ScriptedTransit {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let mut inner = self.inner();
-        inner.decrypt_calls += 1;
-        match inner.issued.get(ciphertext) {
-            Some((_, want, plain)) if want == aad => Ok(Zeroizing::new(plain.clone())),
-            Some(_) => Err(bao_error(
-                Op::TransitDecrypt,
-                ErrorClass::IntegrityFailed,
-                400,
-                "cipher: message authentication failed",
-            )),
-            None => Err(bao_error(
-                Op::TransitDecrypt,
+        let inner = self.inner();
+        Self::answer(&inner, ciphertext, aad)
+    }
+
+    async fn decrypt_batch(
+        &self,
+        token: &SecretString,
+        items: &[(&str, &[u8])],
+    ) -> Result<Vec<Option<Zeroizing<Vec<u8>>>>, BaoError> {
+        self.check_token(Op::TransitDecryptBatch, token)?;
+        if self.inner().refuse_batches {
+            return Err(bao_error(
+                Op::TransitDecryptBatch,
                 ErrorClass::TransitBadRequest,
                 400,
-                "invalid ciphertext",
-            )),
+                "batch_input refused",
+            ));
         }
+        let delay = self.inner().decrypt_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut inner = self.inner();
+        inner.batch_calls += 1;
+        Ok(items
+            .iter()
+            .map(|(ciphertext, aad)| Self::answer(&inner, ciphertext, aad).ok())
+            .collect())
     }
 }
 

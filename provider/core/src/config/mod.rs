@@ -113,6 +113,13 @@ pub struct ServerConfig {
     pub max_queued_decrypt: u32,
     /// Longest wait for a slot when the caller's deadline is later or absent.
     pub max_queue_wait: Duration,
+    /// Most distinct Decrypts one Transit `batch_input` call carries (1: no batching).
+    pub decrypt_batch_max_items: u32,
+    /// Longest a Decrypt waits for a free Transit call before it gets one
+    /// of its own beyond `max_concurrent_decrypt_calls`.
+    pub decrypt_batch_max_wait: Duration,
+    /// Transit decrypt calls in flight before Decrypts queue up to be batched.
+    pub max_concurrent_decrypt_calls: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

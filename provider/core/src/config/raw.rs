@@ -72,6 +72,12 @@ pub struct RawServer {
     pub max_queued_decrypt: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queue_wait: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decrypt_batch_max_items: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decrypt_batch_max_wait: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_decrypt_calls: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -437,6 +443,9 @@ impl RawConfig {
                 max_queued_encrypt: Some(i64::from(sv.max_queued_encrypt)),
                 max_queued_decrypt: Some(i64::from(sv.max_queued_decrypt)),
                 max_queue_wait: d(sv.max_queue_wait),
+                decrypt_batch_max_items: Some(i64::from(sv.decrypt_batch_max_items)),
+                decrypt_batch_max_wait: d(sv.decrypt_batch_max_wait),
+                max_concurrent_decrypt_calls: Some(i64::from(sv.max_concurrent_decrypt_calls)),
             }),
             openbao: Some(RawOpenBao {
                 address: s(&ob.address),

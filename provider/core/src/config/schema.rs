@@ -155,6 +155,15 @@ fn server() -> Value {
             "maxQueuedStatus": queue("Status calls that may wait for a slot; beyond that they fail with RESOURCE_EXHAUSTED (0: no queue).", 64),
             "maxQueuedEncrypt": queue("Encrypt calls that may wait for a slot; beyond that they fail with RESOURCE_EXHAUSTED (0: no queue).", 256),
             "maxQueuedDecrypt": queue("Decrypt calls that may wait for a slot; beyond that they fail with RESOURCE_EXHAUSTED (0: no queue).", 2048),
+            "decryptBatchMaxItems": {
+                "type": "integer",
+                "description": "Most distinct in-flight Decrypts one Transit batch_input call carries; 1 turns batching off.",
+                "minimum": 1,
+                "maximum": 256,
+                "default": 32,
+            },
+            "decryptBatchMaxWait": duration("Longest a Decrypt waits for a free Transit call (maxConcurrentDecryptCalls) before it gets one of its own (at most 1s).", "5ms"),
+            "maxConcurrentDecryptCalls": limit("Transit decrypt calls in flight; further distinct Decrypts wait to be batched into the next free call.", 8),
             "maxQueueWait": duration("Longest wait for a slot when the caller's gRPC deadline is later or absent (at most 1m); a call whose deadline cannot be met fails at once with DEADLINE_EXCEEDED.", "5s"),
         }),
     )

@@ -287,3 +287,34 @@ fn logins_and_renewals_are_bounded_by_the_login_timeout() {
         assert!(!op.bounded_by_login_timeout(), "{}", op.as_str());
     }
 }
+
+#[test]
+fn decrypt_batch_body_is_byte_exact_with_each_item_as_sent_alone() {
+    let body = decrypt_batch_body([("vault:v3:AAAA", AAD), ("vault:v1:BBBB", b"x".as_slice())]);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        r#"{"batch_input":[{"ciphertext":"vault:v3:AAAA","associated_data":"eyJhYWQiOiJ2MSJ9"},{"ciphertext":"vault:v1:BBBB","associated_data":"eA=="}]}"#
+    );
+    assert_eq!(decrypt_batch_body([]), br#"{"batch_input":[]}"#);
+}
+
+#[test]
+fn decrypt_batch_answer_keeps_order_and_isolates_item_errors() {
+    // What OpenBao 2.7 answers (HTTP 400) when the second item fails.
+    let body = br#"{"request_id":"r","data":{"batch_results":[{"plaintext":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reference":""},{"plaintext":"","error":"cipher: message authentication failed","reference":""},{"plaintext":"eA==","reference":""}]}}"#;
+    let items = parse_decrypt_batch(body, 3).unwrap();
+    assert_eq!(items[0].as_deref().map(Vec::as_slice), Some(plaintext().as_slice()));
+    assert!(items[1].is_none());
+    assert_eq!(items[2].as_deref().map(Vec::as_slice), Some(b"x".as_slice()));
+    // A plaintext that is not base64 is an item to ask alone.
+    let bad = br#"{"data":{"batch_results":[{"plaintext":"%%"}]}}"#;
+    assert!(parse_decrypt_batch(bad, 1).unwrap()[0].is_none());
+    // The wrong count, or no batch_results at all (OpenBao refused the
+    // batch), is an invalid answer: the caller falls back to single calls.
+    assert_eq!(
+        parse_decrypt_batch(body, 2).unwrap_err().message,
+        "data.batch_results has 3 items for 2 inputs"
+    );
+    assert!(parse_decrypt_batch(br#"{"errors":["batch disabled"]}"#, 1).is_err());
+    assert!(parse_decrypt_batch(b"", 1).is_err());
+}

@@ -61,6 +61,15 @@ impl Validator<'_> {
         let queued_encrypt = self.int("server.maxQueuedEncrypt", r.max_queued_encrypt, 256, 0, MAX_QUEUED);
         let queued_decrypt = self.int("server.maxQueuedDecrypt", r.max_queued_decrypt, 2048, 0, MAX_QUEUED);
         let queue_wait = self.queue_wait(&r.max_queue_wait);
+        let batch_items = self.int("server.decryptBatchMaxItems", r.decrypt_batch_max_items, 32, 1, 256);
+        let batch_wait = self.batch_wait(&r.decrypt_batch_max_wait);
+        let decrypt_calls = self.int(
+            "server.maxConcurrentDecryptCalls",
+            r.max_concurrent_decrypt_calls,
+            8,
+            1,
+            1024,
+        );
         Some(ServerConfig {
             socket_path: socket_path?,
             socket_mode: socket_mode?,
@@ -74,7 +83,21 @@ impl Validator<'_> {
             max_queued_encrypt: queued_encrypt?,
             max_queued_decrypt: queued_decrypt?,
             max_queue_wait: queue_wait?,
+            decrypt_batch_max_items: batch_items?,
+            decrypt_batch_max_wait: batch_wait?,
+            max_concurrent_decrypt_calls: decrypt_calls?,
         })
+    }
+
+    /// `server.decryptBatchMaxWait`: 0s to 1s (a batch exists to save time).
+    fn batch_wait(&mut self, v: &Option<String>) -> Option<Duration> {
+        const P: &str = "server.decryptBatchMaxWait";
+        let d = self.duration(P, v, Duration::from_millis(5), true)?;
+        if d > Duration::from_secs(1) {
+            self.err(P, "must be at most 1s");
+            return None;
+        }
+        Some(d)
     }
 
     /// `server.maxQueueWait`: positive, at most a minute (kube-apiserver's
@@ -263,6 +286,35 @@ mod tests {
             set_ok("server.maxQueueWait", "250ms").server.max_queue_wait,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn decrypt_batching_settings() {
+        let s = parse_yaml(FULL).unwrap().server;
+        assert_eq!(
+            (
+                s.decrypt_batch_max_items,
+                s.decrypt_batch_max_wait,
+                s.max_concurrent_decrypt_calls
+            ),
+            (32, Duration::from_millis(5), 8),
+            "batching is on by default"
+        );
+        set_fails("server.decryptBatchMaxItems", "0", "between 1 and 256");
+        set_fails("server.decryptBatchMaxItems", "257", "between 1 and 256");
+        assert_eq!(
+            set_ok("server.decryptBatchMaxItems", "1")
+                .server
+                .decrypt_batch_max_items,
+            1
+        );
+        set_fails("server.decryptBatchMaxWait", "2s", "at most 1s");
+        assert_eq!(
+            set_ok("server.decryptBatchMaxWait", "0s").server.decrypt_batch_max_wait,
+            Duration::ZERO
+        );
+        set_fails("server.maxConcurrentDecryptCalls", "0", "between 1 and 1024");
+        set_ok("server.maxConcurrentDecryptCalls", "64");
     }
 
     #[test]
