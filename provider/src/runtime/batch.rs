@@ -19,7 +19,9 @@
 //! to single calls for every item. A failure of the path to OpenBao
 //! (unreachable, sealed, timeout, denied) is every item's answer, as it
 //! would be alone. Calls run in tasks of their own, so a caller that goes
-//! away never cancels its neighbours' call.
+//! away never cancels its neighbours' call; a single call keeps its
+//! caller's debug-correlation tag, a batch call (serving several callers)
+//! carries none.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -33,6 +35,7 @@ use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
 use super::call::call_with_token;
+use crate::correlation::{self, Tag};
 use crate::metrics::Metrics;
 use crate::transit::Transit;
 
@@ -59,6 +62,9 @@ struct Pending {
     ciphertext: String,
     aad: Vec<u8>,
     reply: oneshot::Sender<DecryptResult>,
+    /// The caller's debug-correlation tag: the call runs in another task,
+    /// so it is carried along for the OpenBao request's log line.
+    tag: Option<Tag>,
 }
 
 type DecryptResult = Result<Zeroizing<Vec<u8>>, KmsError>;
@@ -106,6 +112,7 @@ impl Batcher {
             ciphertext: ciphertext.to_owned(),
             aad,
             reply,
+            tag: correlation::current(),
         };
         let batch = {
             let mut st = lock(&self.state);
@@ -227,10 +234,10 @@ impl Batcher {
 
     async fn single(&self, p: &Pending) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let transit = &*self.transit;
-        call_with_token(
+        let call = call_with_token(
             transit,
             |t| async move { transit.decrypt(&t, &p.ciphertext, &p.aad).await },
-        )
-        .await
+        );
+        correlation::scope(p.tag.clone(), call).await
     }
 }
