@@ -152,6 +152,17 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Plan (or --apply) pinning the OpenBao identity seen now (cluster_id,
+    /// Transit mount) after a deliberate move or restore of OpenBao.
+    Repin {
+        /// Configuration file [env: BAO_KMS_PROVIDER_CONFIG or BAO_KMS_PROVIDER_CONFIG_PATH; default /etc/openbao-kms/config.yaml]
+        #[arg(long, value_parser = absolute_path)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        apply: ApplyArgs,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Write the install files (config, EncryptionConfigurations, OpenBao setup, node setup) from a values file.
     Init(crate::init::InitArgs),
     /// Print the least-privilege policy for this configuration.

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod openbao;
 pub mod policy;
 pub mod probe_cmd;
+pub mod repin;
 pub mod report;
 pub mod retire;
 pub mod rotation_plan;

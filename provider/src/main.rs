@@ -324,6 +324,15 @@ fn main() -> ExitCode {
             expected_state_hash,
             output,
         ),
+        Command::Repin {
+            config,
+            apply: ApplyArgs {
+                expected_state_hash, ..
+            },
+            output,
+        } => field_command(config, output, |cfg| async move {
+            bao_kms_provider::repin::run(&cfg, expected_state_hash.as_deref()).await
+        }),
         Command::VerifyKey { config, output } => {
             let config = config_path(config);
             report_command(

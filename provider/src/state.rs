@@ -40,6 +40,8 @@ pub struct RegistryPaths {
     pub checkpoint: PathBuf,
     pub lock: PathBuf,
     pub pins: PathBuf,
+    /// JSON Lines: one record per `repin --apply`.
+    pub pins_history: PathBuf,
 }
 
 impl RegistryPaths {
@@ -54,6 +56,7 @@ impl RegistryPaths {
             checkpoint: with(".checkpoint"),
             lock: with(".lock"),
             pins: with(".openbao-identity"),
+            pins_history: with(".openbao-identity-history"),
         }
     }
 
@@ -233,6 +236,14 @@ impl RegistryStore {
 
     pub fn save_pins(&self, pins: &IdentityPins) -> Result<(), StoreError> {
         write_atomic(&self.paths.pins, &pins.encode())
+    }
+
+    /// Appends one line to the re-pin history (the file is replaced
+    /// atomically with its old content plus `line`).
+    pub fn append_pins_history(&self, line: &[u8]) -> Result<(), StoreError> {
+        let mut all = read_optional(&self.paths.pins_history)?.unwrap_or_default();
+        all.extend_from_slice(line);
+        write_atomic(&self.paths.pins_history, &all)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The identity pins in every pre-start check, against a real OpenBao: once
 //! the pinned `cluster_id` no longer matches the live one, `doctor`,
 //! `verify-key`, `rotation-plan` and `verify-rotation` fail naming
-//! `identity_drift`, exactly when `serve` refuses to start with it.
+//! `identity_drift`, exactly when `serve` refuses to start with it; `repin`
+//! plans the change, refuses while the provider runs or the registry moved
+//! since the review, and `repin --apply` makes serve start again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,4 +79,74 @@ async fn changed_cluster_id_fails_every_pre_start_check_like_serve() -> anyhow::
 
     pin_other_cluster(&env)?;
     assert_every_check_names_drift(&env).await
+}
+
+#[tokio::test]
+async fn repin_apply_after_a_drift_makes_serve_start() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup_with(|b| b.grace_timeout("1s")).await?;
+    let mut provider = Provider::start(&env).await?;
+    let live = pin_other_cluster(&env)?;
+    let fake = read_json(&pins_path(&env))?["clusterId"].clone();
+
+    // The plan, beside the running provider: reads only.
+    let (code, plan) = run_json(&env, "repin", &[], &[])?;
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(plan["applied"], false);
+    assert_eq!(plan["identityStatus"], "fail", "{plan:#}");
+    assert!(plan["identityDrift"].to_string().contains("identity_drift"), "{plan:#}");
+    assert_eq!(plan["previousIdentity"]["clusterId"], fake, "{plan:#}");
+    assert_eq!(plan["newIdentity"]["clusterId"], live.as_str(), "{plan:#}");
+    assert!(plan["changes"].to_string().contains("cluster_id"), "{plan:#}");
+    let hash = plan["stateHash"].as_str().unwrap_or_default().to_owned();
+    assert!(hash.starts_with("krs1."), "{plan:#}");
+
+    // Refused while the provider holds the writer lock.
+    let (code, refused) = run_json(&env, "repin", &["--apply", "--expected-state-hash", &hash], &[])?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{refused:#}");
+    assert!(
+        refused["reasons"].to_string().contains("provider is running"),
+        "{refused:#}"
+    );
+    provider.terminate().await?;
+
+    assert_every_check_names_drift(&env).await?;
+
+    // A hash other than the reviewed one writes nothing.
+    let (code, refused) = run_json(
+        &env,
+        "repin",
+        &["--apply", "--expected-state-hash", "krs1.not-the-reviewed-one"],
+        &[],
+    )?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{refused:#}");
+    assert!(
+        refused["reasons"].to_string().contains("expected-state-hash"),
+        "{refused:#}"
+    );
+    assert_eq!(read_json(&pins_path(&env))?["clusterId"], fake);
+
+    let (code, applied) = run_json(&env, "repin", &["--apply", "--expected-state-hash", &hash], &[])?;
+    assert_eq!(code, 0, "{applied:#}");
+    assert_eq!(applied["applied"], true, "{applied:#}");
+    assert_eq!(read_json(&pins_path(&env))?["clusterId"], live.as_str());
+    let mut history = pins_path(&env).into_os_string();
+    history.push("-history");
+    let text = std::fs::read_to_string(&history)?;
+    let record: serde_json::Value = serde_json::from_str(text.trim_end())?;
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_eq!(record["previous"]["clusterId"], fake, "{record:#}");
+    assert_eq!(record["current"]["clusterId"], live.as_str(), "{record:#}");
+    assert_eq!(record["stateHash"], hash.as_str(), "{record:#}");
+
+    // Every pre-start check and serve agree again.
+    let (code, checks) = run_report(&env, "doctor", &[])?;
+    assert_eq!(code, 0, "{checks:#?}");
+    assert_eq!(check(&checks, "openbao.identity")["status"], "pass");
+    let (code, again) = run_json(&env, "repin", &[], &[])?;
+    assert_eq!(code, 0, "{again:#}");
+    assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+    let mut serve = Provider::start(&env).await?;
+    serve.client().await?.prime().await?;
+    serve.terminate().await?;
+    Ok(())
 }

@@ -17,6 +17,7 @@
 mod checkpoint;
 mod metadata;
 mod pins;
+pub mod repin;
 pub mod retire;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA, Checkpoint, CheckpointStatus, checkpoint_status};
