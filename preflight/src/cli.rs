@@ -138,8 +138,8 @@ pub struct ClusterArgs {
     #[arg(long, value_enum)]
     pub phase: Option<crate::checks::cluster::Phase>,
     /// The key_id hash in use before the rotation (after-rotation gate;
-    /// default: each node's own previous hash).
-    #[arg(long)]
+    /// default: each node's own previous hash). A hash may start with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     pub before_key_id_hash: Option<String>,
     /// A report older than this is stale.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
@@ -253,8 +253,9 @@ pub struct StorageArgs {
     /// An extra directory the configured socket may live in (as `node`).
     #[arg(long, env = crate::node::ALLOWED_SOCKET_DIR_ENV, value_parser = absolute_path)]
     pub allowed_socket_dir: Option<PathBuf>,
-    /// Gate: every encrypted object uses this key_id hash.
-    #[arg(long, value_parser = parse_hash)]
+    /// Gate: every encrypted object uses this key_id hash (base64url: it may
+    /// start with `-`).
+    #[arg(long, value_parser = parse_hash, allow_hyphen_values = true)]
     pub require_key_id_hash: Option<String>,
     /// Gate: no object of the provider uses a Transit version below N
     /// (needs --config).
@@ -339,5 +340,25 @@ impl RewriteArgs {
             continue_token: self.continue_token.clone(),
             progress: self.progress,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// A key_id hash is base64url: one in 64 starts with `-` and must still
+    /// be taken as the value, not as a flag.
+    #[test]
+    fn a_hash_starting_with_a_hyphen_is_a_value() {
+        let hash = format!("-{}", "A".repeat(42));
+        let cli = Cli::try_parse_from(["bao-kms-preflight", "storage", "--require-key-id-hash", &hash]).unwrap();
+        let Command::Storage(args) = cli.command else {
+            panic!("not the storage command");
+        };
+        assert_eq!(args.require_key_id_hash.as_deref(), Some(hash.as_str()));
     }
 }

@@ -116,8 +116,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "key_id_hash")]
         key_id: Option<String>,
         /// Only the record whose key_id hashes to this (H(key_id), as the
-        /// key-id-hash annotation, /status keyIDHash and storage reports).
-        #[arg(long)]
+        /// key-id-hash annotation, /status keyIDHash and storage reports;
+        /// base64url, so it may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         key_id_hash: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
