@@ -25,8 +25,9 @@ pub struct AgentOptions {
 pub fn summarize(node_name: &str, outcome: &NodeOutcome, now: SystemTime) -> NodeSummary {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    // Without an answer from the provider the report says so: no key_id
-    // hash, generation 0, rotation state `unknown`, not healthy.
+    // Without an answer from the provider the report says so: not
+    // reachable, no key_id hash or digest, rotation state `unknown`, not
+    // healthy (generation and version 0 are not compared).
     let status = outcome.status.as_ref();
     NodeSummary {
         node: node_name.to_owned(),
@@ -38,6 +39,10 @@ pub fn summarize(node_name: &str, outcome: &NodeOutcome, now: SystemTime) -> Nod
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "unknown".to_owned()),
         active_version: status.map_or(0, |s| s.active_version),
+        content_digest: status.and_then(|s| s.content_digest.clone()).unwrap_or_default(),
+        provider_reachable: status.is_some(),
+        highest_generation: 0,
+        highest_active_version: 0,
         provider_version: status.map(|s| s.version.clone()).unwrap_or_default(),
         provider_name: status.map(|s| s.provider_name.clone()).unwrap_or_default(),
         healthy: status.is_some_and(|s| s.healthy),
@@ -59,8 +64,7 @@ pub fn lease_duration(interval: Duration) -> Duration {
 pub async fn round(client: &Client, opts: &AgentOptions) -> Result<NodeSummary, ApiError> {
     let outcome = node::run(&opts.node).await;
     let summary = summarize(&opts.node_name, &outcome, SystemTime::now());
-    kube_api::publish(client, &opts.namespace, &summary, lease_duration(opts.interval)).await?;
-    Ok(summary)
+    kube_api::publish(client, &opts.namespace, &summary, lease_duration(opts.interval)).await
 }
 
 /// Runs until `stop` resolves (or once). A failed publication is logged

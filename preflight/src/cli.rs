@@ -86,7 +86,7 @@ pub enum Command {
     /// publish them with the local /status as this node's report Lease.
     Agent(AgentArgs),
     /// kubectl-style: check every control-plane node's report for
-    /// freshness and one key_id hash, generation and version.
+    /// freshness and one key_id hash, registry content digest and provider version.
     Cluster(ClusterArgs),
     /// Read etcd (read-only, with kube-apiserver's etcd client certificate)
     /// and count how every stored object is encrypted, per resource, by

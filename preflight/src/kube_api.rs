@@ -99,20 +99,23 @@ pub async fn node_report(client: &Client, namespace: &str, node: &str) -> Result
 
 /// Creates or replaces this node's report Lease (optimistic concurrency:
 /// a replace carries the stored `resourceVersion`; a conflict is an error
-/// and the next round retries).
+/// and the next round retries). The stored report is the node's previous
+/// one ([`lease::carry_forward`]); returns the report as published.
 pub async fn publish(
     client: &Client,
     namespace: &str,
     summary: &lease::NodeSummary,
     lease_duration: std::time::Duration,
-) -> Result<(), ApiError> {
+) -> Result<lease::NodeSummary, ApiError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = lease::lease_name(&summary.node);
     let stored = api
         .get_opt(&name)
         .await
         .map_err(|e| request_error(&format!("reading Lease {namespace}/{name}"), e))?;
-    let desired = lease::to_lease(summary, namespace, lease_duration, stored.as_ref());
+    let previous = stored.as_ref().and_then(|l| lease::from_lease(l).ok());
+    let summary = lease::carry_forward(summary, previous.as_ref());
+    let desired = lease::to_lease(&summary, namespace, lease_duration, stored.as_ref());
     let pp = PostParams {
         field_manager: Some(lease::APP_NAME.to_owned()),
         ..PostParams::default()
@@ -121,12 +124,12 @@ pub async fn publish(
         None => api
             .create(&pp, &desired)
             .await
-            .map(|_| ())
+            .map(|_| summary)
             .map_err(|e| request_error(&format!("creating Lease {namespace}/{name}"), e)),
         Some(_) => api
             .replace(&name, &pp, &desired)
             .await
-            .map(|_| ())
+            .map(|_| summary)
             .map_err(|e| request_error(&format!("updating Lease {namespace}/{name}"), e)),
     }
 }

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::report::{Check, CheckStatus};
+use bao_kms_core::checks::catalogue::REGISTRY_ROLLBACK;
 
 /// Prefix of every annotation and label the agent writes.
 pub const ANNOTATION_PREFIX: &str = "preflight.kms.openbao.org/";
@@ -33,6 +34,10 @@ pub mod key {
     pub const HEALTHY: &str = "preflight.kms.openbao.org/healthy";
     pub const IMAGE: &str = "preflight.kms.openbao.org/image";
     pub const IMAGE_DIGEST: &str = "preflight.kms.openbao.org/image-digest";
+    pub const CONTENT_DIGEST: &str = "preflight.kms.openbao.org/content-digest";
+    pub const PROVIDER_REACHABLE: &str = "preflight.kms.openbao.org/provider-reachable";
+    pub const HIGHEST_GENERATION: &str = "preflight.kms.openbao.org/highest-generation";
+    pub const HIGHEST_ACTIVE_VERSION: &str = "preflight.kms.openbao.org/highest-active-version";
     pub const PREFLIGHT_VERSION: &str = "preflight.kms.openbao.org/preflight-version";
     pub const CHECKS: &str = "preflight.kms.openbao.org/checks";
     pub const TIMESTAMP: &str = "preflight.kms.openbao.org/timestamp";
@@ -67,9 +72,26 @@ pub struct NodeSummary {
     /// The hash this node reported before its last key_id change, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub previous_key_id_hash: String,
+    /// The registry generation: per-node history (how many writes this
+    /// node's registry saw), never compared across nodes.
     pub generation: u64,
     pub rotation_state: String,
     pub active_version: u64,
+    /// The registry content digest (`rcd1.`...) from `/status`; empty when
+    /// the provider did not answer or is older than the field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content_digest: String,
+    /// False when the local provider's `/status` did not answer: the key
+    /// fields are then empty, not zero values to compare.
+    #[serde(default = "yes")]
+    pub provider_reachable: bool,
+    /// The highest generation and active Transit version this node ever
+    /// reported (carried from Lease to Lease); a lower current value is a
+    /// rollback.
+    #[serde(default)]
+    pub highest_generation: u64,
+    #[serde(default)]
+    pub highest_active_version: u64,
     /// The provider binary's version (from `/status`).
     pub provider_version: String,
     pub provider_name: String,
@@ -84,6 +106,10 @@ pub struct NodeSummary {
     pub checks: Vec<CheckResult>,
     /// Publication time (RFC 3339).
     pub timestamp: Timestamp,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl NodeSummary {
@@ -108,18 +134,83 @@ pub fn timestamp_from_unix(secs: i64, nanos: u32) -> Timestamp {
     Timestamp::new(secs, nanos as i32).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// The Lease carrying `summary`. `previous` is the Lease currently stored
-/// (its `resourceVersion` is kept for an optimistic update, and its key_id
-/// hash becomes `previous-key-id-hash` when the key changed).
-pub fn to_lease(summary: &NodeSummary, namespace: &str, lease_duration: Duration, previous: Option<&Lease>) -> Lease {
+/// What the node's previous report carries into this one: the key_id hash
+/// before the last key change (`previous-key-id-hash`), the highest
+/// generation and active Transit version ever reported, and the
+/// [`REGISTRY_ROLLBACK`] finding when the current values are below them.
+/// An unreachable provider reports nothing to compare: the marks and any
+/// earlier finding are kept as they were.
+pub fn carry_forward(summary: &NodeSummary, previous: Option<&NodeSummary>) -> NodeSummary {
     let mut s = summary.clone();
-    if let Some(prev) = previous.and_then(|l| from_lease(l).ok()) {
-        s.previous_key_id_hash = if !prev.key_id_hash.is_empty() && prev.key_id_hash != s.key_id_hash {
-            prev.key_id_hash
+    s.checks.retain(|c| c.id != REGISTRY_ROLLBACK.id);
+    let (mut high_gen, mut high_ver) = (0, 0);
+    if let Some(prev) = previous {
+        // An empty hash (provider unreachable or unhealthy) is no key change.
+        let changed = !prev.key_id_hash.is_empty() && !s.key_id_hash.is_empty() && prev.key_id_hash != s.key_id_hash;
+        s.previous_key_id_hash = if changed {
+            prev.key_id_hash.clone()
         } else {
-            prev.previous_key_id_hash
+            prev.previous_key_id_hash.clone()
         };
+        // Reports from before the marks existed carry their own values.
+        high_gen = prev.highest_generation.max(prev.generation);
+        high_ver = prev.highest_active_version.max(prev.active_version);
     }
+    let check = if !s.provider_reachable {
+        match previous.and_then(|p| p.checks.iter().find(|c| c.id == REGISTRY_ROLLBACK.id)) {
+            Some(earlier) if earlier.status == CheckStatus::Fail => earlier.clone(),
+            _ => CheckResult {
+                id: REGISTRY_ROLLBACK.id.to_owned(),
+                status: CheckStatus::Skip,
+                message: Some("the provider is unreachable".into()),
+            },
+        }
+    } else {
+        let mut behind = Vec::new();
+        if s.generation < high_gen {
+            behind.push(format!(
+                "registry generation {} is below {high_gen} reported earlier",
+                s.generation
+            ));
+        }
+        if s.active_version < high_ver {
+            behind.push(format!(
+                "active Transit version {} is below {high_ver} reported earlier",
+                s.active_version
+            ));
+        }
+        if behind.is_empty() {
+            CheckResult {
+                id: REGISTRY_ROLLBACK.id.to_owned(),
+                status: CheckStatus::Pass,
+                message: None,
+            }
+        } else {
+            CheckResult {
+                id: REGISTRY_ROLLBACK.id.to_owned(),
+                status: CheckStatus::Fail,
+                message: Some(format!(
+                    "{} on this node: its registry was restored from an older state or replaced",
+                    behind.join("; ")
+                )),
+            }
+        }
+    };
+    if s.provider_reachable {
+        high_gen = high_gen.max(s.generation);
+        high_ver = high_ver.max(s.active_version);
+    }
+    s.highest_generation = high_gen;
+    s.highest_active_version = high_ver;
+    s.checks.push(check);
+    s
+}
+
+/// The Lease carrying `summary` as given (see [`carry_forward`] for what
+/// the previous report adds). `previous` is the Lease currently stored;
+/// its `resourceVersion` is kept for an optimistic update.
+pub fn to_lease(summary: &NodeSummary, namespace: &str, lease_duration: Duration, previous: Option<&Lease>) -> Lease {
+    let s = summary.clone();
     // serde_json fails only on a map key that is neither a string nor a number, or
     // on a Serialize impl that errs; the check list is derived structs of strings
     // and enums.
@@ -136,6 +227,12 @@ pub fn to_lease(summary: &NodeSummary, namespace: &str, lease_duration: Duration
     put(key::GENERATION, s.generation.to_string());
     put(key::ROTATION_STATE, s.rotation_state.clone());
     put(key::ACTIVE_VERSION, s.active_version.to_string());
+    if !s.content_digest.is_empty() {
+        put(key::CONTENT_DIGEST, s.content_digest.clone());
+    }
+    put(key::PROVIDER_REACHABLE, s.provider_reachable.to_string());
+    put(key::HIGHEST_GENERATION, s.highest_generation.to_string());
+    put(key::HIGHEST_ACTIVE_VERSION, s.highest_active_version.to_string());
     put(key::PROVIDER_VERSION, s.provider_version.clone());
     put(key::PROVIDER_NAME, s.provider_name.clone());
     put(key::HEALTHY, s.healthy.to_string());
@@ -200,6 +297,20 @@ pub fn from_lease(lease: &Lease) -> Result<NodeSummary, LeaseError> {
             .parse()
             .map_err(|e: k8s_openapi::jiff::Error| LeaseError::Invalid(key::TIMESTAMP, e.to_string()))?,
     };
+    let opt_num = |k: &'static str| -> Result<u64, LeaseError> {
+        match a.get(k) {
+            None => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|e: std::num::ParseIntError| LeaseError::Invalid(k, e.to_string())),
+        }
+    };
+    let provider_version = get(key::PROVIDER_VERSION)?;
+    let provider_reachable = match a.get(key::PROVIDER_REACHABLE) {
+        Some(v) => v == "true",
+        // Agents before the annotation: an unanswered /status left the version empty.
+        None => !provider_version.is_empty(),
+    };
     Ok(NodeSummary {
         node: get(key::NODE)?,
         key_id_hash: get(key::KEY_ID_HASH)?,
@@ -207,7 +318,11 @@ pub fn from_lease(lease: &Lease) -> Result<NodeSummary, LeaseError> {
         generation: num(key::GENERATION)?,
         rotation_state: get(key::ROTATION_STATE)?,
         active_version: num(key::ACTIVE_VERSION)?,
-        provider_version: get(key::PROVIDER_VERSION)?,
+        content_digest: opt(key::CONTENT_DIGEST),
+        provider_reachable,
+        highest_generation: opt_num(key::HIGHEST_GENERATION)?,
+        highest_active_version: opt_num(key::HIGHEST_ACTIVE_VERSION)?,
+        provider_version,
         provider_name: opt(key::PROVIDER_NAME),
         healthy: get(key::HEALTHY)? == "true",
         image: opt(key::IMAGE),
@@ -231,6 +346,10 @@ mod tests {
             generation: 3,
             rotation_state: "active".into(),
             active_version: 2,
+            content_digest: "rcd1.c".into(),
+            provider_reachable: true,
+            highest_generation: 3,
+            highest_active_version: 2,
             provider_version: "0.1.0".into(),
             provider_name: "p".into(),
             healthy: true,
@@ -256,28 +375,120 @@ mod tests {
         assert_eq!(a[key::CHECKS], r#"[{"id":"config.file","status":"pass"}]"#);
         assert_eq!(from_lease(&lease).unwrap(), s);
 
-        // Same key: no previous hash. New key: the old one is remembered and
-        // carried forward on later reports.
         let mut stored = lease.clone();
         stored.metadata.resource_version = Some("7".into());
         let same = to_lease(&s, "kube-system", Duration::from_secs(90), Some(&stored));
         assert_eq!(same.metadata.resource_version.as_deref(), Some("7"));
-        assert_eq!(from_lease(&same).unwrap().previous_key_id_hash, "");
-        let moved = to_lease(&summary("B"), "kube-system", Duration::from_secs(90), Some(&stored));
-        assert_eq!(from_lease(&moved).unwrap().previous_key_id_hash, "A");
-        let again = to_lease(&summary("B"), "kube-system", Duration::from_secs(90), Some(&moved));
-        assert_eq!(from_lease(&again).unwrap().previous_key_id_hash, "A");
+
+        // Same key: no previous hash. New key: the old one is remembered and
+        // carried forward on later reports.
+        let first = from_lease(&lease).unwrap();
+        assert_eq!(carry_forward(&s, Some(&first)).previous_key_id_hash, "");
+        let moved = carry_forward(&summary("B"), Some(&first));
+        assert_eq!(moved.previous_key_id_hash, "A");
+        let again = carry_forward(&summary("B"), Some(&moved));
+        assert_eq!(again.previous_key_id_hash, "A");
+    }
+
+    fn rollback_of(s: &NodeSummary) -> &CheckResult {
+        s.checks.iter().find(|c| c.id == REGISTRY_ROLLBACK.id).unwrap()
+    }
+
+    /// A node's generation or active version going backwards is a rollback
+    /// finding that stays until the Lease is deleted; going forward, or an
+    /// unreachable provider, is not.
+    #[test]
+    fn rollback_is_found_and_kept() {
+        let mut s = summary("A");
+        s.generation = 6;
+        s.active_version = 3;
+        let first = carry_forward(&s, None);
+        assert_eq!(rollback_of(&first).status, CheckStatus::Pass);
+        assert_eq!((first.highest_generation, first.highest_active_version), (6, 3));
+
+        let mut restored = summary("A");
+        restored.generation = 4;
+        restored.active_version = 3;
+        let r = carry_forward(&restored, Some(&first));
+        assert_eq!(rollback_of(&r).status, CheckStatus::Fail);
+        assert_eq!(
+            rollback_of(&r).message.as_deref(),
+            Some(
+                "registry generation 4 is below 6 reported earlier on this node: its registry was restored from an older state or replaced"
+            )
+        );
+        assert_eq!(r.highest_generation, 6);
+        // Round trip through the Lease, then another round: still a finding.
+        let stored = from_lease(&to_lease(&r, "ns", Duration::from_secs(90), None)).unwrap();
+        assert_eq!(stored.highest_generation, 6);
+        let r2 = carry_forward(&restored, Some(&stored));
+        assert_eq!(rollback_of(&r2).status, CheckStatus::Fail);
+
+        // The active version alone going backwards is one too.
+        let mut older = summary("A");
+        older.generation = 9;
+        older.active_version = 2;
+        let r3 = carry_forward(&older, Some(&first));
+        assert!(
+            rollback_of(&r3)
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("active Transit version 2 is below 3")
+        );
+
+        // Unreachable: nothing compared, marks and finding kept.
+        let mut down = summary("");
+        down.provider_reachable = false;
+        down.generation = 0;
+        down.active_version = 0;
+        let d = carry_forward(&down, Some(&first));
+        assert_eq!(rollback_of(&d).status, CheckStatus::Skip);
+        assert_eq!((d.highest_generation, d.highest_active_version), (6, 3));
+        let d2 = carry_forward(&down, Some(&r));
+        assert_eq!(rollback_of(&d2).status, CheckStatus::Fail);
+
+        // Forward: the marks follow.
+        let mut ahead = summary("B");
+        ahead.generation = 11;
+        ahead.active_version = 4;
+        let f = carry_forward(&ahead, Some(&first));
+        assert_eq!(rollback_of(&f).status, CheckStatus::Pass);
+        assert_eq!((f.highest_generation, f.highest_active_version), (11, 4));
+    }
+
+    /// A Lease written by an agent before the content digest, reachability
+    /// and marks existed still parses.
+    #[test]
+    fn older_leases_parse() {
+        let mut lease = to_lease(&summary("A"), "ns", Duration::from_secs(90), None);
+        let a = lease.metadata.annotations.as_mut().unwrap();
+        for k in [
+            key::CONTENT_DIGEST,
+            key::PROVIDER_REACHABLE,
+            key::HIGHEST_GENERATION,
+            key::HIGHEST_ACTIVE_VERSION,
+        ] {
+            a.remove(k);
+        }
+        let s = from_lease(&lease).unwrap();
+        assert!(s.provider_reachable);
+        assert_eq!((s.content_digest.as_str(), s.highest_generation), ("", 0));
+        let a = lease.metadata.annotations.as_mut().unwrap();
+        a.insert(key::PROVIDER_VERSION.into(), String::new());
+        assert!(!from_lease(&lease).unwrap().provider_reachable);
     }
 
     proptest::proptest! {
         /// Lease annotations come from the API server: any values give a
         /// report or an error, never a panic.
         #[test]
-        fn random_annotations_never_panic(values in proptest::collection::vec(".{0,40}", 14), drop in 0usize..14) {
+        fn random_annotations_never_panic(values in proptest::collection::vec(".{0,40}", 18), drop in 0usize..18) {
             let keys = [
                 key::NODE, key::KEY_ID_HASH, key::PREVIOUS_KEY_ID_HASH, key::GENERATION, key::ROTATION_STATE,
                 key::ACTIVE_VERSION, key::PROVIDER_VERSION, key::PROVIDER_NAME, key::HEALTHY, key::IMAGE,
-                key::IMAGE_DIGEST, key::PREFLIGHT_VERSION, key::CHECKS, key::TIMESTAMP,
+                key::IMAGE_DIGEST, key::PREFLIGHT_VERSION, key::CHECKS, key::TIMESTAMP, key::CONTENT_DIGEST,
+                key::PROVIDER_REACHABLE, key::HIGHEST_GENERATION, key::HIGHEST_ACTIVE_VERSION,
             ];
             let mut lease = to_lease(&summary("A"), "ns", Duration::from_secs(90), None);
             lease.spec = None;

@@ -94,6 +94,7 @@ async fn status(State(s): State<HealthState>) -> Response {
         cache_age_seconds: view.cache_age.as_secs_f64(),
         provider_name: cfg.transit.key_id_scope.provider_name.clone(),
         identity_fingerprint: cfg.identity_scope().fingerprint(),
+        content_digest: Some(p.content_digest.clone()),
     };
     document(StatusCode::OK, &body)
 }

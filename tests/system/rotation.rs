@@ -233,6 +233,18 @@ async fn rotation_is_promoted_after_stable_observations_and_the_activation_delay
     assert_eq!(v1["state"], "retired", "{v1}");
     let v2 = registry_record(&state, 2).context("version 2 record")?;
     assert_eq!(v2["state"], "active", "{v2}");
+    // The content digest: v2 active, v1 retired, nothing else.
+    let digest = bao_kms_core::registry::content_digest(
+        &h(&k2),
+        &[
+            (h(&k2), bao_kms_core::registry::SnapshotState::Active),
+            (
+                h(v1["kubernetesKeyId"].as_str().context("v1 key_id")?),
+                bao_kms_core::registry::SnapshotState::Retired,
+            ),
+        ],
+    );
+    assert_eq!(status["contentDigest"], digest.as_str(), "/status: {status}");
     assert!(v2["promotedAtUnix"].as_i64().unwrap_or(0) >= v2["stableAtUnix"].as_i64().unwrap_or(i64::MAX));
 
     // Old data decrypts; new data uses version 2 explicitly.

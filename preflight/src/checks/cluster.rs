@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::lease::NodeSummary;
 use bao_kms_core::checks::Def;
 use bao_kms_core::checks::catalogue::{
-    GENERATION_CONVERGED, IMAGE_PRESENT, KEY_ID_CONVERGED, NODE_CHECKS, NODES_FOUND, PROVIDER_HEALTHY, REPORT_FRESH,
-    REPORT_PRESENT, ROTATION_ACTIVE, ROTATION_MOVED, VERSION_CONVERGED,
+    CONTENT_CONVERGED, IMAGE_PRESENT, KEY_ID_CONVERGED, NODE_CHECKS, NODES_FOUND, PROVIDER_HEALTHY, REGISTRY_ROLLBACK,
+    REPORT_FRESH, REPORT_PRESENT, ROTATION_ACTIVE, ROTATION_MOVED, VERSION_CONVERGED,
 };
 
 use crate::report::{Check, CheckStatus, align};
@@ -96,12 +96,28 @@ pub struct ClusterReport {
     pub checks: Vec<Check>,
 }
 
+/// Shown for an empty value.
+pub const NONE: &str = "<none>";
+
 fn short(hash: &str) -> String {
     if hash.is_empty() {
-        "-".to_owned()
+        NONE.to_owned()
     } else {
         hash.chars().take(12).collect()
     }
+}
+
+/// A content digest without its `rcd1.` prefix, shortened.
+fn short_digest(digest: &str) -> String {
+    short(
+        digest
+            .strip_prefix(bao_kms_core::registry::CONTENT_DIGEST_PREFIX)
+            .unwrap_or(digest),
+    )
+}
+
+fn or_none(v: &str) -> String {
+    if v.is_empty() { NONE.to_owned() } else { v.to_owned() }
 }
 
 /// Fresh reports by node (stale and missing ones are excluded from the
@@ -252,7 +268,28 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         } else {
             row.report = "fresh".into();
         }
-        let failed = summary.failed_checks();
+        let failed: Vec<&str> = summary
+            .failed_checks()
+            .into_iter()
+            .filter(|id| *id != REGISTRY_ROLLBACK.id)
+            .collect();
+        if let Some(r) = summary
+            .checks
+            .iter()
+            .find(|c| c.id == REGISTRY_ROLLBACK.id && c.status == CheckStatus::Fail)
+        {
+            checks.push(
+                REGISTRY_ROLLBACK
+                    .fail(
+                        r.message.clone().unwrap_or_else(|| "the registry went backwards".into()),
+                        format!(
+                            "if the restore was not intended, stop the provider on {name} and put back its newest key-registry.json and checkpoint (docs/registry.md); if it was, accept it with kubectl -n {ns} delete lease {}",
+                            crate::lease::lease_name(name)
+                        ),
+                    )
+                    .on_node(name),
+            );
+        }
         if !failed.is_empty() {
             checks.push(
                 NODE_CHECKS
@@ -263,7 +300,16 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
                     .on_node(name),
             );
         }
-        if !summary.healthy {
+        if !summary.provider_reachable {
+            checks.push(
+                PROVIDER_HEALTHY
+                    .fail(
+                        "the provider is unreachable: its /status did not answer",
+                        format!("check that the provider runs on {name} and serves server.healthAddress (bao-kms-preflight node on {name} shows the error)"),
+                    )
+                    .on_node(name),
+            );
+        } else if !summary.healthy {
             checks.push(
                 PROVIDER_HEALTHY
                     .fail(
@@ -301,7 +347,12 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         rows.push(row);
     }
 
-    let fresh = fresh_reports(inputs, &rows);
+    // Convergence compares what answered: an unreachable provider already
+    // fails provider.healthy and has no values to compare.
+    let fresh: Vec<(&str, &NodeSummary)> = fresh_reports(inputs, &rows)
+        .into_iter()
+        .filter(|(_, s)| s.provider_reachable)
+        .collect();
     let values =
         |f: &dyn Fn(&NodeSummary) -> String| -> Vec<(&str, String)> { fresh.iter().map(|(n, s)| (*n, f(s))).collect() };
     converged(
@@ -310,22 +361,27 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         "key_id hash",
         &values(&|s| s.key_id_hash.clone()),
         short,
-        "wait for the provider's rotation to settle (rotation.activationDelay) and compare bao-kms-provider rotation-plan on each node; a node on another Transit key or identity scope needs its configuration corrected",
+        "wait rotation.activationDelay plus rotation.requireStableObservationCount probe intervals and run the gate again; if the node stays behind, bao-kms-provider rotation-plan on it names what holds the promotion; a node on another Transit key or identity scope needs its configuration corrected",
     );
     converged(
         &mut checks,
-        &GENERATION_CONVERGED,
-        "generation",
-        &values(&|s| s.generation.to_string()),
-        str::to_owned,
-        "the key registries diverged: compare bao-kms-provider rotation-plan on each node and let the lagging node observe the Transit key again",
+        &CONTENT_CONVERGED,
+        "registry content",
+        // A provider older than the digest reports none: it is not compared
+        // (version.converged already names it during an upgrade).
+        &values(&|s| s.content_digest.clone())
+            .into_iter()
+            .filter(|(_, d)| !d.is_empty())
+            .collect::<Vec<_>>(),
+        short_digest,
+        "compare bao-kms-provider rotation-plan on this node and a converged one: a version pending here is promoted after the activation delay (wait and run the gate again); a version retired elsewhere (retire-versions) must be retired here with the same plan",
     );
     converged(
         &mut checks,
         &VERSION_CONVERGED,
         "provider version",
         &values(&|s| s.provider_version.clone()),
-        str::to_owned,
+        or_none,
         "roll every node's static pod manifest to the same release digest",
     );
 
@@ -421,6 +477,7 @@ impl ClusterReport {
                 "REPORT",
                 "AGE",
                 "KEY-ID-HASH",
+                "CONTENT",
                 "GENERATION",
                 "ROTATION",
                 "VERSION",
@@ -443,10 +500,39 @@ impl ClusterReport {
                 r.node.clone(),
                 r.report.clone(),
                 r.age_seconds.map(human_age).unwrap_or_else(|| "-".into()),
-                s.map(|s| short(&s.key_id_hash)).unwrap_or_else(|| "-".into()),
-                s.map(|s| s.generation.to_string()).unwrap_or_else(|| "-".into()),
+                s.map(|s| {
+                    if s.provider_reachable {
+                        short(&s.key_id_hash)
+                    } else {
+                        "unreachable".into()
+                    }
+                })
+                .unwrap_or_else(|| "-".into()),
+                s.map(|s| {
+                    if s.provider_reachable {
+                        short_digest(&s.content_digest)
+                    } else {
+                        "unreachable".into()
+                    }
+                })
+                .unwrap_or_else(|| "-".into()),
+                s.map(|s| {
+                    if s.provider_reachable {
+                        s.generation.to_string()
+                    } else {
+                        "unreachable".into()
+                    }
+                })
+                .unwrap_or_else(|| "-".into()),
                 s.map(|s| s.rotation_state.clone()).unwrap_or_else(|| "-".into()),
-                s.map(|s| s.provider_version.clone()).unwrap_or_else(|| "-".into()),
+                s.map(|s| {
+                    if s.provider_reachable {
+                        or_none(&s.provider_version)
+                    } else {
+                        "unreachable".into()
+                    }
+                })
+                .unwrap_or_else(|| "-".into()),
                 match r.image_present {
                     Some(true) => "present".into(),
                     Some(false) => "absent".into(),

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::fake_api::FakeApi;
 use crate::common::*;
-use bao_kms_preflight::lease::{CheckResult, NodeSummary, lease_name, timestamp_from_unix, to_lease};
+use bao_kms_preflight::lease::{
+    CheckResult, NodeSummary, carry_forward, from_lease, lease_name, timestamp_from_unix, to_lease,
+};
 use bao_kms_preflight::report::CheckStatus;
 use serde_json::Value;
 
@@ -31,6 +33,10 @@ fn summary(node: &str, hash: &str, age_secs: i64) -> NodeSummary {
         generation: 3,
         rotation_state: "active".into(),
         active_version: 2,
+        content_digest: CONTENT_A.into(),
+        provider_reachable: true,
+        highest_generation: 3,
+        highest_active_version: 2,
         provider_version: "0.1.0".into(),
         provider_name: PROVIDER_NAME.into(),
         healthy: true,
@@ -79,11 +85,14 @@ impl Cluster {
         c
     }
 
+    /// Publishes `s` as the agent does: carried forward from the stored report.
     fn report(&self, s: NodeSummary) {
-        let previous = self
+        let previous: Option<k8s_openapi::api::coordination::v1::Lease> = self
             .api
             .lease(NS, &lease_name(&s.node))
             .map(|v| serde_json::from_value(v).unwrap());
+        let prev = previous.as_ref().map(|l| from_lease(l).unwrap());
+        let s = carry_forward(&s, prev.as_ref());
         self.api
             .put_lease(NS, &to_lease(&s, NS, Duration::from_secs(90), previous.as_ref()));
     }
@@ -140,13 +149,13 @@ fn converged_cluster_passes() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0],
-        "NODE   REPORT   AGE   KEY-ID-HASH    GENERATION   ROTATION   VERSION   IMAGE     CHECKS"
+        "NODE   REPORT   AGE   KEY-ID-HASH    CONTENT        GENERATION   ROTATION   VERSION   IMAGE     CHECKS"
     );
     for (i, n) in NODES.iter().enumerate() {
         let row = lines[i + 1];
         assert!(row.starts_with(&format!("{n}   fresh    ")), "{row}");
         assert!(
-            row.ends_with("AAAAAAAAAAAA   3            active     0.1.0     present   3/3"),
+            row.ends_with("AAAAAAAAAAAA   aaaaaaaaaaaa   3            active     0.1.0     present   4/4"),
             "{row}"
         );
     }
@@ -177,7 +186,7 @@ fn converged_cluster_passes() {
         [
             ("nodes.found", "3 control-plane nodes"),
             ("key_id.converged", "3 nodes report key_id hash AAAAAAAAAAAA"),
-            ("generation.converged", "3 nodes report generation 3"),
+            ("content.converged", "3 nodes report registry content aaaaaaaaaaaa"),
             ("version.converged", "3 nodes report provider version 0.1.0"),
         ]
     );
@@ -263,7 +272,7 @@ fn one_node_on_another_key_id() {
         "{table}"
     );
     assert!(
-        table.contains("\ncp-3 key_id.converged: wait for the provider's rotation to settle"),
+        table.contains("\ncp-3 key_id.converged: wait rotation.activationDelay plus"),
         "{table}"
     );
 }
@@ -325,7 +334,7 @@ fn one_node_missing_the_image() {
     let row = table.lines().find(|l| l.starts_with("cp-2 ")).unwrap();
     assert!(row.starts_with("cp-2   fresh    "), "{table}");
     assert!(
-        row.ends_with("   AAAAAAAAAAAA   3            active     0.1.0     absent    3/3"),
+        row.ends_with("   AAAAAAAAAAAA   aaaaaaaaaaaa   3            active     0.1.0     absent    4/4"),
         "{table}"
     );
     assert!(
@@ -392,6 +401,7 @@ fn rotation_half_way_and_done() {
     let mut moved = summary("cp-1", KEY_HASH_B, 5);
     moved.generation = 4;
     moved.active_version = 3;
+    moved.content_digest = CONTENT_B.into();
     c.report(moved.clone());
     let mut pending = summary("cp-2", KEY_HASH_A, 5);
     pending.rotation_state = "pending".into();
@@ -408,8 +418,8 @@ fn rotation_half_way_and_done() {
             ),
             f(
                 "cp-1",
-                "generation.converged",
-                "generation 4 differs from 3 on 2 of 3 nodes"
+                "content.converged",
+                "registry content bbbbbbbbbbbb differs from aaaaaaaaaaaa on 2 of 3 nodes"
             ),
             f(
                 "cp-2",
@@ -430,8 +440,8 @@ fn rotation_half_way_and_done() {
             ),
             f(
                 "cp-1",
-                "generation.converged",
-                "generation 4 differs from 3 on 2 of 3 nodes"
+                "content.converged",
+                "registry content bbbbbbbbbbbb differs from aaaaaaaaaaaa on 2 of 3 nodes"
             ),
             f(
                 "cp-2",
@@ -532,7 +542,14 @@ fn agent_publishes_the_node_report_then_cluster_reads_it() {
     assert_eq!(a["preflight.kms.openbao.org/healthy"], "true");
     assert!(a.get("preflight.kms.openbao.org/previous-key-id-hash").is_none());
     let checks: Vec<Value> = serde_json::from_str(a["preflight.kms.openbao.org/checks"].as_str().unwrap()).unwrap();
-    assert_eq!(checks.len(), 15);
+    assert_eq!(checks.len(), 16);
+    assert_eq!(
+        checks[15],
+        serde_json::json!({"id": "registry.rollback", "status": "pass"})
+    );
+    assert_eq!(a["preflight.kms.openbao.org/content-digest"], CONTENT_A);
+    assert_eq!(a["preflight.kms.openbao.org/provider-reachable"], "true");
+    assert_eq!(a["preflight.kms.openbao.org/highest-generation"], "3");
     assert_eq!(
         checks[0],
         serde_json::json!({"id": "config.file", "status": "pass", "message": checks[0]["message"]})
@@ -585,6 +602,40 @@ fn agent_publishes_the_node_report_then_cluster_reads_it() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["namespace"], "preflight");
 
+    // The node's registry goes back to an older generation: the agent's
+    // next report carries the rollback finding, and cluster fails it.
+    tree.provider.set_status("generation", 2.into());
+    let (code, _, err) = run(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let lease = api.lease("preflight", "bao-kms-preflight-cp-1").unwrap();
+    let a = &lease["metadata"]["annotations"];
+    let checks: Vec<Value> = serde_json::from_str(a["preflight.kms.openbao.org/checks"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        checks.last().unwrap(),
+        &serde_json::json!({"id": "registry.rollback", "status": "fail",
+            "message": "registry generation 2 is below 3 reported earlier on this node: its registry was restored from an older state or replaced"})
+    );
+    let (code, out, _) = run(
+        &[
+            "cluster".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "-o".into(),
+            "json".into(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 4, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-1",
+            "registry.rollback",
+            "registry generation 2 is below 3 reported earlier on this node: its registry was restored from an older state or replaced"
+        )]
+    );
+
     // An API server that refuses the write makes `--once` fail.
     api.state.lock().unwrap().leases.clear();
     let mut bad = args.clone();
@@ -599,4 +650,156 @@ fn agent_publishes_the_node_report_then_cluster_reads_it() {
     .unwrap();
     bad[i + 1] = broken.display().to_string();
     assert_eq!(run(&bad, &[]).0, 5);
+}
+
+/// The event orders seen on real clusters: nodes end on different
+/// generations with the same keys. One node learned the new version by
+/// unknown-key_id discovery before its promotion (generations 4/4/5); two
+/// rotations seconds apart (6/6/4, one node skipping the middle version,
+/// retained as retired). The after-rotation gate passes on content.
+#[test]
+fn after_rotation_passes_when_content_agrees_although_generations_differ() {
+    for generations in [[4, 4, 5], [6, 6, 4]] {
+        let c = Cluster::new();
+        for (n, g) in NODES.iter().zip(generations) {
+            let mut s = summary(n, KEY_HASH_B, 5);
+            s.generation = g;
+            s.active_version = 3;
+            s.content_digest = CONTENT_B.into();
+            c.report(s);
+        }
+        let (code, table) = c.cluster(&["--phase", "after-rotation", "--before-key-id-hash", KEY_HASH_A]);
+        assert_eq!(code, 0, "{generations:?}\n{table}");
+        let gens: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .take(3)
+            .map(|l| l.split_whitespace().nth(5).unwrap())
+            .collect();
+        assert_eq!(gens, generations.map(|g| g.to_string()), "{table}");
+        let (_, report) = c.json(&["--phase", "after-rotation"]);
+        let content = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "content.converged")
+            .unwrap()
+            .clone();
+        assert_eq!(content["status"], "pass");
+        assert_eq!(content["message"], "3 nodes report registry content bbbbbbbbbbbb");
+    }
+}
+
+/// Same key_id, different content (a version retired on one node only):
+/// content.converged fails that node and says how to align it.
+#[test]
+fn same_key_other_content_fails_with_a_fix() {
+    let c = Cluster::new();
+    let mut s = summary("cp-2", KEY_HASH_A, 5);
+    s.content_digest = CONTENT_B.into();
+    c.report(s);
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-2",
+            "content.converged",
+            "registry content bbbbbbbbbbbb differs from aaaaaaaaaaaa on 2 of 3 nodes"
+        )]
+    );
+    let fix = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "content.converged")
+        .unwrap()["fix"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        fix.contains("rotation-plan") && fix.contains("retire-versions"),
+        "{fix}"
+    );
+}
+
+/// A node whose registry went backwards fails registry.rollback until the
+/// operator accepts the restore by deleting its Lease (the printed fix).
+#[test]
+fn rollback_fails_until_the_lease_is_deleted() {
+    let c = Cluster::new();
+    let mut ahead = summary("cp-1", KEY_HASH_A, 5);
+    ahead.generation = 7;
+    c.report(ahead);
+    c.report(summary("cp-1", KEY_HASH_A, 5)); // generation 3 again
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-1",
+            "registry.rollback",
+            "registry generation 3 is below 7 reported earlier on this node: its registry was restored from an older state or replaced"
+        )]
+    );
+    let rollback = &report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "registry.rollback")
+        .unwrap()["fix"];
+    assert!(
+        rollback
+            .as_str()
+            .unwrap()
+            .ends_with("kubectl -n kube-system delete lease bao-kms-preflight-cp-1"),
+        "{rollback}"
+    );
+    // Still there on the next report.
+    c.report(summary("cp-1", KEY_HASH_A, 5));
+    assert_eq!(c.json(&[]).0, 4);
+    // Accepted: the Lease is deleted, the agent reports afresh.
+    c.api
+        .state
+        .lock()
+        .unwrap()
+        .leases
+        .remove(&(NS.to_owned(), lease_name("cp-1")));
+    c.report(summary("cp-1", KEY_HASH_A, 5));
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 0, "{report:#}");
+}
+
+/// A node whose provider does not answer shows "unreachable", fails
+/// provider.healthy once, and is not compared (no empty version, no
+/// generation 0).
+#[test]
+fn unreachable_provider_is_named_not_compared() {
+    let c = Cluster::new();
+    let mut down = summary("cp-3", "", 5);
+    down.provider_reachable = false;
+    down.healthy = false;
+    down.generation = 0;
+    down.active_version = 0;
+    down.content_digest = String::new();
+    down.provider_version = String::new();
+    down.rotation_state = "unknown".into();
+    c.report(down);
+    let (code, report) = c.json(&[]);
+    assert_eq!(code, 4);
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-3",
+            "provider.healthy",
+            "the provider is unreachable: its /status did not answer"
+        )]
+    );
+    let (_, table) = c.cluster(&[]);
+    let row = table.lines().find(|l| l.starts_with("cp-3")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[3..8],
+        ["unreachable", "unreachable", "unreachable", "unknown", "unreachable"],
+        "{table}"
+    );
 }

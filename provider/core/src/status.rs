@@ -44,6 +44,11 @@ pub struct StatusDocument {
     pub provider_name: String,
     /// The configuration's identity fingerprint.
     pub identity_fingerprint: String,
+    /// The registry content digest (`rcd1.`..., `registry::content_digest`):
+    /// equal on nodes that encrypt with the same key and decrypt the same
+    /// versions, whatever their generation. Absent from older providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<String>,
 }
 
 /// `GET /ready`: 200 with `status` `ok` when ready, 503 with the reason
@@ -94,6 +99,7 @@ mod tests {
             cache_age_seconds: 1.5,
             provider_name: "openbao-kms".into(),
             identity_fingerprint: "fp".into(),
+            content_digest: None,
         }
     }
 
@@ -107,6 +113,14 @@ mod tests {
             r#"{"keyID":"k","keyIDHash":"h","generation":3,"rotationState":"active","activeVersion":2,"latestVersion":2,"pendingVersion":null,"persistenceDegraded":false,"healthy":true,"reasons":[],"version":"0.1.0","cacheAgeSeconds":1.5,"providerName":"openbao-kms","identityFingerprint":"fp"}"#
         );
         assert_eq!(serde_json::from_str::<StatusDocument>(&text).unwrap(), status());
+        let mut with = status();
+        with.content_digest = Some("rcd1.x".into());
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.ends_with(r#""identityFingerprint":"fp","contentDigest":"rcd1.x"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<StatusDocument>(&text).unwrap(), with);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Published {
     /// Newest pending version in the durable registry.
     pub pending_version: Option<u64>,
     pub decryptable: Arc<BTreeMap<String, KeySnapshot>>,
+    /// The registry content digest (`StateFile::content_digest`).
+    pub content_digest: String,
     /// The last rotation observation could not be saved and is deferred
     /// (Status stays healthy; nothing new was published).
     pub persistence_degraded: bool,
@@ -148,6 +150,7 @@ impl Registry {
         p.generation = self.state.generation;
         p.pending_version = pending_version(&self.state);
         p.decryptable = Arc::new(self.state.decryptable());
+        p.content_digest = self.state.content_digest();
     }
 }
 

@@ -155,6 +155,7 @@ impl Engine {
             pending_version: pending_version(&state),
             generation: state.generation,
             decryptable: Arc::new(state.decryptable()),
+            content_digest: state.content_digest(),
             persistence_degraded: false,
             active,
             confirmed_at: Instant::now(),

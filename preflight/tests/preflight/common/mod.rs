@@ -23,6 +23,9 @@ pub const PROVIDER_NAME: &str = "openbao-kms-workload-a";
 pub const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const KEY_HASH_A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 pub const KEY_HASH_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+/// Registry content digests: A alone active; B active with A retired.
+pub const CONTENT_A: &str = "rcd1.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const CONTENT_B: &str = "rcd1.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 /// A fake provider health listener; its answers can be changed while it runs.
 pub struct FakeProvider {
@@ -72,6 +75,7 @@ impl FakeProvider {
             cache_age_seconds: 1.5,
             provider_name: PROVIDER_NAME.into(),
             identity_fingerprint: fingerprint.into(),
+            content_digest: Some(CONTENT_A.into()),
         };
         let ready_v = Arc::new(Mutex::new((200, serde_json::to_value(ready_doc).unwrap())));
         let status_v = Arc::new(Mutex::new(serde_json::to_value(status_doc).unwrap()));

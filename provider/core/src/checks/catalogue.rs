@@ -133,9 +133,13 @@ pub const NODE_CHECKS: Def = Def::new("node.checks", "every node check passes on
 pub const PROVIDER_HEALTHY: Def = Def::new("provider.healthy", "the node's provider is healthy");
 pub const IMAGE_PRESENT: Def = Def::new("image.present", "the pinned provider image is present on the node");
 pub const KEY_ID_CONVERGED: Def = Def::new("key_id.converged", "every node reports the same key_id hash");
-pub const GENERATION_CONVERGED: Def = Def::new(
-    "generation.converged",
-    "every node reports the same registry generation",
+pub const CONTENT_CONVERGED: Def = Def::new(
+    "content.converged",
+    "every node's registry holds the same keys (content digest)",
+);
+pub const REGISTRY_ROLLBACK: Def = Def::new(
+    "registry.rollback",
+    "the node's registry generation and active Transit version never went backwards",
 );
 pub const VERSION_CONVERGED: Def = Def::new("version.converged", "every node runs the same provider version");
 pub const ROTATION_ACTIVE: Def = Def::new("rotation.active", "rotation state is active on every node");
@@ -203,7 +207,8 @@ pub const ALL: &[Def] = &[
     PROVIDER_HEALTHY,
     IMAGE_PRESENT,
     KEY_ID_CONVERGED,
-    GENERATION_CONVERGED,
+    CONTENT_CONVERGED,
+    REGISTRY_ROLLBACK,
     VERSION_CONVERGED,
     ROTATION_ACTIVE,
     ROTATION_MOVED,

@@ -10,17 +10,20 @@
 //!   JSON of the state without `currentHash`).
 //! - [`Checkpoint`] holds the generation and hash of the last state written.
 //! - [`checkpoint_status`] applies the rollback rules to what is on disk.
+//! - [`content_digest`] names what a registry holds, not how it got there.
 //! - [`StateFile::verify_metadata`] holds the registry against Transit's
 //!   key metadata (`metadata`); [`retire`] plans retiring and restoring
 //!   versions.
 
 mod checkpoint;
+mod content;
 mod metadata;
 mod pins;
 pub mod repin;
 pub mod retire;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA, Checkpoint, CheckpointStatus, checkpoint_status};
+pub use content::{CONTENT_DIGEST_PREFIX, content_digest};
 pub use pins::{IdentityPins, PINS_SCHEMA, PinsVerdict, pins_verdict};
 
 use std::collections::{BTreeMap, HashSet};

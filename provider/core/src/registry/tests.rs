@@ -211,3 +211,20 @@ fn snapshot_state_names_are_the_wire_names() {
         assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
     }
 }
+
+/// The content digest of the published fixture: an active version and a
+/// discovered pending one. Generation and counters do not enter it.
+#[test]
+fn content_digest_of_the_published_fixture() {
+    // Computed independently with sha256sum over the two hashes (docs/rotation.md).
+    let state = StateFile::decode(DISCOVERED.as_bytes()).unwrap();
+    let digest = state.content_digest();
+    assert_eq!(digest, "rcd1.NF3GAVOCSrCPrmTyPPaUNjmE5NJLJ_46vZ5IwNa05IM");
+    let mut other = state.clone();
+    other.generation += 7;
+    for r in &mut other.snapshots {
+        r.stable_observation_count += 1;
+        r.observed_at_unix += 5;
+    }
+    assert_eq!(other.content_digest(), digest);
+}

@@ -840,3 +840,61 @@ proptest! {
         prop_assert_eq!(d.state.decryptable().len() as u64, 1 + rotations);
     }
 }
+
+/// Steps `state` on `meta` until the latest version is promoted, the
+/// activation clock always elapsed once the machine confirms a candidate.
+fn promote_latest(r: &Rotation<'_>, mut state: StateFile, meta: &KeyMetadata, mut now: i64) -> StateFile {
+    let mut clock = None;
+    for _ in 0..20 {
+        let step = r.step(&state, meta, now, clock);
+        now += 1;
+        clock = step.confirm.map(|c| ActivationClock {
+            candidate: c,
+            elapsed: r.policy.activation_delay,
+        });
+        match step.transition {
+            Transition::None if step.rotation_state == RotationState::Active => return state,
+            Transition::None => {}
+            Transition::Observe(next) => state = next,
+            Transition::Promote { next, .. } => state = next,
+        }
+    }
+    panic!("no promotion: {state:?}")
+}
+
+/// The event orders of a real cluster leave nodes on different generations
+/// with the same keys: the content digest agrees where the generation does
+/// not (docs/rotation.md, "Convergence").
+#[test]
+fn content_digest_converges_where_generations_differ() {
+    let scope = sample_scope();
+    let p = policy(2, 30, true);
+    let r = Rotation {
+        scope: &scope,
+        policy: &p,
+    };
+    // Discovery, then promotion on one node; plain observation on another.
+    let plain = promote_latest(&r, bootstrap(), &meta(2), T0 + 100);
+    let k2 = KeyId::parse(&key_id(2)).unwrap();
+    let Discovery::Found(discovered) = r.discover(&bootstrap(), &meta(2), &k2, T0 + 90) else {
+        panic!("expected discovery")
+    };
+    let via_discovery = promote_latest(&r, discovered, &meta(2), T0 + 100);
+    assert_eq!(plain.active_key_id, key_id(2));
+    assert_ne!(plain.generation, via_discovery.generation);
+    assert_eq!(plain.content_digest(), via_discovery.content_digest());
+
+    // Two rotations seconds apart: one node saw version 2 pending before 3
+    // appeared, another only ever saw 3 (2 skipped, retained as retired).
+    let one = observed(&r.step(&bootstrap(), &meta(2), T0 + 100, None));
+    let saw_both = promote_latest(&r, one, &meta(3), T0 + 103);
+    let saw_last = promote_latest(&r, bootstrap(), &meta(3), T0 + 103);
+    assert_eq!(saw_both.active_key_id, key_id(3));
+    assert_ne!(saw_both.generation, saw_last.generation);
+    assert_eq!(saw_both.content_digest(), saw_last.content_digest());
+    assert_eq!(record(&saw_last, 2).state, SnapshotState::Retired);
+
+    // A node still holding 3 as pending is not converged with them.
+    let pending = observed(&r.step(&bootstrap(), &meta(3), T0 + 103, None));
+    assert_ne!(pending.content_digest(), saw_last.content_digest());
+}
