@@ -313,10 +313,14 @@ fn lintian_reports_nothing_unexplained() -> anyhow::Result<()> {
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     eprintln!("lintian:\n{report}");
     assert!(out.status.success(), "{report}");
-    // Informational tags too: each finding is fixed or overridden with its reason.
+    // Informational tags too: each finding is fixed or overridden with its
+    // reason. The spelling override covers byte sequences whose presence
+    // depends on the build's layout, so a build without one may leave it
+    // unused.
     let findings: Vec<&str> = report
         .lines()
         .filter(|l| ["E: ", "W: ", "I: "].iter().any(|p| l.starts_with(p)))
+        .filter(|l| !l.contains("unused-override spelling-error-in-binary * [usr/bin/*]"))
         .collect();
     assert!(findings.is_empty(), "{findings:#?}");
     Ok(())
