@@ -19,11 +19,9 @@
 use bao_kms_core::checks::openbao::describe;
 use bao_kms_core::config::Config;
 use bao_kms_core::hash::h;
+use bao_kms_core::registry::IdentityPins;
 use bao_kms_core::registry::repin::{RepinRecord, plan_repin};
-use bao_kms_core::registry::{IdentityPins, StateFile, checkpoint_status};
 use serde_json::{Value, json};
-
-use crate::state::{RegistryPaths, RegistryStore, StoreError, read_pins_unlocked, read_unlocked};
 
 /// What `repin` cannot see or do.
 pub const LIMITATIONS: [&str; 3] = [
@@ -35,40 +33,6 @@ pub const LIMITATIONS: [&str; 3] = [
 /// The report and whether it passed (exit 4 otherwise).
 pub type Outcome = crate::report::FieldReport;
 
-struct Loaded {
-    state: StateFile,
-    pins: Option<IdentityPins>,
-    store: Option<RegistryStore>,
-}
-
-fn load(cfg: &Config, apply: bool) -> Result<Loaded, String> {
-    let (state, checkpoint, pins, store) = if apply {
-        let store = RegistryStore::open(&cfg.state.path).map_err(|e| match e {
-            StoreError::Locked { path } => format!(
-                "provider is running (lock held): {path} is locked by another process; stop the provider on this node before --apply"
-            ),
-            other => other.to_string(),
-        })?;
-        let disk = store.read().map_err(|e| format!("registry unreadable: {e}"))?;
-        (disk.state, disk.checkpoint, disk.pins, Some(store))
-    } else {
-        let paths = RegistryPaths::new(&cfg.state.path);
-        let (state, checkpoint) = read_unlocked(&paths)?;
-        (state, checkpoint, read_pins_unlocked(&paths)?, None)
-    };
-    checkpoint_status(state.as_ref(), checkpoint.as_ref()).map_err(|e| format!("registry fails closed: {e}"))?;
-    let state = state.ok_or_else(|| {
-        format!(
-            "no key registry state at {}: repin accepts a new OpenBao identity for an existing registry; without one the first start pins the live identity",
-            cfg.state.path.display()
-        )
-    })?;
-    state
-        .check_scope(&cfg.identity_scope())
-        .map_err(|e| format!("registry fails closed: {e}"))?;
-    Ok(Loaded { state, pins, store })
-}
-
 /// Plans (and with `expected_hash`, applies) the re-pin.
 pub async fn run(cfg: &Config, expected_hash: Option<&str>) -> Outcome {
     let mut r = json!({ "name": "repin", "applied": false });
@@ -76,7 +40,11 @@ pub async fn run(cfg: &Config, expected_hash: Option<&str>) -> Outcome {
         r["reasons"] = json!(reasons);
         finish(r, false)
     };
-    let loaded = match load(cfg, expected_hash.is_some()) {
+    let loaded = match crate::retire::load(
+        cfg,
+        expected_hash.is_some(),
+        "repin accepts a new OpenBao identity for an existing registry; without one the first start pins the live identity",
+    ) {
         Ok(l) => l,
         Err(e) => return fail(r, vec![e]),
     };

@@ -65,16 +65,20 @@ impl Request {
 /// The report and whether it passed (exit 4 otherwise).
 pub type Outcome = crate::report::FieldReport;
 
-/// The registry as the command sees it: read without the lock for a plan,
-/// under the held writer lock for `--apply`.
-struct Loaded {
-    state: StateFile,
-    checkpoint: Option<Checkpoint>,
-    pins: Option<IdentityPins>,
-    store: Option<RegistryStore>,
+/// The registry as a registry-editing command (retire, restore, repin)
+/// sees it: read without the lock for a plan, under the held writer lock
+/// for `--apply`.
+pub(crate) struct Loaded {
+    pub(crate) state: StateFile,
+    pub(crate) checkpoint: Option<Checkpoint>,
+    pub(crate) pins: Option<IdentityPins>,
+    pub(crate) store: Option<RegistryStore>,
 }
 
-fn load(cfg: &Config, apply: bool) -> Result<Loaded, String> {
+/// Reads the registry for a plan (`apply` false) or under the writer lock;
+/// it fails closed on checkpoint or scope problems, and `no_state` says
+/// why a missing registry stops this command.
+pub(crate) fn load(cfg: &Config, apply: bool, no_state: &str) -> Result<Loaded, String> {
     let (state, checkpoint, pins, store) = if apply {
         let store = RegistryStore::open(&cfg.state.path).map_err(|e| match e {
             StoreError::Locked { path } => format!(
@@ -90,12 +94,7 @@ fn load(cfg: &Config, apply: bool) -> Result<Loaded, String> {
         (state, checkpoint, read_pins_unlocked(&paths)?, None)
     };
     checkpoint_status(state.as_ref(), checkpoint.as_ref()).map_err(|e| format!("registry fails closed: {e}"))?;
-    let state = state.ok_or_else(|| {
-        format!(
-            "no key registry state at {}: these commands need the existing state of this node",
-            cfg.state.path.display()
-        )
-    })?;
+    let state = state.ok_or_else(|| format!("no key registry state at {}: {no_state}", cfg.state.path.display()))?;
     state
         .check_scope(&cfg.identity_scope())
         .map_err(|e| format!("registry fails closed: {e}"))?;
@@ -125,7 +124,11 @@ pub async fn run(cfg: &Config, request: &Request, expected_hash: Option<&str>) -
         r["reasons"] = json!(reasons);
         finish(r, false)
     };
-    let loaded = match load(cfg, expected_hash.is_some()) {
+    let loaded = match load(
+        cfg,
+        expected_hash.is_some(),
+        "these commands need the existing state of this node",
+    ) {
         Ok(l) => l,
         Err(e) => return fail(r, vec![e]),
     };
