@@ -164,7 +164,7 @@ pub const ROTATION_PERSISTENCE_DEGRADED: Spec = spec(
     "openbao_kms_rotation_persistence_degraded",
     G,
     &[],
-    "1 while a rotation observation could not be saved and is deferred",
+    "1 while the state directory refuses writes (a registry save or the writability check failed)",
 );
 pub const ROTATION_PROMOTIONS: Spec = spec(
     "openbao_kms_rotation_promotions",

@@ -74,6 +74,43 @@ pub fn check_directory(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// Proves the directory of `state` accepts a new file: creates
+/// `.<name>.probe`, writes one byte, fsyncs it when `durable` (startup; the
+/// per-probe check skips the fsync so it adds no flush to the disk etcd
+/// shares) and removes it. A full, read-only or immutable file system and an
+/// exhausted descriptor table all fail here, with the path and the errno.
+pub fn check_writable(state: &Path, durable: bool) -> Result<(), StoreError> {
+    let dir = state.parent().unwrap_or(Path::new("/"));
+    let name = state
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let probe = dir.join(format!(".{name}.probe"));
+    let unwritable = |e: io::Error| StoreError::Directory {
+        path: dir.display().to_string(),
+        why: format!("is not writable: creating {} failed: {e}", probe.display()),
+    };
+    // A leftover probe file is from an interrupted check.
+    match fs::remove_file(&probe) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unwritable(e)),
+    }
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&probe)
+        .and_then(|mut f| {
+            f.write_all(b"0")?;
+            if durable { f.sync_all() } else { Ok(()) }
+        });
+    let removed = fs::remove_file(&probe);
+    written.map_err(unwritable)?;
+    removed.map_err(unwritable)
+}
+
 /// Reads a registry file if present. A present file must be a regular file
 /// (not a symlink) whose mode grants no group write, no execute and no world access.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
@@ -187,6 +224,11 @@ impl RegistryStore {
             path: paths.lock.display().to_string(),
         })?;
         Ok(Self { paths, _lock: lock })
+    }
+
+    /// [`check_writable`] for this registry's directory.
+    pub fn check_writable(&self, durable: bool) -> Result<(), StoreError> {
+        check_writable(&self.paths.state, durable)
     }
 
     /// Reads and decodes every registry file. Undecodable content is an

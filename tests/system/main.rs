@@ -34,6 +34,7 @@ mod rotation;
 mod rotation_plan;
 mod serve_lifecycle;
 mod slow;
+mod state_directory;
 mod storage;
 mod systemd_units;
 mod tls_openbao;

@@ -3,8 +3,8 @@
 //! observations and the activation delay, old data keeps decrypting, new
 //! data uses the new key_id with the explicit Transit version; skipped
 //! versions are retained; a re-created key and a raised
-//! `min_decryption_version` fail closed; save failures degrade or stop
-//! Encrypt as documented; three nodes converge and read each other's data
+//! `min_decryption_version` fail closed; save failures turn the node
+//! unhealthy (`state_unavailable`, `state_save_failed`) while Decrypt goes on; three nodes converge and read each other's data
 //! before they promote.
 //!
 //! Fast profile: `probeInterval` 500 ms, 1–3 stable observations, activation
@@ -456,7 +456,7 @@ async fn min_decryption_version_above_a_referenced_version_is_an_availability_fi
 }
 
 #[tokio::test]
-async fn save_failures_defer_observations_and_stop_encrypt_on_promotion() -> anyhow::Result<()> {
+async fn save_failures_are_unhealthy_and_stop_encrypt_while_decrypt_continues() -> anyhow::Result<()> {
     let (bao, p, env) = dev_setup_with(|b| fast(b).rotation(2, "2s")).await?;
     let provider = Provider::start(&env).await?;
     let kms = provider.client().await?;
@@ -475,17 +475,19 @@ async fn save_failures_defer_observations_and_stop_encrypt_on_promotion() -> any
     let k2 = expected_key_id(&bao, &p, &env, 2)?;
     let ready = wait::until(CHANGE_WITHIN, "persistence_degraded", || async {
         match provider.ready().await {
-            Ok((200, r)) if r["persistence_degraded"] == true => Ok(r),
+            Ok((503, r)) if r["persistence_degraded"] == true => Ok(r),
             Ok((c, r)) => Err(format!("{c} {r}")),
             Err(e) => Err(format!("{e:#}")),
         }
     })
     .await?;
     assert_eq!(ready["rotation_state"], "pending", "/ready: {ready}");
+    assert!(has_reason(&ready, "state_unavailable"), "/ready: {ready}");
     let status = provider.status_json().await?;
-    assert_eq!(status["healthy"], true, "/status: {status}");
-    assert_eq!(status["keyID"], k1, "/status: {status}");
+    assert_eq!(status["healthy"], false, "/status: {status}");
+    assert!(has_reason(&status, "state_unavailable"), "/status: {status}");
     assert_eq!(status["generation"], 1, "nothing new is published: {status}");
+    kms.decrypt(&seed_v1).await?;
     let m = provider.metrics_text().await?;
     assert_eq!(metric(&m, "openbao_kms_rotation_persistence_degraded", &[]), Some(1.0));
     assert_eq!(read_json(env.state_path())?["generation"], 1);

@@ -66,6 +66,18 @@ pub fn key_metadata_refresh_failed(cause: impl std::fmt::Display) -> KmsError {
     )
 }
 
+/// Unknown-key_id discovery verified `transit_version` but could not record
+/// it: a discovered version is written before it decrypts (docs/rotation.md),
+/// so the request fails as retryable instead of `key_id_unknown`.
+pub fn state_unavailable(transit_version: u64, cause: impl std::fmt::Display) -> KmsError {
+    KmsError::new(
+        ErrorClass::StateUnavailable,
+        format!(
+            "key_id names Transit version {transit_version}, which is verified but could not be recorded in the key registry ({cause}); it decrypts once the state directory accepts writes"
+        ),
+    )
+}
+
 /// The Transit decrypt call an admitted request makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecryptCall<'a> {

@@ -19,6 +19,8 @@ pub enum ErrorClass {
     KeyIdUnknown,
     KeyIdMalformed,
     KeyMetadataRefreshFailed,
+    /// Unknown-key_id discovery verified a version but could not record it.
+    StateUnavailable,
     AadMissing,
     AadMismatch,
     AnnotationInvalid,
@@ -104,6 +106,7 @@ impl ErrorClass {
             Self::KeyIdUnknown => "key_id_unknown",
             Self::KeyIdMalformed => "key_id_malformed",
             Self::KeyMetadataRefreshFailed => "key_metadata_refresh_failed",
+            Self::StateUnavailable => "state_unavailable",
             Self::AadMissing => "aad_missing",
             Self::AadMismatch => "aad_mismatch",
             Self::AnnotationInvalid => "annotation_invalid",
@@ -130,6 +133,7 @@ impl ErrorClass {
             | Self::OpenBaoSealed
             | Self::OpenBaoRateLimited
             | Self::KeyMetadataRefreshFailed
+            | Self::StateUnavailable
             | Self::TransitKeyMissing => KmsCode::Unavailable,
             Self::AuthFailed => KmsCode::Unauthenticated,
             Self::TransitPolicyDenied => KmsCode::PermissionDenied,
@@ -166,6 +170,7 @@ mod tests {
         }
         assert_eq!(ErrorClass::KeyIdUnknown.code(), KmsCode::NotFound);
         assert_eq!(ErrorClass::OpenBaoSealed.code(), KmsCode::Unavailable);
+        assert_eq!(ErrorClass::StateUnavailable.code(), KmsCode::Unavailable);
         assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
         assert_eq!(ErrorClass::Panic.code(), KmsCode::Internal);
         assert_eq!(ErrorClass::QueueDeadline.code(), KmsCode::DeadlineExceeded);

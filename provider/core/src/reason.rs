@@ -32,6 +32,10 @@ pub enum ReasonCode {
     UpsertCheckFailed,
     /// The registry could not be saved.
     StateSaveFailed,
+    /// The state directory refuses writes (full, read-only, immutable, out
+    /// of descriptors): a rotation observation or a discovered version
+    /// could not be recorded. The registry on disk is intact.
+    StateUnavailable,
     /// The KMS socket is not serving.
     SocketUnavailable,
 }
@@ -50,6 +54,7 @@ impl ReasonCode {
         Self::UpsertAllowed,
         Self::UpsertCheckFailed,
         Self::StateSaveFailed,
+        Self::StateUnavailable,
         Self::SocketUnavailable,
     ];
 
@@ -67,6 +72,7 @@ impl ReasonCode {
             Self::UpsertAllowed => "upsert_allowed",
             Self::UpsertCheckFailed => "upsert_check_failed",
             Self::StateSaveFailed => "state_save_failed",
+            Self::StateUnavailable => "state_unavailable",
             Self::SocketUnavailable => "socket_unavailable",
         }
     }

@@ -152,7 +152,7 @@ openbao_kms_transit_metadata_observation_total{status="ok"} 1
 openbao_kms_rotation_state{state="active"} 0
 openbao_kms_rotation_state{state="pending"} 1
 openbao_kms_rotation_state{state="unknown"} 0
-# HELP openbao_kms_rotation_persistence_degraded 1 while a rotation observation could not be saved and is deferred.
+# HELP openbao_kms_rotation_persistence_degraded 1 while the state directory refuses writes (a registry save or the writability check failed).
 # TYPE openbao_kms_rotation_persistence_degraded gauge
 openbao_kms_rotation_persistence_degraded 1
 # HELP openbao_kms_rotation_promotions Rotation promotions persisted by this process (a new active Transit version).

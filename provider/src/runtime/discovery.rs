@@ -52,17 +52,17 @@ impl Engine {
             Some(Err(e)) => return Err(e),
             Some(Ok(meta)) => meta,
         };
-        let saved = {
+        let saved: Result<bool, KmsError> = {
             let mut registry = lock(&self.registry);
             match self
                 .rotation()
                 .discover(&registry.state, &meta, key_id, crate::now_unix())
             {
-                Discovery::NotFound => false,
+                Discovery::NotFound => Ok(false),
                 Discovery::Unverified(reasons) => {
                     let text = reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
                     tracing::warn!(message = "rotation.discovery_refused", key_id_hash = %key_id.hash(), reasons = %text);
-                    false
+                    Ok(false)
                 }
                 Discovery::Found(next) => match self.store.save_transition(&next) {
                     Ok(()) => {
@@ -75,16 +75,24 @@ impl Engine {
                             key_id_hash = %key_id.hash(),
                             generation = registry.state.generation
                         );
-                        true
+                        Ok(true)
                     }
                     Err(e) => {
+                        // Verified but unrecorded: never decrypts from memory
+                        // (a version is written before it is used), and is
+                        // not `key_id_unknown` either: retryable, with the cause.
                         tracing::warn!(message = "rotation.discovery_save_failed", key_id_hash = %key_id.hash(), error = %e);
-                        false
+                        let version = next
+                            .snapshots
+                            .iter()
+                            .find(|r| r.kubernetes_key_id == key_id.as_str())
+                            .map_or(0, |r| r.transit_version);
+                        Err(admission::state_unavailable(version, &e))
                     }
                 },
             }
         };
-        saved
+        saved?
             .then(|| self.durable_snapshot(key_id))
             .flatten()
             .ok_or_else(admission::key_id_unknown)

@@ -77,7 +77,10 @@ impl Engine {
             reason: e.class.as_str(),
         };
         match e.class {
-            ErrorClass::KeyIdMalformed | ErrorClass::KeyIdUnknown | ErrorClass::KeyMetadataRefreshFailed => {
+            ErrorClass::KeyIdMalformed
+            | ErrorClass::KeyIdUnknown
+            | ErrorClass::KeyMetadataRefreshFailed
+            | ErrorClass::StateUnavailable => {
                 self.metrics.decrypt_key_id_errors.get_or_create(&reason).inc();
             }
             ErrorClass::AadMissing | ErrorClass::AadMismatch | ErrorClass::AnnotationInvalid => {

@@ -70,8 +70,10 @@ pub struct Published {
     pub decryptable: Arc<BTreeMap<String, KeySnapshot>>,
     /// The registry content digest (`StateFile::content_digest`).
     pub content_digest: String,
-    /// The last rotation observation could not be saved and is deferred
-    /// (Status stays healthy; nothing new was published).
+    /// The state directory refused a write (a rotation observation or
+    /// promotion could not be saved, or the per-probe writability check
+    /// failed). Always with a `state_unavailable` or `state_save_failed`
+    /// reason: Status is unhealthy; nothing new was published.
     pub persistence_degraded: bool,
     /// When OpenBao last confirmed this snapshot.
     pub confirmed_at: Instant,

@@ -159,6 +159,15 @@ impl Engine {
                 }
             }
         }
+        // A state directory that refuses writes is unhealthy even before a
+        // rotation needs it: the next observation could not be recorded.
+        if let Err(e) = self.store.check_writable(false) {
+            next.persistence_degraded = true;
+            if !next.reasons.iter().any(|r| r.code == ReasonCode::StateUnavailable) {
+                next.reasons
+                    .push(Reason::new(ReasonCode::StateUnavailable, e.to_string()));
+            }
+        }
         log_health_change(&previous, &next);
         self.publish(next);
         outcome
@@ -198,7 +207,9 @@ impl Engine {
                     true
                 }
                 Err(e) => {
-                    // Nothing new is published; the next probe retries with fresh metadata.
+                    // Nothing new is published; the next probe retries with
+                    // fresh metadata. Unhealthy either way: this node cannot
+                    // record what its peers may already use.
                     next.persistence_degraded = true;
                     tracing::warn!(
                         message = "rotation.save_deferred",
@@ -206,12 +217,14 @@ impl Engine {
                         files_unchanged = e.files_unchanged,
                         error = %e
                     );
-                    if !e.files_unchanged {
-                        reasons.push(Reason::new(
-                            ReasonCode::StateSaveFailed,
-                            format!("registry save failed: {e}"),
-                        ));
-                    }
+                    reasons.push(if e.files_unchanged {
+                        Reason::new(
+                            ReasonCode::StateUnavailable,
+                            format!("rotation observation could not be saved (registry on disk unchanged): {e}"),
+                        )
+                    } else {
+                        Reason::new(ReasonCode::StateSaveFailed, format!("registry save failed: {e}"))
+                    });
                     false
                 }
             },
@@ -233,6 +246,7 @@ impl Engine {
                 }
                 Err(e) => {
                     rotation_state = RotationState::Pending;
+                    next.persistence_degraded = true;
                     tracing::warn!(
                         message = "rotation.promotion_save_failed",
                         generation = state.generation,

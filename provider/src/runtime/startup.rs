@@ -75,7 +75,15 @@ impl Engine {
         transit: Arc<dyn Transit>,
     ) -> Result<Arc<Self>, StartupError> {
         let scope = cfg.identity_scope();
-        let store = RegistryStore::open(&cfg.state.path).map_err(|e| StartupError::FailClosed(e.to_string()))?;
+        // The lock file is the first file created there: failing to create
+        // it is the directory refusing writes, as is the check after it.
+        let store = RegistryStore::open(&cfg.state.path).map_err(|e| match e {
+            StoreError::File { .. } => StartupError::FailClosed(format!("{}: {e}", ReasonCode::StateUnavailable)),
+            e => StartupError::FailClosed(e.to_string()),
+        })?;
+        store
+            .check_writable(true)
+            .map_err(|e| StartupError::FailClosed(format!("{}: {e}", ReasonCode::StateUnavailable)))?;
         let disk = store
             .read()
             .map_err(|e| StartupError::FailClosed(format!("registry unreadable: {e}")))?;
