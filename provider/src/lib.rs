@@ -7,7 +7,8 @@
 //! [`transit`] (the seam) -> [`openbao`] (HTTPS to Transit) with [`auth`]
 //! (token lifecycle). [`state`] persists the registry;
 //! [`health`] and [`metrics`] serve `/live`, `/ready`, `/status`, `/metrics`;
-//! [`serve`] wires it together and handles shutdown. [`probe_cmd`] is the
+//! [`listen`] caps, times out and accepts the connections of all three
+//! listeners; [`serve`] wires it together and handles shutdown. [`probe_cmd`] is the
 //! client side used by `bao-kms-provider probe`; [`cli`] is the command
 //! line `main` parses (and the man pages are generated from); [`stdout`]
 //! is where every command prints, a closed pipe ending it quietly.
@@ -23,6 +24,7 @@ pub mod fsutil;
 pub mod health;
 pub mod init;
 pub mod key_snapshots;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod openbao;

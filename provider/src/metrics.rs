@@ -196,6 +196,30 @@ pub const PANIC_RECOVERIES: Spec = spec(
     &["method"],
     "KMS requests whose handler panicked; the panic was caught and the call failed with Internal",
 );
+pub const ACCEPT_ERRORS: Spec = spec(
+    "openbao_kms_accept_errors",
+    C,
+    &["listener", "kind"],
+    "Failed accepts by listener and cause; the listener waits (bounded backoff) before the next one",
+);
+pub const CONNECTIONS_REFUSED: Spec = spec(
+    "openbao_kms_connections_refused",
+    C,
+    &["listener"],
+    "Connections closed at accept because the listener held its maximum",
+);
+pub const CONNECTIONS_TIMED_OUT: Spec = spec(
+    "openbao_kms_connections_timed_out",
+    C,
+    &["listener"],
+    "Connections closed by the header-read timeout (HTTP) or the idle timeout (KMS)",
+);
+pub const CONNECTIONS_OPEN: Spec = spec(
+    "openbao_kms_connections_open",
+    G,
+    &["listener"],
+    "Connections a listener holds open now",
+);
 pub const BUILD_INFO: Spec = spec(
     "openbao_kms_build_info",
     G,
@@ -232,7 +256,7 @@ pub const PROCESS_START_TIME_SECONDS: Spec = spec(
 pub const PROCESS_THREADS: Spec = spec("process_threads", G, &[], "Number of OS threads in the process");
 
 /// Every family, in exposition order.
-pub const CATALOGUE: [Spec; 36] = [
+pub const CATALOGUE: [Spec; 40] = [
     GRPC_REQUESTS,
     GRPC_DURATION,
     GRPC_IN_FLIGHT,
@@ -261,6 +285,10 @@ pub const CATALOGUE: [Spec; 36] = [
     DECRYPT_KEY_ID_ERRORS,
     SOCKET_RESTARTS,
     PANIC_RECOVERIES,
+    ACCEPT_ERRORS,
+    CONNECTIONS_REFUSED,
+    CONNECTIONS_TIMED_OUT,
+    CONNECTIONS_OPEN,
     BUILD_INFO,
     PROCESS_CPU_SECONDS,
     PROCESS_OPEN_FDS,
@@ -317,6 +345,8 @@ label_sets! {
     State { state: &'static str }
     AuthMethodLabel { method: &'static str }
     CertificateSource { source: &'static str }
+    Listener { listener: &'static str }
+    ListenerKind { listener: &'static str, kind: &'static str }
     BuildInfo { version: &'static str, commit: &'static str, build_date: &'static str, dirty: &'static str }
 }
 
@@ -467,11 +497,17 @@ pub struct Metrics {
     pub decrypt_key_id_errors: Family<Reason, opentelemetry::metrics::Counter<u64>>,
     pub socket_restarts: Counter,
     pub panic_recoveries: Family<Method, opentelemetry::metrics::Counter<u64>>,
+    pub accept_errors: Family<ListenerKind, opentelemetry::metrics::Counter<u64>>,
+    pub connections_refused: Family<Listener, opentelemetry::metrics::Counter<u64>>,
+    pub connections_timed_out: Family<Listener, opentelemetry::metrics::Counter<u64>>,
+    pub connections_open: Family<Listener, opentelemetry::metrics::UpDownCounter<i64>>,
     pub build_info: Family<BuildInfo, opentelemetry::metrics::Gauge<i64>>,
 }
 
 pub const KMS_METHODS: [&str; 3] = ["status", "encrypt", "decrypt"];
 pub const ROTATION_STATES: [&str; 3] = ["active", "pending", "unknown"];
+/// The `listener` label's values.
+pub const LISTENERS: [&str; 3] = ["kms", "health", "metrics"];
 
 /// Name of the instrumentation scope (OTLP only; the exposition has no scope labels).
 pub const SCOPE: &str = "bao-kms-provider";
@@ -602,6 +638,15 @@ impl Metrics {
             decrypt_key_id_errors: Family::new(counter(&meter, DECRYPT_KEY_ID_ERRORS)),
             socket_restarts: unlabelled_counter(SOCKET_RESTARTS),
             panic_recoveries: Family::new(counter(&meter, PANIC_RECOVERIES)),
+            accept_errors: Family::new(counter(&meter, ACCEPT_ERRORS)),
+            connections_refused: Family::new(counter(&meter, CONNECTIONS_REFUSED)),
+            connections_timed_out: Family::new(counter(&meter, CONNECTIONS_TIMED_OUT)),
+            connections_open: Family::new(
+                meter
+                    .i64_up_down_counter(CONNECTIONS_OPEN.name)
+                    .with_description(CONNECTIONS_OPEN.help)
+                    .build(),
+            ),
             build_info: Family::new(gauge(&meter, BUILD_INFO)),
             active_key_id_hash,
             _status_key_id_hash: status_key_id_hash,
@@ -613,6 +658,12 @@ impl Metrics {
             m.grpc_in_flight.instrument.add(0, &Method { method }.attributes());
             m.panic_recoveries.instrument.add(0, &Method { method }.attributes());
             m.grpc_queued.instrument.add(0, &Method { method }.attributes());
+        }
+        for listener in LISTENERS {
+            let l = Listener { listener }.attributes();
+            m.connections_refused.instrument.add(0, &l);
+            m.connections_timed_out.instrument.add(0, &l);
+            m.connections_open.instrument.add(0, &l);
         }
         for state in ROTATION_STATES {
             m.rotation_state.get_or_create(&State { state }).set(0);

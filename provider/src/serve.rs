@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bao_kms_core::config::Config;
+use bao_kms_core::connections::FdBudget;
 use bao_kms_core::limits::MAX_GRPC_MESSAGE_BYTES;
 use bao_kms_proto::v2::key_management_service_server::KeyManagementServiceServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::health::{HealthState, health_router, metrics_router};
+use crate::listen::{self, Gate};
 use crate::metrics::Metrics;
 use crate::runtime::{Engine, StartupError};
 use crate::service::KmsService;
@@ -39,19 +40,54 @@ async fn bind_http(addr: &str, what: &str) -> Result<tokio::net::TcpListener, St
         .map_err(|e| StartupError::FailClosed(format!("binding the {what} listener on {addr}: {e}")))
 }
 
-/// Serves an HTTP router until `stop` changes.
-async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
-    let shutdown = async move {
-        let _ = stop.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-        tracing::error!(message = "serve.http_failed", error = %e);
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, logs the result
+/// once, and warns when the listeners at their caps plus the reserve would
+/// not fit under it (they are still served; the accept loops then wait
+/// out `EMFILE` instead of spinning).
+fn prepare_nofile(cfg: &Config) {
+    let s = &cfg.server;
+    match listen::raise_nofile() {
+        Ok(n) => {
+            tracing::info!(
+                message = "serve.nofile",
+                soft = n.soft,
+                hard = n.hard,
+                raised_from = n.raised_from,
+            );
+            let budget = FdBudget {
+                kms: u64::from(s.max_kms_connections),
+                health: s
+                    .health_address
+                    .as_ref()
+                    .map_or(0, |_| u64::from(s.max_health_connections)),
+                metrics: s
+                    .metrics_address
+                    .as_ref()
+                    .map_or(0, |_| u64::from(s.max_metrics_connections)),
+            };
+            if let Some(short) = budget.shortfall(n.soft) {
+                tracing::warn!(
+                    message = "serve.fd_budget_short",
+                    nofile = n.soft,
+                    needed = budget.needed(),
+                    short,
+                    max_kms_connections = s.max_kms_connections,
+                    max_health_connections = s.max_health_connections,
+                    max_metrics_connections = s.max_metrics_connections,
+                    reserve = bao_kms_core::connections::FD_RESERVE,
+                    hint =
+                        "raise LimitNOFILE (systemd) or the container runtime's limit, or lower server.max*Connections",
+                );
+            }
+        }
+        Err(e) => tracing::warn!(message = "serve.nofile_unchanged", error = %e),
     }
 }
 
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let cfg = Arc::new(cfg);
     tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
+    prepare_nofile(&cfg);
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
     let gid = socket::resolve_group(&cfg.server.socket_group).map_err(|e| StartupError::Config(e.to_string()))?;
     // Fail on a bad socket directory before the registry is touched.
@@ -85,10 +121,24 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
             live: live.clone(),
             version: crate::VERSION,
         };
-        tasks.spawn(serve_http(l, health_router(state), stop_rx.clone()));
+        let gate = Gate::new("health", cfg.server.max_health_connections, metrics.clone());
+        tasks.spawn(listen::serve_http(
+            l,
+            health_router(state),
+            gate,
+            cfg.server.http_header_read_timeout,
+            stop_rx.clone(),
+        ));
     }
     if let Some(l) = metrics_listener {
-        tasks.spawn(serve_http(l, metrics_router(engine.clone()), stop_rx.clone()));
+        let gate = Gate::new("metrics", cfg.server.max_metrics_connections, metrics.clone());
+        tasks.spawn(listen::serve_http(
+            l,
+            metrics_router(engine.clone()),
+            gate,
+            cfg.server.http_header_read_timeout,
+            stop_rx.clone(),
+        ));
     }
 
     let kms = KmsService::new(engine.clone());
@@ -100,9 +150,18 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     let (signal_tx, mut signal_rx) = watch::channel(false);
     let live_for_signal = live.clone();
+    let incoming = listen::kms_incoming(
+        listener,
+        Gate::new("kms", cfg.server.max_kms_connections, metrics.clone()),
+        cfg.server.kms_idle_timeout,
+    );
+    // Server pings keep kube-apiserver's one long-lived connection
+    // answering, so the idle timeout only closes peers that send nothing.
     let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(cfg.server.kms_keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.server.kms_keepalive_timeout))
         .add_service(service)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let which = stop_signal().await;
             live_for_signal.store(false, Ordering::Release);
             tracing::info!(message = "serve.shutdown", signal = which);

@@ -29,6 +29,8 @@
 //!   gates, and what the report proves to a registry.
 //! - [`encryption_config`]: kube-apiserver's EncryptionConfiguration, its
 //!   validation rules and the cross-check against [`config::Config`].
+//! - [`connections`]: the listeners' accept backoff, its log gate, the
+//!   `RLIMIT_NOFILE` target and the descriptor budget of the connection caps.
 //! - [`errors`]: error classes and the one mapping to KMS status codes.
 //! - [`jwt`]: local claim checks of the JWT before each login;
 //!   [`certificate`]: the client certificate's validity window.
@@ -51,6 +53,7 @@ pub mod annotations;
 pub mod certificate;
 pub mod checks;
 pub mod config;
+pub mod connections;
 pub mod encryption_config;
 pub mod errors;
 pub mod gojson;

@@ -172,6 +172,23 @@ openbao_kms_socket_restarts_total 1
 openbao_kms_panic_recoveries_total{method="decrypt"} 1
 openbao_kms_panic_recoveries_total{method="encrypt"} 0
 openbao_kms_panic_recoveries_total{method="status"} 0
+# HELP openbao_kms_accept_errors Failed accepts by listener and cause; the listener waits (bounded backoff) before the next one.
+# TYPE openbao_kms_accept_errors counter
+# HELP openbao_kms_connections_refused Connections closed at accept because the listener held its maximum.
+# TYPE openbao_kms_connections_refused counter
+openbao_kms_connections_refused_total{listener="health"} 0
+openbao_kms_connections_refused_total{listener="kms"} 0
+openbao_kms_connections_refused_total{listener="metrics"} 0
+# HELP openbao_kms_connections_timed_out Connections closed by the header-read timeout (HTTP) or the idle timeout (KMS).
+# TYPE openbao_kms_connections_timed_out counter
+openbao_kms_connections_timed_out_total{listener="health"} 0
+openbao_kms_connections_timed_out_total{listener="kms"} 0
+openbao_kms_connections_timed_out_total{listener="metrics"} 0
+# HELP openbao_kms_connections_open Connections a listener holds open now.
+# TYPE openbao_kms_connections_open gauge
+openbao_kms_connections_open{listener="health"} 0
+openbao_kms_connections_open{listener="kms"} 0
+openbao_kms_connections_open{listener="metrics"} 0
 # HELP openbao_kms_build_info Build information (always 1).
 # TYPE openbao_kms_build_info gauge
 openbao_kms_build_info{version="v0",commit="c",build_date="d",dirty="false"} 1

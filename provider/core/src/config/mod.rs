@@ -120,6 +120,23 @@ pub struct ServerConfig {
     pub decrypt_batch_max_wait: Duration,
     /// Transit decrypt calls in flight before Decrypts queue up to be batched.
     pub max_concurrent_decrypt_calls: u32,
+    /// Connections the KMS socket holds open at once; one more is closed at accept.
+    pub max_kms_connections: u32,
+    /// Connections the health listener holds open at once.
+    pub max_health_connections: u32,
+    /// Connections the metrics listener holds open at once.
+    pub max_metrics_connections: u32,
+    /// Longest an HTTP connection may take to send a request's headers,
+    /// also the idle time of a kept-alive HTTP connection.
+    pub http_header_read_timeout: Duration,
+    /// A KMS connection whose peer sent nothing for this long is closed;
+    /// longer than the keepalive interval plus its timeout, so a live
+    /// client (which answers the server's pings) is never idle.
+    pub kms_idle_timeout: Duration,
+    /// Interval of the server's HTTP/2 pings on a KMS connection.
+    pub kms_keepalive_interval: Duration,
+    /// A ping unanswered for this long closes the KMS connection.
+    pub kms_keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -78,6 +78,20 @@ pub struct RawServer {
     pub decrypt_batch_max_wait: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_decrypt_calls: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_kms_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_health_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_metrics_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_header_read_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_keepalive_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_keepalive_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -446,6 +460,13 @@ impl RawConfig {
                 decrypt_batch_max_items: Some(i64::from(sv.decrypt_batch_max_items)),
                 decrypt_batch_max_wait: d(sv.decrypt_batch_max_wait),
                 max_concurrent_decrypt_calls: Some(i64::from(sv.max_concurrent_decrypt_calls)),
+                max_kms_connections: Some(i64::from(sv.max_kms_connections)),
+                max_health_connections: Some(i64::from(sv.max_health_connections)),
+                max_metrics_connections: Some(i64::from(sv.max_metrics_connections)),
+                http_header_read_timeout: d(sv.http_header_read_timeout),
+                kms_idle_timeout: d(sv.kms_idle_timeout),
+                kms_keepalive_interval: d(sv.kms_keepalive_interval),
+                kms_keepalive_timeout: d(sv.kms_keepalive_timeout),
             }),
             openbao: Some(RawOpenBao {
                 address: s(&ob.address),

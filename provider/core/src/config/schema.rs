@@ -101,6 +101,16 @@ fn limit(description: &str, default: i64) -> Value {
     })
 }
 
+fn connections(description: &str, default: i64) -> Value {
+    json!({
+        "type": "integer",
+        "description": description,
+        "minimum": 1,
+        "maximum": 65536,
+        "default": default,
+    })
+}
+
 fn object(description: &str, required: &[&str], properties: Value) -> Value {
     let mut o = json!({
         "type": "object",
@@ -164,6 +174,13 @@ fn server() -> Value {
             },
             "decryptBatchMaxWait": duration("Longest a Decrypt waits for a free Transit call (maxConcurrentDecryptCalls) before it gets one of its own (at most 1s).", "5ms"),
             "maxConcurrentDecryptCalls": limit("Transit decrypt calls in flight; further distinct Decrypts wait to be batched into the next free call.", 8),
+            "maxKmsConnections": connections("Connections the KMS socket holds open at once; a connection beyond it is closed at accept.", 64),
+            "maxHealthConnections": connections("Connections the health listener holds open at once; a connection beyond it is closed at accept.", 64),
+            "maxMetricsConnections": connections("Connections the metrics listener holds open at once; a connection beyond it is closed at accept.", 64),
+            "httpHeaderReadTimeout": duration("Longest an HTTP connection of the health or metrics listener may take to send a request's headers, also its idle time between requests (at most 1m).", "5s"),
+            "kmsIdleTimeout": duration("A KMS connection whose peer sent nothing (not even a ping answer) for this long is closed; longer than kmsKeepaliveInterval + kmsKeepaliveTimeout, at most 24h.", "5m"),
+            "kmsKeepaliveInterval": duration("Interval of the server's HTTP/2 pings on an idle KMS connection (at most 1h).", "30s"),
+            "kmsKeepaliveTimeout": duration("A KMS connection whose ping stays unanswered this long is closed (at most 1m).", "10s"),
             "maxQueueWait": duration("Longest wait for a slot when the caller's gRPC deadline is later or absent (at most 1m); a call whose deadline cannot be met fails at once with DEADLINE_EXCEEDED.", "5s"),
         }),
     )

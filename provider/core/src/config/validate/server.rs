@@ -1,6 +1,7 @@
 //! The `server` section: the KMS socket (path inside the runtime
 //! directories, mode, group), the metrics and health listeners, and the
-//! concurrency limits and wait queues of the three KMS calls.
+//! concurrency limits and wait queues of the three KMS calls, and the
+//! connection caps and timeouts of the three listeners.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,14 @@ pub const MAX_QUEUED: u32 = 65_536;
 /// `server.maxQueueWait` default and bound.
 pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(60);
+
+/// Upper bound of `server.max{Kms,Health,Metrics}Connections`.
+pub const MAX_CONNECTIONS: u32 = 65_536;
+/// Defaults of the connection timeouts.
+pub const DEFAULT_HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_KMS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_KMS_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_KMS_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
@@ -70,6 +79,49 @@ impl Validator<'_> {
             1,
             1024,
         );
+        let kms_connections = self.int(
+            "server.maxKmsConnections",
+            r.max_kms_connections,
+            64,
+            1,
+            MAX_CONNECTIONS,
+        );
+        let health_connections = self.int(
+            "server.maxHealthConnections",
+            r.max_health_connections,
+            64,
+            1,
+            MAX_CONNECTIONS,
+        );
+        let metrics_connections = self.int(
+            "server.maxMetricsConnections",
+            r.max_metrics_connections,
+            64,
+            1,
+            MAX_CONNECTIONS,
+        );
+        let header_timeout = self.bounded_duration(
+            "server.httpHeaderReadTimeout",
+            &r.http_header_read_timeout,
+            DEFAULT_HTTP_HEADER_READ_TIMEOUT,
+            Duration::from_secs(60),
+            "1m",
+        );
+        let keepalive_interval = self.bounded_duration(
+            "server.kmsKeepaliveInterval",
+            &r.kms_keepalive_interval,
+            DEFAULT_KMS_KEEPALIVE_INTERVAL,
+            Duration::from_secs(3600),
+            "1h",
+        );
+        let keepalive_timeout = self.bounded_duration(
+            "server.kmsKeepaliveTimeout",
+            &r.kms_keepalive_timeout,
+            DEFAULT_KMS_KEEPALIVE_TIMEOUT,
+            Duration::from_secs(60),
+            "1m",
+        );
+        let idle_timeout = self.kms_idle_timeout(&r.kms_idle_timeout, keepalive_interval, keepalive_timeout);
         Some(ServerConfig {
             socket_path: socket_path?,
             socket_mode: socket_mode?,
@@ -86,7 +138,59 @@ impl Validator<'_> {
             decrypt_batch_max_items: batch_items?,
             decrypt_batch_max_wait: batch_wait?,
             max_concurrent_decrypt_calls: decrypt_calls?,
+            max_kms_connections: kms_connections?,
+            max_health_connections: health_connections?,
+            max_metrics_connections: metrics_connections?,
+            http_header_read_timeout: header_timeout?,
+            kms_idle_timeout: idle_timeout?,
+            kms_keepalive_interval: keepalive_interval?,
+            kms_keepalive_timeout: keepalive_timeout?,
         })
+    }
+
+    /// A positive duration of at most `max` (`max_text` in the message).
+    fn bounded_duration(
+        &mut self,
+        path: &str,
+        v: &Option<String>,
+        default: Duration,
+        max: Duration,
+        max_text: &str,
+    ) -> Option<Duration> {
+        let d = self.duration(path, v, default, false)?;
+        if d > max {
+            self.err(path, format!("must be at most {max_text}"));
+            return None;
+        }
+        Some(d)
+    }
+
+    /// `server.kmsIdleTimeout`: at most a day, and longer than the
+    /// keepalive interval plus its timeout. The server pings an idle
+    /// connection every interval and a live client answers each ping, so
+    /// such a client always sent something within the idle timeout;
+    /// kube-apiserver's long-lived connection is never closed as idle.
+    fn kms_idle_timeout(
+        &mut self,
+        v: &Option<String>,
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> Option<Duration> {
+        const P: &str = "server.kmsIdleTimeout";
+        let d = self.bounded_duration(P, v, DEFAULT_KMS_IDLE_TIMEOUT, Duration::from_secs(86_400), "24h")?;
+        if let (Some(i), Some(t)) = (interval, timeout)
+            && d <= i + t
+        {
+            self.err(
+                P,
+                format!(
+                    "must be longer than server.kmsKeepaliveInterval + server.kmsKeepaliveTimeout ({}s); a live client answers a ping at least that often",
+                    (i + t).as_secs_f64()
+                ),
+            );
+            return None;
+        }
+        Some(d)
     }
 
     /// `server.decryptBatchMaxWait`: 0s to 1s (a batch exists to save time).
@@ -286,6 +390,63 @@ mod tests {
             set_ok("server.maxQueueWait", "250ms").server.max_queue_wait,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn connection_caps_and_timeouts() {
+        let s = parse_yaml(FULL).unwrap().server;
+        assert_eq!(
+            (
+                s.max_kms_connections,
+                s.max_health_connections,
+                s.max_metrics_connections
+            ),
+            (64, 64, 64)
+        );
+        assert_eq!(
+            (
+                s.http_header_read_timeout,
+                s.kms_idle_timeout,
+                s.kms_keepalive_interval,
+                s.kms_keepalive_timeout
+            ),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(30),
+                Duration::from_secs(10)
+            )
+        );
+        for f in ["maxKmsConnections", "maxHealthConnections", "maxMetricsConnections"] {
+            set_fails(&format!("server.{f}"), "0", "between 1 and 65536");
+            set_fails(&format!("server.{f}"), "65537", "between 1 and 65536");
+            set_fails(&format!("server.{f}"), "\"8\"", "without quotes");
+            set_ok(&format!("server.{f}"), "1");
+        }
+        set_fails("server.httpHeaderReadTimeout", "0s", "must be positive");
+        set_fails("server.httpHeaderReadTimeout", "61s", "at most 1m");
+        assert_eq!(
+            set_ok("server.httpHeaderReadTimeout", "500ms")
+                .server
+                .http_header_read_timeout,
+            Duration::from_millis(500)
+        );
+        set_fails("server.kmsKeepaliveInterval", "0s", "must be positive");
+        set_fails("server.kmsKeepaliveTimeout", "2m", "at most 1m");
+        set_fails("server.kmsIdleTimeout", "25h", "at most 24h");
+        set_fails(
+            "server.kmsIdleTimeout",
+            "40s",
+            "longer than server.kmsKeepaliveInterval",
+        );
+        let t = with(
+            &with(FULL, "server.kmsKeepaliveInterval", "1s"),
+            "server.kmsKeepaliveTimeout",
+            "1s",
+        );
+        let s = parse_yaml(&with(&t, "server.kmsIdleTimeout", "3s")).unwrap().server;
+        assert_eq!(s.kms_idle_timeout, Duration::from_secs(3));
+        assert!(parse_yaml(&with(&t, "server.kmsIdleTimeout", "2s")).is_err());
     }
 
     #[test]
