@@ -1,12 +1,18 @@
 //! `doctor`: one line per check of everything the provider depends on,
-//! in dependency order (a failed prerequisite skips what needs it):
-//! configuration, socket directory and socket, local auth material, OpenBao
-//! TLS, login, token capabilities, Transit key metadata, the identity pins
-//! (`identity_drift`, as serve judges them), profile and upsert
-//! setting, the registry (checkpoint rules, identity, drift, auto-bootstrap
-//! decision), a Transit encrypt/decrypt with the active version and AAD, and
-//! key_id determinism. Check IDs are a stable interface: runbooks and
-//! automation match on them.
+//! in dependency order: configuration, socket directory and socket, local
+//! auth material, OpenBao TLS and the node's state (`openbao.health`:
+//! sealed, not initialised, DR secondary, standby, performance standby,
+//! from one `sys/health` request), login, token capabilities, Transit key
+//! metadata, the identity pins (`identity_drift`, as serve judges them),
+//! profile and upsert setting, the registry (checkpoint rules, identity,
+//! drift, auto-bootstrap decision), a Transit encrypt/decrypt with the
+//! active version and AAD, and key_id determinism. Check IDs are a stable
+//! interface: runbooks and automation match on them.
+//!
+//! Every check runs that does not need what failed: with OpenBao sealed,
+//! unreachable or refusing TLS, the registry, pins file and key_id are
+//! still judged from the local files, and each check that needs OpenBao is
+//! skipped naming the failed prerequisite.
 //!
 //! It runs beside a live provider: the registry is read without taking the
 //! writer lock, and nothing is written.
@@ -17,12 +23,13 @@ use std::sync::Arc;
 use bao_kms_core::checks::Def;
 use bao_kms_core::checks::catalogue::*;
 use bao_kms_core::checks::node::{self as verdict, FileFacts};
+use bao_kms_core::checks::openbao::HealthProbe;
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::registry::{IdentityPins, StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::{Auth, AuthError, check_jwt, read_secret_file};
 use crate::metrics::Metrics;
@@ -83,28 +90,196 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         check_encryption_config(&mut r, &cfg, path);
     }
 
+    // The registry files and the pins, read once without the writer lock;
+    // judged on their own when OpenBao cannot be asked.
+    let paths = RegistryPaths::new(&cfg.state.path);
+    let local = crate::state::read_unlocked(&paths);
+    let pins = crate::state::read_pins_unlocked(&paths);
+
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
-    let settings = ClientSettings::from_config(&cfg);
-    let bao = match OpenBao::new(settings, metrics.clone()) {
+    let (bao, blocker) = connect(&mut r, &cfg, metrics.clone()).await;
+    let session = match (&bao, blocker) {
+        (Some((bao, _)), None) => login(&mut r, &cfg, bao, metrics, local_auth_ok).await,
+        (_, Some(why)) => {
+            r.push(OPENBAO_AUTH.skip(format!("skipped: {why}")));
+            Err(why)
+        }
+        (None, None) => Err("no OpenBao client".to_owned()),
+    };
+    let meta = match (&bao, &session) {
+        (Some((bao, _)), Ok((_, token))) => {
+            let t = token.expose_secret();
+            check_capabilities(&mut r, &cfg, bao, t).await;
+            match bao.key_metadata(t).await {
+                Ok(m) => {
+                    r.push(TRANSIT_METADATA.pass(format!("latest_version={} type={}", m.latest_version, m.key_type)));
+                    Ok(m)
+                }
+                Err(e) => {
+                    r.push(TRANSIT_METADATA.check(CheckStatus::Fail, e.to_string()));
+                    Err(format!("Transit key metadata unreadable ({})", TRANSIT_METADATA.id))
+                }
+            }
+        }
+        _ => {
+            let why = why_of(&session);
+            r.push(TRANSIT_CAPABILITIES.skip(format!("skipped: {why}")));
+            r.push(TRANSIT_METADATA.skip(format!("skipped: {why}")));
+            Err(why)
+        }
+    };
+    match (&bao, &session) {
+        (Some((bao, Some(cluster_id))), Ok((_, token))) => {
+            check_identity(&mut r, bao, pins, cluster_id.clone(), token.expose_secret()).await
+        }
+        _ => r.push(identity_offline(pins, &why_of(&session))),
+    }
+    let registry = check_registry(&mut r, &cfg, local, meta.as_ref());
+    let retained = registry
+        .as_ref()
+        .map(StateFile::retained_versions)
+        .unwrap_or_else(|| vec![1]);
+    let active_version = registry.as_ref().map(|s| s.active().transit_version);
+    match &meta {
+        Ok(meta) => {
+            let findings = profile_findings(meta, &retained, active_version);
+            // verify-key reports the version restrictions (min_decryption_version,
+            // min_available_version against retained versions) on their own.
+            let is_restriction = |code: &str| mode == Mode::VerifyKey && code.starts_with("min_");
+            let (restrictions, profile): (Vec<_>, Vec<_>) = findings.into_iter().partition(|f| is_restriction(f.code));
+            let report_findings = |r: &mut Report, d: Def, found: &[bao_kms_core::transit::Finding]| {
+                let text = found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                r.push(d.check(
+                    if found.is_empty() {
+                        CheckStatus::Pass
+                    } else {
+                        CheckStatus::Fail
+                    },
+                    text,
+                ));
+            };
+            report_findings(&mut r, TRANSIT_PROFILE, &profile);
+            if mode == Mode::VerifyKey {
+                report_findings(&mut r, TRANSIT_VERSION_RESTRICTIONS, &restrictions);
+            }
+        }
+        Err(why) => {
+            r.push(TRANSIT_PROFILE.skip(format!("skipped: {why}")));
+            if mode == Mode::VerifyKey {
+                r.push(TRANSIT_VERSION_RESTRICTIONS.skip(format!("skipped: {why}")));
+            }
+        }
+    }
+    match (&bao, &session) {
+        (Some((bao, _)), Ok((_, token))) => match bao.disable_upsert(token.expose_secret()).await {
+            Ok(true) => r.push(TRANSIT_DISABLE_UPSERT.check(CheckStatus::Pass, "")),
+            Ok(false) => r.push(TRANSIT_DISABLE_UPSERT.check(
+                CheckStatus::Fail,
+                "disable_upsert is false: set it with `bao write <mount>/config/keys disable_upsert=true`",
+            )),
+            Err(e) => r.push(TRANSIT_DISABLE_UPSERT.check(CheckStatus::Fail, e.to_string())),
+        },
+        _ => r.push(TRANSIT_DISABLE_UPSERT.skip(format!("skipped: {}", why_of(&session)))),
+    }
+
+    // The snapshot the provider encrypts with: the registry's active one, or
+    // version 1 when auto-bootstrap would create the registry.
+    let scope = cfg.identity_scope();
+    let active = match (&registry, &meta) {
+        (Some(state), _) => state
+            .active()
+            .snapshot()
+            .ok_or_else(|| "the registry's active snapshot is malformed".to_owned()),
+        (None, Ok(meta)) => match bootstrap_decision(meta) {
+            BootstrapDecision::Allowed { created_unix } => {
+                KeySnapshot::new(&scope, 1, created_unix).map_err(|e| e.to_string())
+            }
+            d @ BootstrapDecision::Denied { .. } => Err(format!("no active key snapshot: {}", d.describe())),
+        },
+        (None, Err(why)) => Err(format!("no registry, and {why}")),
+    };
+    if mode == Mode::Doctor {
+        match (&session, &active) {
+            // The runtime's own deep probe: the same AAD, explicit version and
+            // ciphertext limit serve checks at startup and on every probe.
+            (Ok((transit, token)), Ok(active)) => {
+                match crate::runtime::deep_probe(transit, &scope, token, active).await {
+                    Ok(()) => r.push(TRANSIT_PROBE.check(CheckStatus::Pass, format!("version {}", active.version))),
+                    Err(e) => r.push(TRANSIT_PROBE.check(CheckStatus::Fail, e.message)),
+                }
+            }
+            (Err(why), _) | (_, Err(why)) => r.push(TRANSIT_PROBE.skip(format!("skipped: {why}"))),
+        }
+    }
+    match &active {
+        Ok(active) => {
+            let again = KeyId::derive(&scope, active.version, active.created_unix);
+            if again.as_ref() == Ok(&active.key_id) {
+                r.push(KEY_ID_DETERMINISTIC.check(CheckStatus::Pass, format!("key_id hash {}", active.key_id.hash())));
+            } else {
+                r.push(KEY_ID_DETERMINISTIC.check(
+                    CheckStatus::Fail,
+                    "the registry's active key_id does not derive from the configured identity",
+                ));
+            }
+        }
+        Err(why) => r.push(KEY_ID_DETERMINISTIC.skip(format!("skipped: {why}"))),
+    }
+    r
+}
+
+/// Why the checks after the login are skipped.
+fn why_of<T>(session: &Result<T, String>) -> String {
+    match session {
+        Ok(_) => String::new(),
+        Err(why) => why.clone(),
+    }
+}
+
+/// `openbao.tls` and `openbao.health` from one `sys/health` request: the
+/// client and, for a serving node, its `cluster_id`; or why the checks
+/// that need OpenBao are skipped.
+async fn connect(
+    r: &mut Report,
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+) -> (Option<(OpenBao, Option<String>)>, Option<String>) {
+    let bao = match OpenBao::new(ClientSettings::from_config(cfg), metrics) {
         Ok(b) => b,
         Err(e) => {
-            r.push(OPENBAO_TLS.check(CheckStatus::Fail, e.to_string()));
-            return r;
+            r.push(OPENBAO_TLS.fail(e.to_string(), "fix openbao.caCertFile or openbao.tlsServerName"));
+            r.push(OPENBAO_HEALTH.skipped_after(&OPENBAO_TLS));
+            return (None, Some(format!("no TLS client ({})", OPENBAO_TLS.id)));
         }
     };
-    let cluster_id = match bao.cluster_id().await {
-        Ok(id) => {
-            r.push(OPENBAO_TLS.check(CheckStatus::Pass, format!("cluster_id {id}")));
-            id
-        }
-        Err(e) => {
-            r.push(OPENBAO_TLS.check(CheckStatus::Fail, e.to_string()));
-            return r;
-        }
+    let health = bao.health().await;
+    let probe = match &health {
+        Ok(h) => HealthProbe::Answer(h),
+        Err(e) => HealthProbe::Failed {
+            class: e.class,
+            http_status: e.http_status,
+            message: &e.message,
+        },
     };
+    let verdict = bao_kms_core::checks::openbao::connection(&cfg.openbao.address, probe);
+    r.push(verdict.tls);
+    r.push(verdict.health);
+    let cluster_id = health.ok().and_then(|h| h.cluster_id().ok().map(str::to_owned));
+    (Some((bao, cluster_id)), verdict.blocker)
+}
+
+/// `openbao.auth`: a real login with the configured method.
+async fn login(
+    r: &mut Report,
+    cfg: &Config,
+    bao: &OpenBao,
+    metrics: Arc<Metrics>,
+    local_auth_ok: bool,
+) -> Result<(OpenBaoTransit, SecretString), String> {
+    let failed = || format!("login failed ({})", OPENBAO_AUTH.id);
     if !local_auth_ok {
-        r.push(OPENBAO_AUTH.check(CheckStatus::Skip, "local auth material failed"));
-        return r;
+        r.push(OPENBAO_AUTH.skip("skipped: the local auth material failed"));
+        return Err("the local auth material failed".to_owned());
     }
     let transit = match Auth::new(&cfg.auth, bao.clone(), metrics) {
         Ok(auth) => OpenBaoTransit::new(
@@ -115,103 +290,19 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         ),
         Err(e) => {
             r.push(OPENBAO_AUTH.check(CheckStatus::Fail, e.to_string()));
-            return r;
+            return Err(failed());
         }
     };
-    let token = match transit.token().await {
+    match transit.token().await {
         Ok(t) => {
             r.push(OPENBAO_AUTH.check(CheckStatus::Pass, format!("auth.method {}", cfg.auth.method.name())));
-            t
+            Ok((transit, t))
         }
         Err(e) => {
             r.push(OPENBAO_AUTH.check(CheckStatus::Fail, e.to_string()));
-            return r;
-        }
-    };
-    let t = token.expose_secret();
-    check_capabilities(&mut r, &cfg, &bao, t).await;
-
-    let meta = match bao.key_metadata(t).await {
-        Ok(m) => {
-            r.push(TRANSIT_METADATA.check(
-                CheckStatus::Pass,
-                format!("latest_version={} type={}", m.latest_version, m.key_type),
-            ));
-            m
-        }
-        Err(e) => {
-            r.push(TRANSIT_METADATA.check(CheckStatus::Fail, e.to_string()));
-            return r;
-        }
-    };
-    check_identity(&mut r, &cfg, &bao, cluster_id, t).await;
-    let registry = check_registry(&mut r, &cfg, &meta);
-    let retained = registry
-        .as_ref()
-        .map(StateFile::retained_versions)
-        .unwrap_or_else(|| vec![1]);
-    let active_version = registry.as_ref().map(|s| s.active().transit_version);
-    let findings = profile_findings(&meta, &retained, active_version);
-    // verify-key reports the version restrictions (min_decryption_version,
-    // min_available_version against retained versions) on their own.
-    let is_restriction = |code: &str| mode == Mode::VerifyKey && code.starts_with("min_");
-    let (restrictions, profile): (Vec<_>, Vec<_>) = findings.into_iter().partition(|f| is_restriction(f.code));
-    let report_findings = |r: &mut Report, d: Def, found: &[bao_kms_core::transit::Finding]| {
-        let text = found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        r.push(d.check(
-            if found.is_empty() {
-                CheckStatus::Pass
-            } else {
-                CheckStatus::Fail
-            },
-            text,
-        ));
-    };
-    report_findings(&mut r, TRANSIT_PROFILE, &profile);
-    if mode == Mode::VerifyKey {
-        report_findings(&mut r, TRANSIT_VERSION_RESTRICTIONS, &restrictions);
-    }
-    match bao.disable_upsert(t).await {
-        Ok(true) => r.push(TRANSIT_DISABLE_UPSERT.check(CheckStatus::Pass, "")),
-        Ok(false) => r.push(TRANSIT_DISABLE_UPSERT.check(
-            CheckStatus::Fail,
-            "disable_upsert is false: set it with `bao write <mount>/config/keys disable_upsert=true`",
-        )),
-        Err(e) => r.push(TRANSIT_DISABLE_UPSERT.check(CheckStatus::Fail, e.to_string())),
-    }
-
-    // The snapshot the provider encrypts with: the registry's active one, or
-    // version 1 when auto-bootstrap would create the registry.
-    let scope = cfg.identity_scope();
-    let active = match &registry {
-        Some(state) => state.active().snapshot(),
-        None => match bootstrap_decision(&meta) {
-            BootstrapDecision::Allowed { created_unix } => KeySnapshot::new(&scope, 1, created_unix).ok(),
-            BootstrapDecision::Denied { .. } => None,
-        },
-    };
-    let Some(active) = active else {
-        r.push(TRANSIT_PROBE.check(CheckStatus::Skip, "no active key snapshot"));
-        return r;
-    };
-    if mode == Mode::Doctor {
-        // The runtime's own deep probe: the same AAD, explicit version and
-        // ciphertext limit serve checks at startup and on every probe.
-        match crate::runtime::deep_probe(&transit, &scope, &token, &active).await {
-            Ok(()) => r.push(TRANSIT_PROBE.check(CheckStatus::Pass, format!("version {}", active.version))),
-            Err(e) => r.push(TRANSIT_PROBE.check(CheckStatus::Fail, e.message)),
+            Err(failed())
         }
     }
-    let again = KeyId::derive(&scope, active.version, active.created_unix);
-    if again.as_ref() == Ok(&active.key_id) {
-        r.push(KEY_ID_DETERMINISTIC.check(CheckStatus::Pass, format!("key_id hash {}", active.key_id.hash())));
-    } else {
-        r.push(KEY_ID_DETERMINISTIC.check(
-            CheckStatus::Fail,
-            "the registry's active key_id does not derive from the configured identity",
-        ));
-    }
-    r
 }
 
 /// `socket.group`, `socket.directory` and `socket.file`, judged by the
@@ -423,14 +514,17 @@ async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: 
 
 /// `openbao.identity`: the pins file against the live identity, judged by
 /// the rule serve applies at startup and on every probe.
-async fn check_identity(r: &mut Report, cfg: &Config, bao: &OpenBao, cluster_id: String, token: &str) {
-    let stored = match crate::state::read_pins_unlocked(&RegistryPaths::new(&cfg.state.path)) {
+async fn check_identity(
+    r: &mut Report,
+    bao: &OpenBao,
+    pins: Result<Option<IdentityPins>, String>,
+    cluster_id: String,
+    token: &str,
+) {
+    let stored = match pins {
         Ok(p) => p,
         Err(e) => {
-            r.push(OPENBAO_IDENTITY.fail(
-                e,
-                "restore the pins file from backup, or review `bao-kms-provider repin`",
-            ));
+            r.push(OPENBAO_IDENTITY.fail(e, PINS_UNREADABLE_FIX));
             return;
         }
     };
@@ -446,11 +540,31 @@ async fn check_identity(r: &mut Report, cfg: &Config, bao: &OpenBao, cluster_id:
     }
 }
 
+const PINS_UNREADABLE_FIX: &str = "restore the pins file from backup, or review `bao-kms-provider repin`";
+
+/// `openbao.identity` without a live OpenBao: an unreadable pins file
+/// fails; otherwise skipped with `why`, naming what is pinned.
+fn identity_offline(pins: Result<Option<IdentityPins>, String>, why: &str) -> bao_kms_core::checks::Check {
+    match pins {
+        Err(e) => OPENBAO_IDENTITY.fail(e, PINS_UNREADABLE_FIX),
+        Ok(Some(p)) => OPENBAO_IDENTITY.skip(format!(
+            "skipped: {why}; pinned: {}",
+            bao_kms_core::checks::openbao::describe(&p)
+        )),
+        Ok(None) => OPENBAO_IDENTITY.skip(format!("skipped: {why}; no identity pins yet")),
+    }
+}
+
 /// Registry files, checkpoint rules, identity and drift; returns the state
-/// when it is usable.
-fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<StateFile> {
-    let paths = RegistryPaths::new(&cfg.state.path);
-    let loaded = crate::state::read_unlocked(&paths);
+/// when it is usable. Without Transit metadata (`meta` holds why) the
+/// local rules are judged and drift and the auto-bootstrap decision are
+/// named as not checked.
+fn check_registry(
+    r: &mut Report,
+    cfg: &Config,
+    loaded: Result<(Option<StateFile>, Option<bao_kms_core::registry::Checkpoint>), String>,
+    meta: Result<&KeyMetadata, &String>,
+) -> Option<StateFile> {
     let (state, checkpoint) = match loaded {
         Ok(x) => x,
         Err(e) => {
@@ -466,13 +580,16 @@ fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<St
         }
     };
     let Some(state) = state else {
-        match bootstrap_decision(meta) {
-            d @ BootstrapDecision::Allowed { .. } => {
+        match meta.map(bootstrap_decision) {
+            Ok(d @ BootstrapDecision::Allowed { .. }) => {
                 r.push(REGISTRY_STATE.check(CheckStatus::Warn, format!("no registry yet; {}", d.describe())))
             }
-            d @ BootstrapDecision::Denied { .. } => {
+            Ok(d @ BootstrapDecision::Denied { .. }) => {
                 r.push(REGISTRY_STATE.check(CheckStatus::Fail, format!("no registry; {}", d.describe())))
             }
+            Err(why) => r.push(REGISTRY_STATE.skip(format!(
+                "no registry yet; whether the first start may bootstrap it needs the Transit key metadata: skipped: {why}"
+            ))),
         }
         return None;
     };
@@ -480,13 +597,19 @@ fn check_registry(r: &mut Report, cfg: &Config, meta: &KeyMetadata) -> Option<St
         r.push(REGISTRY_STATE.check(CheckStatus::Fail, e.to_string()));
         return None;
     }
-    let drift = state.drift_against(meta);
-    if !drift.is_empty() {
-        r.push(REGISTRY_STATE.check(CheckStatus::Fail, drift.join("; ")));
-        return Some(state);
-    }
+    let not_checked = match meta {
+        Ok(meta) => {
+            let drift = state.drift_against(meta);
+            if !drift.is_empty() {
+                r.push(REGISTRY_STATE.check(CheckStatus::Fail, drift.join("; ")));
+                return Some(state);
+            }
+            String::new()
+        }
+        Err(why) => format!("; drift against Transit not checked: {why}"),
+    };
     let summary = format!(
-        "generation {}, checkpoint {}, active version {}, key_id hash {}",
+        "generation {}, checkpoint {}, active version {}, key_id hash {}{not_checked}",
         state.generation,
         status.as_str(),
         state.active().transit_version,

@@ -302,7 +302,14 @@ impl OpenBao {
     ) -> Result<Zeroizing<Vec<u8>>, BaoError> {
         let started = Instant::now();
         let result = self.call_inner(op, method, path, token, body, limit).await;
-        let status = wire::request_status_label(result.as_ref().err().map(|e| e.class));
+        // A health answer of a node that serves nothing (sealed, say) is
+        // read as an answer, and counted as the failure it stands for.
+        let class = match &result {
+            Err(e) => Some(e.class),
+            Ok(body) if op == Op::OpenBaoHealth => wire::parse_health(body).ok().and_then(|h| h.state.failure_class()),
+            Ok(_) => None,
+        };
+        let status = wire::request_status_label(class);
         let operation = op.as_str();
         // The KMS request this call serves, inside a debug-correlation window.
         let tag = crate::correlation::current();
@@ -409,7 +416,10 @@ impl OpenBao {
                 "redirect refused: route to the active node or enable request forwarding".into(),
             ));
         }
-        if status.is_success() || wire::is_batch_answer(op, status.as_u16(), &bytes) {
+        if status.is_success()
+            || wire::is_batch_answer(op, status.as_u16(), &bytes)
+            || wire::is_health_answer(op, status.as_u16(), &bytes)
+        {
             return Ok(bytes);
         }
         let message = wire::error_text(status.as_u16(), &bytes);
@@ -506,13 +516,26 @@ impl OpenBao {
         wire::parse_decrypt_batch(&bytes, items.len()).map_err(|e| BaoError::from_wire(op, e))
     }
 
-    /// `GET sys/health` (unauthenticated): the OpenBao `cluster_id`.
-    pub async fn cluster_id(&self) -> Result<String, BaoError> {
+    /// `GET sys/health` (unauthenticated): the state of the node that
+    /// answers, sealed and uninitialised included.
+    pub async fn health(&self) -> Result<wire::Health, BaoError> {
         let op = Op::OpenBaoHealth;
         let bytes = self
             .call(op, Method::GET, wire::HEALTH_PATH, None, None, DEFAULT_BODY_LIMIT)
             .await?;
-        wire::parse_cluster_id(&bytes).map_err(|e| BaoError::from_wire(op, e))
+        wire::parse_health(&bytes).map_err(|e| BaoError::from_wire(op, e))
+    }
+
+    /// The OpenBao `cluster_id`; a node that serves nothing fails with its
+    /// state (`openbao_sealed` for a sealed one).
+    pub async fn cluster_id(&self) -> Result<String, BaoError> {
+        let health = self.health().await?;
+        health.cluster_id().map(str::to_owned).map_err(|e| BaoError {
+            class: e.class,
+            op: Op::OpenBaoHealth,
+            http_status: None,
+            message: e.message,
+        })
     }
 
     /// `GET sys/internal/ui/mounts/<mount>`: the Transit mount's accessor and uuid.

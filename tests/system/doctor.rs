@@ -3,8 +3,10 @@
 //! one-line reason (exit 4) while earlier layers still pass.
 
 use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor, run_report, run_report_with};
+use bao_kms_system_tests::net::free_port;
 use bao_kms_system_tests::provider::dev_setup;
 use bao_kms_system_tests::{Provider, ProviderEnv};
+use rcgen::{CertificateParams, KeyPair};
 use serde_json::Value;
 
 fn doctor(env: &ProviderEnv) -> anyhow::Result<(i32, Vec<Value>)> {
@@ -23,6 +25,7 @@ async fn healthy_setup_passes_every_check() -> anyhow::Result<()> {
         "socket.group",
         "auth.token.local",
         "openbao.tls",
+        "openbao.health",
         "openbao.auth",
         "transit.capabilities",
         "transit.metadata",
@@ -236,5 +239,122 @@ async fn encryption_config_is_cross_checked() -> anyhow::Result<()> {
     let (_, checks) = doctor(&env)?;
     assert!(checks.iter().all(|c| c["id"] != "kubernetes.encryption_config"));
     provider.terminate().await?;
+    Ok(())
+}
+
+/// The status of every check but the named ones must not be `fail`.
+fn only_these_fail(checks: &[Value], failing: &[&str]) {
+    for c in checks {
+        let id = c["id"].as_str().unwrap_or_default();
+        if !failing.contains(&id) {
+            assert_ne!(c["status"], "fail", "{id} should not fail: {checks:#?}");
+        }
+    }
+}
+
+/// Asserts that check `id` was skipped naming `why`.
+fn assert_skipped(checks: &[Value], id: &str, why: &str) {
+    let c = check(checks, id);
+    assert_eq!(c["status"], "skip", "{id} in {checks:#?}");
+    let message = c["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why), "{id}: {message:?} should name {why:?}");
+}
+
+/// The config line starting with `key:` replaced by `key: value`.
+fn with_field(yaml: &str, key: &str, value: &str) -> String {
+    yaml.lines()
+        .map(|l| {
+            if l.trim_start().starts_with(&format!("{key}:")) {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}{key}: {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[tokio::test]
+async fn untrusted_unreachable_and_sealed_openbao_are_named_and_local_checks_still_run() -> anyhow::Result<()> {
+    let (bao, _p, env) = dev_setup().await?;
+    // A registry and identity pins from a first start.
+    let mut provider = Provider::start(&env).await?;
+    provider.terminate().await?;
+    let yaml = env.config_yaml();
+    let local_checks_run = |checks: &[Value], why: &str| {
+        for id in [
+            "config.validate",
+            "socket.group",
+            "auth.token.local",
+            "key_id.deterministic",
+        ] {
+            assert_eq!(check(checks, id)["status"], "pass", "{id}: {checks:#?}");
+        }
+        let registry = check(checks, "registry.state");
+        assert_eq!(registry["status"], "pass", "{checks:#?}");
+        assert!(
+            registry["message"].as_str().unwrap_or_default().contains(why),
+            "{registry}"
+        );
+        assert_skipped(checks, "openbao.identity", "pinned: cluster_id");
+        for id in [
+            "openbao.auth",
+            "transit.capabilities",
+            "transit.metadata",
+            "transit.profile",
+            "transit.disable_upsert",
+            "transit.probe",
+        ] {
+            assert_skipped(checks, id, why);
+        }
+    };
+
+    // A CA that did not sign OpenBao's certificate.
+    let stranger = CertificateParams::new(vec!["localhost".to_owned()])?.self_signed(&KeyPair::generate()?)?;
+    let other_ca = env.dir().join("other-ca.pem");
+    std::fs::write(&other_ca, stranger.pem())?;
+    env.write_config_text(&with_field(&yaml, "caCertFile", &other_ca.display().to_string()))?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "openbao.tls", "unusable over TLS");
+    assert_fails(&checks, "openbao.tls", "UnknownIssuer");
+    assert_skipped(&checks, "openbao.health", "openbao.tls");
+    local_checks_run(&checks, "OpenBao is unusable over TLS (openbao.tls)");
+    only_these_fail(&checks, &["openbao.tls"]);
+
+    // Nothing listens at the address.
+    let closed = format!("https://127.0.0.1:{}", free_port()?);
+    env.write_config_text(&with_field(&yaml, "address", &closed))?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "openbao.tls", "unreachable");
+    assert!(
+        check(&checks, "openbao.tls")["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&closed),
+        "{checks:#?}"
+    );
+    local_checks_run(&checks, "OpenBao is unreachable (openbao.tls)");
+    only_these_fail(&checks, &["openbao.tls"]);
+
+    // The right OpenBao, sealed: TLS works, the state is named.
+    env.write_config_text(&yaml)?;
+    bao.seal().await?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_eq!(check(&checks, "openbao.tls")["status"], "pass", "{checks:#?}");
+    assert_fails(&checks, "openbao.health", "openbao_sealed: OpenBao is sealed");
+    assert!(
+        check(&checks, "openbao.health")["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bao operator unseal"),
+        "{checks:#?}"
+    );
+    local_checks_run(&checks, "OpenBao is sealed (openbao.health)");
+    only_these_fail(&checks, &["openbao.health"]);
     Ok(())
 }

@@ -17,6 +17,9 @@ use zeroize::Zeroizing;
 use crate::errors::ErrorClass;
 use crate::transit::{KeyMetadata, parse_key_metadata};
 
+mod health;
+pub use health::{Health, HealthState, is_health_answer, parse_health};
+
 /// What a request was for: the `operation` metric label and log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -305,12 +308,9 @@ pub fn parse_disable_upsert(body: &[u8]) -> Result<bool, WireError> {
         .ok_or_else(|| WireError::invalid("data.disable_upsert missing"))
 }
 
-/// `sys/health` → the OpenBao `cluster_id`.
+/// `sys/health` → the OpenBao `cluster_id` of a serving node.
 pub fn parse_cluster_id(body: &[u8]) -> Result<String, WireError> {
-    match json(body)?.get("cluster_id").and_then(Value::as_str) {
-        Some(id) if !id.is_empty() => Ok(id.to_owned()),
-        _ => Err(WireError::invalid("sys/health has no cluster_id")),
-    }
+    parse_health(body)?.cluster_id().map(str::to_owned)
 }
 
 /// The Transit mount's identity: what the registry pins at bootstrap.

@@ -59,6 +59,7 @@ pub const EC_PROVIDER: Def = Def::new(
 // OpenBao and Transit (doctor, verify-key)
 
 pub const OPENBAO_TLS: Def = Def::new("openbao.tls", "TLS connection to OpenBao");
+pub const OPENBAO_HEALTH: Def = Def::new("openbao.health", "OpenBao is initialised, unsealed and serves requests");
 pub const OPENBAO_IDENTITY: Def = Def::new(
     "openbao.identity",
     "OpenBao cluster and Transit mount are the pinned ones",
@@ -176,6 +177,7 @@ pub const ALL: &[Def] = &[
     EC_RULES,
     EC_PROVIDER,
     OPENBAO_TLS,
+    OPENBAO_HEALTH,
     OPENBAO_AUTH,
     OPENBAO_IDENTITY,
     TRANSIT_CAPABILITIES,
