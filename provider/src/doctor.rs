@@ -26,6 +26,7 @@ use bao_kms_core::checks::node::{self as verdict, FileFacts};
 use bao_kms_core::checks::openbao::HealthProbe;
 use bao_kms_core::config::{AuthMethod, CertSource, Config};
 use bao_kms_core::keyid::KeyId;
+use bao_kms_core::policy;
 use bao_kms_core::registry::{IdentityPins, StateFile, checkpoint_status};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision, profile_findings};
@@ -438,77 +439,31 @@ fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
     }
 }
 
+/// `transit.capabilities`: the token holds every grant of the policy
+/// `policy openbao` prints (the same list, `core::policy::grants`) and
+/// none of the forbidden ones. The mount read serve makes is judged by the
+/// read itself (`openbao.identity`): OpenBao answers it for any token with
+/// access to the mount.
 async fn check_capabilities(r: &mut Report, cfg: &Config, bao: &OpenBao, token: &str) {
-    let mount = cfg.transit.mount_path.trim_matches('/');
-    let key = &cfg.transit.key_name;
-    let required = [
-        (format!("{mount}/keys/{key}"), "read"),
-        (format!("{mount}/encrypt/{key}"), "update"),
-        (format!("{mount}/decrypt/{key}"), "update"),
-        (format!("{mount}/config/keys"), "read"),
-        (format!("sys/internal/ui/mounts/{mount}"), "read"),
-    ];
-    // What the provider's token must never be able to do.
-    let forbidden = [
-        (format!("{mount}/keys/{key}/rotate"), "update", "rotate the key"),
-        (
-            format!("{mount}/keys/{key}/config"),
-            "update",
-            "change the key configuration",
-        ),
-        (format!("{mount}/keys/{key}/trim"), "update", "trim key versions"),
-        (format!("{mount}/keys/{key}"), "delete", "delete the key"),
-        (format!("{mount}/export/encryption-key/{key}"), "read", "export the key"),
-        (format!("{mount}/backup/{key}"), "read", "back up the key"),
-        (
-            format!("{mount}/encrypt/{key}"),
-            "create",
-            "create keys implicitly on encrypt",
-        ),
-        (
-            format!("{mount}/config/keys"),
-            "update",
-            "change the mount's key settings",
-        ),
-    ];
-    let mut paths: Vec<String> = required.iter().map(|(p, _)| p.clone()).collect();
-    paths.extend(forbidden.iter().map(|(p, _, _)| p.clone()));
-    paths.sort();
-    paths.dedup();
+    let grants = policy::grants(cfg, true);
+    let forbidden = policy::forbidden(cfg);
+    let paths = policy::capability_paths(&grants, &forbidden);
     let answer = match bao.capabilities(token, &paths).await {
         Ok(a) => a,
         Err(e) => {
-            r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Fail, e.to_string()));
+            r.push(TRANSIT_CAPABILITIES.fail(
+                e.to_string(),
+                "the check asks sys/capabilities-self: grant update on it (it is in `bao-kms-provider policy openbao`)",
+            ));
             return;
         }
     };
-    let has = |path: &str, cap: &str| {
-        answer.iter().find(|(p, _)| p == path).is_some_and(|(_, caps)| {
-            caps.iter()
-                .any(|c| c == cap || c == "root" || c == "sudo" && cap != "deny")
-        })
-    };
-    let missing: Vec<String> = required
-        .iter()
-        .filter(|(p, c)| !has(p, c))
-        .map(|(p, c)| format!("{c} on {p}"))
-        .collect();
-    let excess: Vec<String> = forbidden
-        .iter()
-        .filter(|(p, c, _)| has(p, c))
-        .map(|(p, c, what)| format!("{what} ({c} on {p})"))
-        .collect();
-    let mut problems = Vec::new();
-    if !missing.is_empty() {
-        problems.push(format!("missing: {}", missing.join(", ")));
-    }
-    if !excess.is_empty() {
-        problems.push(format!("the token can {}; remove those grants", excess.join(", ")));
-    }
-    if problems.is_empty() {
-        r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Pass, ""));
-    } else {
-        r.push(TRANSIT_CAPABILITIES.check(CheckStatus::Fail, problems.join("; ")));
+    match policy::judge_capabilities(&grants, &forbidden, &answer) {
+        Ok(notes) => r.push(TRANSIT_CAPABILITIES.pass(notes.join("; "))),
+        Err(problems) => r.push(TRANSIT_CAPABILITIES.fail(
+            problems.join("; "),
+            "give the token exactly the policy `bao-kms-provider policy openbao` prints",
+        )),
     }
 }
 

@@ -2,61 +2,236 @@
 //! It grants exactly what the provider calls and nothing that could change
 //! the key: no create on encrypt (implicit key creation), no update on the
 //! key (rotation), no delete, export, backup, restore, trim, rewrap or
-//! config writes. `policy openbao` prints it and `init` writes it to
-//! `openbao-policy.hcl`: one text for both.
+//! config writes. `policy openbao` prints it, `init` writes it to
+//! `openbao-policy.hcl`, and `doctor`'s `transit.capabilities` requires
+//! exactly its [`grants`] and refuses the [`forbidden`] ones: one list for
+//! all three.
 
 use crate::config::Config;
+
+/// How `doctor` (`transit.capabilities`) knows the token holds a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// `sys/capabilities-self` must list the capability on the path.
+    Capability,
+    /// OpenBao answers `sys/internal/ui/mounts/<mount>` for any token with
+    /// a capability under the mount, granted or not, and serve needs only
+    /// the answer: the read itself is judged (`openbao.identity`).
+    ByTheRead,
+    /// Doctor's own request: that it is answered is the proof.
+    ByAsking,
+    /// Renewal: without it the provider logs in again before expiry
+    /// (`auth.loginBeforeTokenExpiry`); missing is reported, not failed.
+    Optional,
+}
+
+/// One grant of the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub path: String,
+    pub capability: &'static str,
+    /// The HCL comment: what the provider does with it.
+    pub why: &'static str,
+    pub judged: Judged,
+}
+
+/// A grant the provider's token must never hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    pub path: String,
+    pub capability: &'static str,
+    /// What the grant would let the token do (`rewrap ciphertexts`).
+    pub what: &'static str,
+}
+
+/// Every grant of the least-privilege policy: what `policy openbao`
+/// prints, `init` writes and `doctor` requires. `token_renewal` adds
+/// `auth/token/renew-self`.
+pub fn grants(cfg: &Config, token_renewal: bool) -> Vec<Grant> {
+    let mount = cfg.transit.mount_path.trim_matches('/');
+    let key = &cfg.transit.key_name;
+    let grant = |path: String, capability, why, judged| Grant {
+        path,
+        capability,
+        why,
+        judged,
+    };
+    let mut out = vec![
+        grant(
+            format!("{mount}/keys/{key}"),
+            "read",
+            "key metadata: versions, creation times, profile",
+            Judged::Capability,
+        ),
+        grant(
+            format!("{mount}/encrypt/{key}"),
+            "update",
+            "encrypt with an explicit key_version (never create)",
+            Judged::Capability,
+        ),
+        grant(
+            format!("{mount}/decrypt/{key}"),
+            "update",
+            "decrypt",
+            Judged::Capability,
+        ),
+        grant(
+            format!("{mount}/config/keys"),
+            "read",
+            "the mount's disable_upsert setting",
+            Judged::Capability,
+        ),
+        grant(
+            format!("sys/internal/ui/mounts/{mount}"),
+            "read",
+            "the mount accessor pinned at bootstrap",
+            Judged::ByTheRead,
+        ),
+        grant(
+            "sys/capabilities-self".to_owned(),
+            "update",
+            "doctor's capability check",
+            Judged::ByAsking,
+        ),
+        grant(
+            "auth/token/lookup-self".to_owned(),
+            "read",
+            "the token's remaining lease",
+            Judged::Capability,
+        ),
+    ];
+    if token_renewal {
+        out.push(grant(
+            "auth/token/renew-self".to_owned(),
+            "update",
+            "token renewal",
+            Judged::Optional,
+        ));
+    }
+    out
+}
+
+/// What the provider's token must never be able to do: change, rotate,
+/// trim, delete, export, back up, restore or create the key, rewrap
+/// ciphertexts, or change the mount's settings.
+pub fn forbidden(cfg: &Config) -> Vec<Forbidden> {
+    let mount = cfg.transit.mount_path.trim_matches('/');
+    let key = &cfg.transit.key_name;
+    let f = |path: String, capability, what| Forbidden { path, capability, what };
+    vec![
+        f(format!("{mount}/keys/{key}/rotate"), "update", "rotate the key"),
+        f(
+            format!("{mount}/keys/{key}/config"),
+            "update",
+            "change the key configuration",
+        ),
+        f(format!("{mount}/keys/{key}/trim"), "update", "trim key versions"),
+        f(format!("{mount}/keys/{key}"), "delete", "delete the key"),
+        f(format!("{mount}/keys/{key}"), "update", "create or re-create the key"),
+        f(format!("{mount}/export/encryption-key/{key}"), "read", "export the key"),
+        f(format!("{mount}/backup/{key}"), "read", "back up the key"),
+        f(
+            format!("{mount}/restore/{key}"),
+            "update",
+            "restore the key from a backup",
+        ),
+        f(format!("{mount}/restore"), "update", "restore keys from a backup"),
+        f(format!("{mount}/rewrap/{key}"), "update", "rewrap ciphertexts"),
+        f(
+            format!("{mount}/encrypt/{key}"),
+            "create",
+            "create keys implicitly on encrypt",
+        ),
+        f(
+            format!("{mount}/config/keys"),
+            "update",
+            "change the mount's key settings",
+        ),
+        f(
+            format!("{mount}/cache-config"),
+            "update",
+            "change the mount's cache settings",
+        ),
+    ]
+}
 
 /// The policy in HCL. `token_renewal` adds `auth/token/renew-self`.
 pub fn openbao_policy(cfg: &Config, token_renewal: bool) -> String {
     let mount = cfg.transit.mount_path.trim_matches('/');
     let key = &cfg.transit.key_name;
-    let mut rules: Vec<(String, &str, &str)> = vec![
-        (
-            format!("{mount}/keys/{key}"),
-            "read",
-            "key metadata: versions, creation times, profile",
-        ),
-        (
-            format!("{mount}/encrypt/{key}"),
-            "update",
-            "encrypt with an explicit key_version (never create)",
-        ),
-        (format!("{mount}/decrypt/{key}"), "update", "decrypt"),
-        (
-            format!("{mount}/config/keys"),
-            "read",
-            "the mount's disable_upsert setting",
-        ),
-        (
-            format!("sys/internal/ui/mounts/{mount}"),
-            "read",
-            "the mount accessor pinned at bootstrap",
-        ),
-        (
-            "sys/capabilities-self".to_owned(),
-            "update",
-            "doctor's capability check",
-        ),
-        (
-            "auth/token/lookup-self".to_owned(),
-            "read",
-            "the token's remaining lease",
-        ),
-    ];
-    if token_renewal {
-        rules.push(("auth/token/renew-self".to_owned(), "update", "token renewal"));
-    }
     let mut out = format!(
         "# bao-kms-provider policy for {mount}/{key} (provider {})\n",
         cfg.transit.key_id_scope.provider_name
     );
-    for (path, cap, why) in rules {
+    for g in grants(cfg, token_renewal) {
         out.push_str(&format!(
-            "\n# {why}\npath \"{path}\" {{\n  capabilities = [\"{cap}\"]\n}}\n"
+            "\n# {}\npath \"{}\" {{\n  capabilities = [\"{}\"]\n}}\n",
+            g.why, g.path, g.capability
         ));
     }
     out
+}
+
+/// What `sys/capabilities-self` answered, as the token holding
+/// `capability` on `path`: the capability itself or `root`.
+pub fn holds(answer: &[(String, Vec<String>)], path: &str, capability: &str) -> bool {
+    answer
+        .iter()
+        .find(|(p, _)| p == path)
+        .is_some_and(|(_, caps)| caps.iter().any(|c| c == capability || c == "root"))
+}
+
+/// The verdict of `transit.capabilities` from the paths the token was
+/// asked about ([`capability_paths`]) and what it answered: `Ok(notes)`
+/// (notes: an optional grant missing) or `Err(problems)` naming each
+/// missing grant and each forbidden one held.
+pub fn judge_capabilities(
+    grants: &[Grant],
+    forbidden: &[Forbidden],
+    answer: &[(String, Vec<String>)],
+) -> Result<Vec<String>, Vec<String>> {
+    let missing = |judged: Judged| -> Vec<String> {
+        grants
+            .iter()
+            .filter(|g| g.judged == judged && !holds(answer, &g.path, g.capability))
+            .map(|g| format!("{} on {}", g.capability, g.path))
+            .collect()
+    };
+    let excess: Vec<String> = forbidden
+        .iter()
+        .filter(|f| holds(answer, &f.path, f.capability))
+        .map(|f| format!("{} ({} on {})", f.what, f.capability, f.path))
+        .collect();
+    let mut problems = Vec::new();
+    let required = missing(Judged::Capability);
+    if !required.is_empty() {
+        problems.push(format!("missing: {}", required.join(", ")));
+    }
+    if !excess.is_empty() {
+        problems.push(format!("the token can {}; remove those grants", excess.join(", ")));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(missing(Judged::Optional)
+        .into_iter()
+        .map(|m| format!("without {m} the provider logs in again before the token expires"))
+        .collect())
+}
+
+/// The paths `transit.capabilities` asks `sys/capabilities-self` about:
+/// every grant judged by capability (optional ones too) and every
+/// forbidden path, sorted, once each.
+pub fn capability_paths(grants: &[Grant], forbidden: &[Forbidden]) -> Vec<String> {
+    let mut paths: Vec<String> = grants
+        .iter()
+        .filter(|g| matches!(g.judged, Judged::Capability | Judged::Optional))
+        .map(|g| g.path.clone())
+        .chain(forbidden.iter().map(|f| f.path.clone()))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 #[cfg(test)]
@@ -110,5 +285,84 @@ transit:
             assert!(!hcl.contains(never), "{never} in\n{hcl}");
         }
         assert!(!openbao_policy(&config(), false).contains("renew-self"));
+    }
+
+    /// No grant of the policy is a forbidden one.
+    #[test]
+    fn the_policy_holds_nothing_forbidden() {
+        let cfg = config();
+        let granted: Vec<(String, Vec<String>)> = grants(&cfg, true)
+            .into_iter()
+            .map(|g| (g.path, vec![g.capability.to_owned()]))
+            .collect();
+        assert_eq!(
+            judge_capabilities(&grants(&cfg, true), &forbidden(&cfg), &granted),
+            Ok(vec![])
+        );
+        let whats: Vec<&str> = forbidden(&cfg).iter().map(|f| f.what).collect();
+        for word in [
+            "rewrap",
+            "restore",
+            "rotate",
+            "export",
+            "back up",
+            "delete",
+            "configuration",
+        ] {
+            assert!(whats.iter().any(|w| w.contains(word)), "{word}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_judged_against_the_policy() {
+        let cfg = config();
+        let g = grants(&cfg, true);
+        let f = forbidden(&cfg);
+        let paths = capability_paths(&g, &f);
+        assert!(!paths.iter().any(|p| p.starts_with("sys/")), "{paths:?}");
+        assert!(paths.contains(&"auth/token/renew-self".to_owned()));
+        let answer = |extra: &[(&str, &str)], without: &[&str]| -> Vec<(String, Vec<String>)> {
+            let mut a: Vec<(String, Vec<String>)> = g
+                .iter()
+                .filter(|g| !without.contains(&g.path.as_str()))
+                .map(|g| (g.path.clone(), vec![g.capability.to_owned()]))
+                .collect();
+            for (p, c) in extra {
+                a.push(((*p).to_owned(), vec![(*c).to_owned()]));
+            }
+            a
+        };
+        // The mount read and capabilities-self are not judged by capability.
+        let ok = judge_capabilities(
+            &g,
+            &f,
+            &answer(&[], &["sys/internal/ui/mounts/transit-k8s", "sys/capabilities-self"]),
+        );
+        assert_eq!(ok, Ok(vec![]));
+        // Renewal missing is a note.
+        let notes = judge_capabilities(&g, &f, &answer(&[], &["auth/token/renew-self"])).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("update on auth/token/renew-self"));
+        let err = judge_capabilities(
+            &g,
+            &f,
+            &answer(
+                &[
+                    ("transit-k8s/rewrap/k8s-workload-a-etcd", "update"),
+                    ("transit-k8s/restore", "root"),
+                ],
+                &["transit-k8s/decrypt/k8s-workload-a-etcd"],
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "missing: update on transit-k8s/decrypt/k8s-workload-a-etcd".to_owned(),
+                "the token can restore keys from a backup (update on transit-k8s/restore), rewrap ciphertexts (update on transit-k8s/rewrap/k8s-workload-a-etcd); remove those grants".to_owned(),
+            ]
+        );
+        // sudo grants nothing by itself.
+        assert!(!holds(&[("p".into(), vec!["sudo".into()])], "p", "read"));
     }
 }
