@@ -13,9 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let kms = protox::compile(["kms/v2/api.proto", "kms/v2/encrypted_object.proto"], ["."])?;
+    // A request the server cannot decode is INVALID_ARGUMENT (src/codec.rs).
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::KmsCodec")
         .compile_fds(kms)?;
     let etcd = protox::compile(["etcd/etcdserverpb/rpc.proto"], ["."])?;
     tonic_prost_build::configure()

@@ -12,6 +12,8 @@
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
+pub mod codec;
+
 pub mod v2 {
     tonic::include_proto!("v2");
 }

@@ -67,6 +67,7 @@ impl EncryptedSeed {
 #[derive(Clone)]
 pub struct KmsClient {
     inner: KeyManagementServiceClient<Channel>,
+    channel: Channel,
     socket: PathBuf,
 }
 
@@ -84,7 +85,8 @@ impl KmsClient {
             .await
             .with_context(|| format!("connecting to {}", socket.display()))?;
         Ok(Self {
-            inner: KeyManagementServiceClient::new(channel),
+            inner: KeyManagementServiceClient::new(channel.clone()),
+            channel,
             socket: socket.to_path_buf(),
         })
     }
@@ -113,6 +115,20 @@ impl KmsClient {
     pub async fn decrypt_raw(&self, req: DecryptRequest) -> Result<DecryptResponse, tonic::Status> {
         let mut client = self.inner.clone();
         call(client.decrypt(request(req))).await
+    }
+
+    /// Sends `body` as the request message of `method` (`Encrypt`,
+    /// `Decrypt`, `Status`) without encoding it: for malformed protobuf.
+    /// The answer's message is discarded.
+    pub async fn call_bytes(&self, method: &str, body: Vec<u8>) -> Result<(), tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path: tonic::codegen::http::uri::PathAndQuery = format!("/v2.KeyManagementService/{method}")
+            .parse()
+            .map_err(|e| tonic::Status::internal(format!("{e}")))?;
+        call(grpc.unary(request(body), path, RawCodec)).await
     }
 
     /// Status, checked as kube-apiserver checks it: version `v2`, healthz
@@ -308,5 +324,45 @@ mod tests {
         assert_eq!(uid.len(), 36);
         assert_eq!(uid.matches('-').count(), 4);
         assert_ne!(uid, new_uid());
+    }
+}
+
+/// A codec that sends bytes as they are and ignores the answer's message.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let n = prost::bytes::Buf::remaining(src);
+        prost::bytes::Buf::advance(src, n);
+        Ok(Some(()))
     }
 }

@@ -147,6 +147,14 @@ pub fn encrypt_call(scope: &IdentityScope, active: &KeySnapshot) -> EncryptCall 
     }
 }
 
+/// Refuses a plaintext whose Transit ciphertext under the active version
+/// would break kube-apiserver's 1 KiB limit (`protocol_limit`), so Transit
+/// is not called for an answer that would be discarded.
+pub fn check_encrypt_fits(plaintext: &[u8], active: &KeySnapshot) -> Result<(), KmsError> {
+    limits::check_ciphertext_fits(active.version, plaintext.len())
+        .map_err(|e| KmsError::new(ErrorClass::ProtocolLimit, e.to_string()))
+}
+
 /// What Encrypt returns to kube-apiserver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptAnswer {

@@ -15,6 +15,11 @@ pub enum ErrorClass {
     TransitKeyMissing,
     TransitPolicyDenied,
     TransitBadRequest,
+    /// Transit refuses the ciphertext's key version: below the key's
+    /// `min_decryption_version`, or above its latest version (the key was
+    /// deleted and created again). A key state to fix in OpenBao, not a bad
+    /// request.
+    TransitKeyVersionRejected,
     IntegrityFailed,
     KeyIdUnknown,
     KeyIdMalformed,
@@ -102,6 +107,7 @@ impl ErrorClass {
             Self::TransitKeyMissing => "transit_key_missing",
             Self::TransitPolicyDenied => "transit_policy_denied",
             Self::TransitBadRequest => "transit_bad_request",
+            Self::TransitKeyVersionRejected => "transit_key_version_rejected",
             Self::IntegrityFailed => "integrity_failed",
             Self::KeyIdUnknown => "key_id_unknown",
             Self::KeyIdMalformed => "key_id_malformed",
@@ -145,7 +151,7 @@ impl ErrorClass {
             | Self::AnnotationInvalid
             | Self::ProtocolLimit => KmsCode::InvalidArgument,
             Self::KeyIdUnknown => KmsCode::NotFound,
-            Self::StatusStale | Self::StatusUnhealthy => KmsCode::FailedPrecondition,
+            Self::StatusStale | Self::StatusUnhealthy | Self::TransitKeyVersionRejected => KmsCode::FailedPrecondition,
             Self::ConcurrencyLimit => KmsCode::ResourceExhausted,
             Self::Timeout | Self::QueueDeadline => KmsCode::DeadlineExceeded,
             Self::Canceled => KmsCode::Cancelled,
@@ -174,5 +180,10 @@ mod tests {
         assert_eq!(ErrorClass::ConcurrencyLimit.code(), KmsCode::ResourceExhausted);
         assert_eq!(ErrorClass::Panic.code(), KmsCode::Internal);
         assert_eq!(ErrorClass::QueueDeadline.code(), KmsCode::DeadlineExceeded);
+        assert_eq!(
+            ErrorClass::TransitKeyVersionRejected.code(),
+            KmsCode::FailedPrecondition
+        );
+        assert_eq!(ErrorClass::TransitKeyMissing.code(), KmsCode::Unavailable);
     }
 }

@@ -28,6 +28,15 @@ pub enum LimitError {
         len: usize,
         max: usize,
     },
+    #[error(
+        "plaintext of {plaintext} bytes would give a ciphertext of {len} bytes under key version {version}, which exceeds the max size of {max}"
+    )]
+    CiphertextTooLarge {
+        plaintext: usize,
+        version: u64,
+        len: usize,
+        max: usize,
+    },
 }
 
 fn bounded(field: &'static str, len: usize, max: usize) -> Result<(), LimitError> {
@@ -44,6 +53,30 @@ fn bounded(field: &'static str, len: usize, max: usize) -> Result<(), LimitError
 pub fn check_encrypt_request(plaintext: &[u8], uid: &str) -> Result<(), LimitError> {
     bounded("plaintext", plaintext.len(), MAX_PLAINTEXT_BYTES)?;
     check_uid(uid)
+}
+
+/// The length of the ciphertext Transit returns for `plaintext_len` bytes
+/// under version `version` of an `aes256-gcm96` key (the only type the
+/// profile allows): `vault:v<version>:` and the padded base64 of a 12-byte
+/// nonce, the sealed bytes and a 16-byte tag.
+pub fn transit_ciphertext_len(version: u64, plaintext_len: usize) -> usize {
+    let prefix = "vault:v:".len() + version.to_string().len();
+    prefix + (12 + plaintext_len + 16).div_ceil(3) * 4
+}
+
+/// Refuses a plaintext whose ciphertext under `version` would exceed
+/// kube-apiserver's 1 KiB, before Transit is called.
+pub fn check_ciphertext_fits(version: u64, plaintext_len: usize) -> Result<(), LimitError> {
+    let len = transit_ciphertext_len(version, plaintext_len);
+    if len > MAX_CIPHERTEXT_BYTES {
+        return Err(LimitError::CiphertextTooLarge {
+            plaintext: plaintext_len,
+            version,
+            len,
+            max: MAX_CIPHERTEXT_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a Decrypt request's sizes (not its content).
@@ -176,5 +209,32 @@ mod tests {
             Err(LimitError::Empty { field: "plaintext" })
         );
         assert!(check_encrypt_request(&[1; 32], &"u".repeat(MAX_UID_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn transit_ciphertext_length_is_predicted_exactly() {
+        // A real OpenBao 2.7 answer for the 2-byte plaintext "hi" under v1.
+        let real = "vault:v1:TFeOwhbjSgRGT9ebWwhTskJibtMITbPC0gsgd/dl";
+        assert_eq!(transit_ciphertext_len(1, 2), real.len());
+        // kube-apiserver's 32-byte seed: 9 + 4 * ceil(60 / 3).
+        assert_eq!(transit_ciphertext_len(1, 32), 89);
+        assert_eq!(transit_ciphertext_len(12, 32), 90);
+        // The largest plaintext that fits 1 KiB: 731 bytes up to version 1000...
+        assert_eq!(transit_ciphertext_len(1, 731), 1021);
+        assert!(check_ciphertext_fits(1, 731).is_ok());
+        assert!(check_ciphertext_fits(1000, 731).is_ok());
+        // ...one more byte, or a longer version, does not.
+        assert_eq!(
+            check_ciphertext_fits(1, 732),
+            Err(LimitError::CiphertextTooLarge {
+                plaintext: 732,
+                version: 1,
+                len: 1025,
+                max: 1024
+            })
+        );
+        assert!(check_ciphertext_fits(10_000, 731).is_err());
+        assert!(check_ciphertext_fits(10_000, 728).is_ok());
+        assert!(check_ciphertext_fits(1, MAX_PLAINTEXT_BYTES).is_err());
     }
 }

@@ -465,6 +465,11 @@ pub fn classify_status(op: Op, http_status: u16, message: &str) -> ErrorClass {
     match http_status {
         400 | 401 | 403 if op.is_login() => ErrorClass::AuthFailed,
         400 if message.contains("message authentication failed") => ErrorClass::IntegrityFailed,
+        // The key's state, not the request: Transit answers these with 400.
+        400 if message.contains("encryption key not found") => ErrorClass::TransitKeyMissing,
+        400 if message.contains("version is disallowed by policy") || message.contains("version is too new") => {
+            ErrorClass::TransitKeyVersionRejected
+        }
         400 => ErrorClass::TransitBadRequest,
         401 => ErrorClass::AuthFailed,
         403 if matches!(op, Op::TokenLookupSelf | Op::TokenRenewSelf) => ErrorClass::AuthFailed,

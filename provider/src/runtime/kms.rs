@@ -29,6 +29,7 @@ impl Engine {
             return Err(admission::encrypt_refused(view.stale, &codes));
         }
         let active = &view.published.active;
+        admission::check_encrypt_fits(plaintext, active)?;
         let call = admission::encrypt_call(&self.scope, active);
         let ciphertext = self
             .with_token(|t| {

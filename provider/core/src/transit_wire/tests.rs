@@ -211,6 +211,32 @@ fn http_statuses_map_to_classes() {
             ErrorClass::TransitBadRequest,
         ),
         (Op::TransitMetadataRead, 404, "", ErrorClass::TransitKeyMissing),
+        // OpenBao 2.7's texts for a deleted key, a key deleted and created
+        // again, and a raised min_decryption_version.
+        (
+            Op::TransitDecrypt,
+            400,
+            "encryption key not found",
+            ErrorClass::TransitKeyMissing,
+        ),
+        (
+            Op::TransitEncrypt,
+            400,
+            "encryption key not found",
+            ErrorClass::TransitKeyMissing,
+        ),
+        (
+            Op::TransitDecrypt,
+            400,
+            "invalid ciphertext: version is too new",
+            ErrorClass::TransitKeyVersionRejected,
+        ),
+        (
+            Op::TransitDecrypt,
+            400,
+            "ciphertext or signature version is disallowed by policy (too old)",
+            ErrorClass::TransitKeyVersionRejected,
+        ),
         (
             Op::TransitEncrypt,
             403,
