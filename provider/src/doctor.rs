@@ -36,8 +36,13 @@ use crate::auth::{Auth, AuthError, check_jwt, read_secret_file};
 use crate::metrics::Metrics;
 use crate::openbao::{ClientSettings, OpenBao};
 use crate::report::{CheckStatus, Report};
+use crate::runtime::Engine;
+use crate::service::{KMS_API_VERSION, KmsService};
 use crate::state::RegistryPaths;
 use crate::transit::{OpenBaoTransit, Transit as _};
+use bao_kms_core::checks::Check;
+use bao_kms_proto::v2::key_management_service_server::KeyManagementService as _;
+use bao_kms_proto::v2::{EncryptRequest, StatusRequest};
 
 /// Which report to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,7 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
     let pins = crate::state::read_pins_unlocked(&paths);
 
     let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
+    let metrics_for_kms = metrics.clone();
     let (bao, blocker) = connect(&mut r, &cfg, metrics.clone()).await;
     let session = match (&bao, blocker) {
         (Some((bao, _)), None) => login(&mut r, &cfg, bao, metrics, local_auth_ok).await,
@@ -226,7 +232,113 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
         }
         Err(why) => r.push(KEY_ID_DETERMINISTIC.skip(format!("skipped: {why}"))),
     }
+    if mode == Mode::Doctor {
+        match (session, &active) {
+            (Ok((transit, _)), Ok(_)) => r.push(status_encrypt(&cfg, transit, metrics_for_kms).await),
+            (Err(why), _) => r.push(KMS_STATUS_ENCRYPT.skip(format!("skipped: {why}"))),
+            (_, Err(why)) => r.push(KMS_STATUS_ENCRYPT.skip(format!("skipped: {why}"))),
+        }
+    }
     r
+}
+
+/// `kms.status_encrypt`: serve's own startup (registry, pins, identity,
+/// profile and upsert checks, rotation rules, the deep probe) and its KMS
+/// service, in process: Status must answer `healthz: ok`, version `v2` and
+/// a key_id, and an Encrypt of a 32-byte seed must return the same key_id.
+/// The engine runs on a private copy of the registry files, so nothing of
+/// the real state directory is locked or written (a bootstrap or first pin
+/// lands in the copy).
+async fn status_encrypt(cfg: &Config, transit: OpenBaoTransit, metrics: Arc<Metrics>) -> Check {
+    let copy = match copy_registry(&cfg.state.path) {
+        Ok(c) => c,
+        Err(e) => {
+            return KMS_STATUS_ENCRYPT.fail(format!("copying the registry for the in-process provider: {e}"), "");
+        }
+    };
+    let mut private = cfg.clone();
+    private.state.path = copy.path().join(STATE_FILE);
+    // One startup attempt: doctor reports, it does not wait out
+    // bootstrap.graceTimeout.
+    private.bootstrap.grace_timeout = std::time::Duration::ZERO;
+    let engine =
+        match Engine::start_with(Arc::new(private), metrics, crate::VERSION.to_owned(), Arc::new(transit)).await {
+            Ok(e) => e,
+            Err(e) => {
+                return KMS_STATUS_ENCRYPT.fail(
+                    format!("serve's startup would fail: {e}"),
+                    "the failing check above names the cause; serve exits 5 with the same reason",
+                );
+            }
+        };
+    let kms = KmsService::new(engine);
+    let status = match kms.status(tonic::Request::new(StatusRequest {})).await {
+        Ok(s) => s.into_inner(),
+        Err(e) => return KMS_STATUS_ENCRYPT.fail(format!("Status failed: {}", e.message()), ""),
+    };
+    let hash = |k: &str| bao_kms_core::hash::h(k);
+    if status.healthz != "ok" || status.version != KMS_API_VERSION || status.key_id.is_empty() {
+        return KMS_STATUS_ENCRYPT.fail(
+            format!(
+                "Status answered healthz {:?}, version {:?}, key_id hash {}",
+                status.healthz,
+                status.version,
+                if status.key_id.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    hash(&status.key_id)
+                }
+            ),
+            "",
+        );
+    }
+    let mut seed = zeroize::Zeroizing::new(vec![0u8; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rng(), seed.as_mut_slice());
+    let request = EncryptRequest {
+        plaintext: seed.to_vec(),
+        uid: "doctor-status-encrypt".to_owned(),
+    };
+    match kms.encrypt(tonic::Request::new(request)).await {
+        Ok(answer) if answer.get_ref().key_id == status.key_id => KMS_STATUS_ENCRYPT.pass(format!(
+            "healthz ok, version {}, key_id hash {}; Encrypt returned the same key_id",
+            status.version,
+            hash(&status.key_id)
+        )),
+        Ok(answer) => KMS_STATUS_ENCRYPT.fail(
+            format!(
+                "Encrypt returned key_id hash {} but Status reports {}: kube-apiserver would discard the result",
+                hash(&answer.get_ref().key_id),
+                hash(&status.key_id)
+            ),
+            "",
+        ),
+        Err(e) => KMS_STATUS_ENCRYPT.fail(format!("Encrypt failed ({:?}): {}", e.code(), e.message()), ""),
+    }
+}
+
+/// The state file's name in the private copy.
+const STATE_FILE: &str = "key-registry.json";
+
+/// A private directory holding a copy of the registry files that exist:
+/// the checkpoint first, then the state (a state one generation ahead of
+/// its checkpoint is accepted; the other way round fails closed), then
+/// the pins.
+fn copy_registry(state_path: &Path) -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix("bao-kms-doctor-").tempdir()?;
+    let from = RegistryPaths::new(state_path);
+    let to = RegistryPaths::new(&dir.path().join(STATE_FILE));
+    for (src, dst) in [
+        (&from.checkpoint, &to.checkpoint),
+        (&from.state, &to.state),
+        (&from.pins, &to.pins),
+    ] {
+        match std::fs::copy(src, dst) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", src.display()))),
+        }
+    }
+    Ok(dir)
 }
 
 /// Why the checks after the login are skipped.

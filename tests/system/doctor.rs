@@ -34,17 +34,21 @@ async fn healthy_setup_passes_every_check() -> anyhow::Result<()> {
         "transit.disable_upsert",
         "transit.probe",
         "key_id.deterministic",
+        "kms.status_encrypt",
     ] {
         assert_eq!(check(&checks, id)["status"], "pass", "{id}: {checks:#?}");
     }
     let status = provider.status_json().await?;
     let hash = status["keyIDHash"].as_str().unwrap_or_default().to_owned();
-    assert!(
-        check(&checks, "key_id.deterministic")["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&hash)
-    );
+    for id in ["key_id.deterministic", "kms.status_encrypt"] {
+        assert!(
+            check(&checks, id)["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&hash),
+            "{id}: {checks:#?}"
+        );
+    }
     provider.terminate().await?;
     Ok(())
 }
@@ -356,5 +360,34 @@ async fn untrusted_unreachable_and_sealed_openbao_are_named_and_local_checks_sti
     );
     local_checks_run(&checks, "OpenBao is sealed (openbao.health)");
     only_these_fail(&checks, &["openbao.health"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_encrypt_runs_serve_in_process_and_writes_nothing() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    // No registry yet: the in-process provider bootstraps in its own copy.
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, 0, "{checks:#?}");
+    assert_eq!(check(&checks, "registry.state")["status"], "warn", "{checks:#?}");
+    let c = check(&checks, "kms.status_encrypt");
+    assert_eq!(c["status"], "pass", "{checks:#?}");
+    let message = c["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("healthz ok, version v2, key_id hash "), "{message}");
+    let key_id = bao_kms_system_tests::provider::expected_key_id(&bao, &p, &env, 1)?;
+    assert!(message.contains(&bao_kms_core::hash::h(&key_id)), "{message}");
+    let state_dir = env
+        .state_path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&state_dir)?.collect::<Result<_, _>>()?;
+    assert!(left.is_empty(), "doctor wrote into the state directory: {left:?}");
+
+    // Serve would refuse this mount: so does the in-process Status.
+    bao.bao(&["write", &format!("{}/config/keys", p.mount), "disable_upsert=false"])?;
+    let (code, checks) = doctor(&env)?;
+    assert_eq!(code, EXIT_DIAGNOSTIC);
+    assert_fails(&checks, "kms.status_encrypt", "upsert_allowed");
     Ok(())
 }

@@ -82,6 +82,10 @@ pub const KEY_ID_DETERMINISTIC: Def = Def::new(
     "key_id.deterministic",
     "key_id derives the same from configuration and metadata",
 );
+pub const KMS_STATUS_ENCRYPT: Def = Def::new(
+    "kms.status_encrypt",
+    "in-process KMS Status is healthy and Encrypt agrees on its key_id",
+);
 
 // ---------------------------------------------------------------------------
 // Live KMS socket (probe)
@@ -188,6 +192,7 @@ pub const ALL: &[Def] = &[
     TRANSIT_DISABLE_UPSERT,
     TRANSIT_PROBE,
     KEY_ID_DETERMINISTIC,
+    KMS_STATUS_ENCRYPT,
     KMS_SOCKET,
     KMS_CALLER,
     KMS_CONNECT,
