@@ -360,6 +360,14 @@ async fn untrusted_unreachable_and_sealed_openbao_are_named_and_local_checks_sti
     );
     local_checks_run(&checks, "OpenBao is sealed (openbao.health)");
     only_these_fail(&checks, &["openbao.health"]);
+
+    // serve, against the same sealed OpenBao, leads with the same cause.
+    let (code, stderr) = Provider::spawn(&env)?
+        .wait_exit_without_socket(std::time::Duration::from_secs(30))
+        .await?;
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("probe_failed: openbao_sealed: "), "{stderr}");
+    assert!(!stderr.contains("auth_failed: "), "{stderr}");
     Ok(())
 }
 

@@ -56,8 +56,9 @@ async fn wait_unhealthy(kms: &KmsClient) -> anyhow::Result<StatusResponse> {
     .await
 }
 
-/// What kube-apiserver sees during the outage.
-async fn assert_outage_reported(run: &Running) -> anyhow::Result<()> {
+/// What kube-apiserver sees during the outage; `/status` names it
+/// `probe_failed` with the error `class`.
+async fn assert_outage_reported(run: &Running, class: &str) -> anyhow::Result<()> {
     let status = wait_unhealthy(&run.kms).await?;
     assert_eq!(status.version, "v2");
     assert!(
@@ -78,9 +79,12 @@ async fn assert_outage_reported(run: &Running) -> anyhow::Result<()> {
     assert_eq!(ready, 503, "/ready during the outage: {body}");
     let doc = run.provider.status_json().await?;
     assert_eq!(doc["healthy"], false, "/status: {doc}");
+    let named = format!("probe_failed: {class}: ");
     assert!(
-        doc["reasons"].as_array().is_some_and(|r| !r.is_empty()),
-        "/status must say why: {doc}"
+        doc["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with(&named)))),
+        "/status must say why ({named}…): {doc}"
     );
 
     let started = Instant::now();
@@ -119,7 +123,7 @@ async fn stopped_openbao_is_reported_and_recovered_from() -> anyhow::Result<()> 
     let (mut run, _env) = healthy_stack().await?;
 
     run.bao.stop().await?;
-    assert_outage_reported(&run).await?;
+    assert_outage_reported(&run, "openbao_connection_failed").await?;
 
     run.bao.start_again().await?;
     assert_recovered(&run).await
@@ -130,7 +134,7 @@ async fn sealed_openbao_is_reported_and_recovered_from() -> anyhow::Result<()> {
     let (mut run, _env) = healthy_stack().await?;
 
     run.bao.seal().await?;
-    assert_outage_reported(&run).await?;
+    assert_outage_reported(&run, "openbao_sealed").await?;
 
     run.bao.unseal().await?;
     assert_recovered(&run).await

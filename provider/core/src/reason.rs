@@ -4,6 +4,8 @@
 //! match on them): `as_str` is what every document and log line carries,
 //! and [`ReasonCode::ALL`] is documented in docs/operations.md.
 
+use crate::errors::ErrorClass;
+
 /// Every reason the provider reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReasonCode {
@@ -36,6 +38,14 @@ pub enum ReasonCode {
     /// of descriptors): a rotation observation or a discovered version
     /// could not be recorded. The registry on disk is intact.
     StateUnavailable,
+    /// A probe request got no answer from a serving OpenBao (sealed,
+    /// unreachable, TLS, DNS, timeout, rate-limited): nothing about the
+    /// login or the key was learned.
+    ProbeFailed,
+    /// The deep probe's calls were answered, but wrongly: the round trip
+    /// returned other bytes, the ciphertext broke the 1 KiB limit or named
+    /// another version, or Transit refused its own fresh ciphertext.
+    DeepProbeInvalid,
     /// The KMS socket is not serving.
     SocketUnavailable,
 }
@@ -55,6 +65,8 @@ impl ReasonCode {
         Self::UpsertCheckFailed,
         Self::StateSaveFailed,
         Self::StateUnavailable,
+        Self::ProbeFailed,
+        Self::DeepProbeInvalid,
         Self::SocketUnavailable,
     ];
 
@@ -73,7 +85,35 @@ impl ReasonCode {
             Self::UpsertCheckFailed => "upsert_check_failed",
             Self::StateSaveFailed => "state_save_failed",
             Self::StateUnavailable => "state_unavailable",
+            Self::ProbeFailed => "probe_failed",
+            Self::DeepProbeInvalid => "deep_probe_invalid",
             Self::SocketUnavailable => "socket_unavailable",
+        }
+    }
+
+    /// The reason for a probe request (login or read) that failed with
+    /// `class`: `probe_failed` when OpenBao did not serve, so the login or
+    /// the key was never judged; else `otherwise` (`auth_failed`,
+    /// `metadata_read_failed`).
+    pub fn of_probe_failure(class: ErrorClass, otherwise: ReasonCode) -> ReasonCode {
+        match class {
+            ErrorClass::OpenBaoUnavailable
+            | ErrorClass::OpenBaoTlsFailed
+            | ErrorClass::OpenBaoDnsFailed
+            | ErrorClass::OpenBaoConnectionFailed
+            | ErrorClass::OpenBaoSealed
+            | ErrorClass::OpenBaoRateLimited
+            | ErrorClass::Timeout => Self::ProbeFailed,
+            _ => otherwise,
+        }
+    }
+
+    /// The reason for a failed deep probe: `deep_probe_invalid` when
+    /// Transit answered wrongly, else `deep_probe_failed`.
+    pub fn of_deep_probe_failure(class: ErrorClass) -> ReasonCode {
+        match class {
+            ErrorClass::InvalidResponse | ErrorClass::IntegrityFailed => Self::DeepProbeInvalid,
+            _ => Self::DeepProbeFailed,
         }
     }
 
@@ -112,6 +152,18 @@ impl Reason {
             detail: detail.into(),
         }
     }
+
+    /// A probe request (login or read) that failed with `class`: code by
+    /// [`ReasonCode::of_probe_failure`]; a `probe_failed` detail leads with
+    /// the class (`probe_failed: openbao_sealed: login failed: …`).
+    pub fn probe_failure(class: ErrorClass, otherwise: ReasonCode, detail: impl std::fmt::Display) -> Self {
+        let code = ReasonCode::of_probe_failure(class, otherwise);
+        if code == ReasonCode::ProbeFailed {
+            Self::new(code, format!("{}: {detail}", class.as_str()))
+        } else {
+            Self::new(code, detail.to_string())
+        }
+    }
 }
 
 impl std::fmt::Display for Reason {
@@ -135,6 +187,30 @@ mod tests {
             assert_eq!(ReasonCode::parse(c.as_str()), Some(*c));
         }
         assert_eq!(ReasonCode::parse("nope"), None);
+        assert_eq!(
+            ReasonCode::of_probe_failure(ErrorClass::OpenBaoSealed, ReasonCode::AuthFailed),
+            ReasonCode::ProbeFailed
+        );
+        assert_eq!(
+            ReasonCode::of_probe_failure(ErrorClass::AuthFailed, ReasonCode::AuthFailed),
+            ReasonCode::AuthFailed
+        );
+        assert_eq!(
+            ReasonCode::of_probe_failure(ErrorClass::TransitPolicyDenied, ReasonCode::MetadataReadFailed),
+            ReasonCode::MetadataReadFailed
+        );
+        assert_eq!(
+            Reason::probe_failure(ErrorClass::OpenBaoSealed, ReasonCode::AuthFailed, "login failed").to_string(),
+            "probe_failed: openbao_sealed: login failed"
+        );
+        assert_eq!(
+            ReasonCode::of_deep_probe_failure(ErrorClass::InvalidResponse),
+            ReasonCode::DeepProbeInvalid
+        );
+        assert_eq!(
+            ReasonCode::of_deep_probe_failure(ErrorClass::OpenBaoSealed),
+            ReasonCode::DeepProbeFailed
+        );
         assert_eq!(
             Reason::new(ReasonCode::StatusStale, "snapshot is 40s old").to_string(),
             "status_stale: snapshot is 40s old"

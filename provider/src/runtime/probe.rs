@@ -113,7 +113,7 @@ impl Engine {
             Ok(t) => Some(t),
             Err(e) => {
                 next.metadata_error_class = Some(e.class());
-                next.reasons = vec![Reason::new(ReasonCode::AuthFailed, e.to_string())];
+                next.reasons = vec![Reason::probe_failure(e.class(), ReasonCode::AuthFailed, &e)];
                 None
             }
         };
@@ -129,7 +129,7 @@ impl Engine {
                         .get_or_create(&StatusLabel { status: "error" })
                         .inc();
                     next.metadata_error_class = Some(e.class);
-                    next.reasons = vec![Reason::new(ReasonCode::MetadataReadFailed, e.to_string())];
+                    next.reasons = vec![Reason::probe_failure(e.class, ReasonCode::MetadataReadFailed, &e)];
                     // Unknown until OpenBao answers again; the last key stays in place.
                     next.rotation_state = RotationState::Unknown;
                 }
@@ -145,7 +145,7 @@ impl Engine {
                         match deep_probe(self.transit.as_ref(), &self.scope, &token, &next.active).await {
                             Err(e) => {
                                 next.deep_error_class = Some(e.class);
-                                reasons.push(Reason::new(ReasonCode::DeepProbeFailed, e.message));
+                                reasons.push(Reason::new(ReasonCode::of_deep_probe_failure(e.class), e.message));
                             }
                             Ok(()) => outcome.deep_ok = true,
                         }

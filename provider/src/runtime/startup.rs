@@ -213,16 +213,17 @@ async fn initial_attempt(
     let token = transit
         .token()
         .await
-        .map_err(|e| Attempt::Retry(vec![Reason::new(ReasonCode::AuthFailed, e.to_string())]))?;
+        .map_err(|e| Attempt::Retry(vec![Reason::probe_failure(e.class(), ReasonCode::AuthFailed, &e)]))?;
     let facts = match gather(transit, &token).await {
         Ok(f) => f,
         Err(e) => {
             if e.http_status == Some(403) {
                 transit.invalidate(&token).await;
             }
-            return Err(Attempt::Retry(vec![Reason::new(
+            return Err(Attempt::Retry(vec![Reason::probe_failure(
+                e.class,
                 ReasonCode::MetadataReadFailed,
-                e.to_string(),
+                &e,
             )]));
         }
     };
@@ -286,7 +287,7 @@ async fn initial_attempt(
         .ok_or_else(|| Attempt::Fatal("registry active snapshot is malformed".into()))?;
     deep_probe(transit, scope, &token, &active)
         .await
-        .map_err(|e| Attempt::Retry(vec![Reason::new(ReasonCode::DeepProbeFailed, e.message)]))?;
+        .map_err(|e| Attempt::Retry(vec![Reason::new(ReasonCode::of_deep_probe_failure(e.class), e.message)]))?;
     Ok(Started {
         state,
         pins,
