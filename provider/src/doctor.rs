@@ -24,7 +24,7 @@ use bao_kms_core::checks::Def;
 use bao_kms_core::checks::catalogue::*;
 use bao_kms_core::checks::node::{self as verdict, FileFacts};
 use bao_kms_core::checks::openbao::HealthProbe;
-use bao_kms_core::config::{AuthMethod, CertSource, Config};
+use bao_kms_core::config::{AuthMethod, CertSource, Config, JwtAuth, JwtSource, OAuth2Source};
 use bao_kms_core::keyid::KeyId;
 use bao_kms_core::policy;
 use bao_kms_core::registry::{IdentityPins, StateFile, checkpoint_status};
@@ -91,7 +91,7 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
     if mode == Mode::Doctor {
         check_socket(&mut r, &cfg);
     }
-    let local_auth_ok = check_local_auth(&mut r, &cfg);
+    let local_auth_ok = check_local_auth(&mut r, &cfg).await;
     if let Some(path) = encryption_config {
         check_encryption_config(&mut r, &cfg, path);
     }
@@ -456,20 +456,64 @@ fn check_encryption_config(r: &mut Report, cfg: &Config, path: &Path) {
     ));
 }
 
+/// `auth.jwt.source: oauth2`: `oauth2.local` (the client secret file and
+/// the endpoint's CA bundle, as the login reads them) and `oauth2.acquire`
+/// (a client-credentials grant at the token endpoint whose access token
+/// passes the local JWT checks, as before every login). True when a login
+/// may be attempted.
+async fn check_oauth2(r: &mut Report, j: &JwtAuth, o: &OAuth2Source, timeout: std::time::Duration, now: i64) -> bool {
+    let endpoint =
+        read_secret_file(&o.client_secret_file).and_then(|_| crate::auth::oauth2::TokenEndpoint::new(o, timeout));
+    let endpoint = match endpoint {
+        Ok(e) => {
+            r.push(OAUTH2_LOCAL.pass(format!(
+                "client {} at {}, client secret file {}",
+                o.client_id,
+                o.token_url,
+                o.client_secret_file.display()
+            )));
+            e
+        }
+        Err(e) => {
+            r.push(OAUTH2_LOCAL.fail(
+                e.to_string(),
+                "fix auth.jwt.oauth2.clientSecretFile (one line, mode 0640 or stricter) or auth.jwt.oauth2.caCertFile",
+            ));
+            r.push(OAUTH2_ACQUIRE.skipped_after(&OAUTH2_LOCAL));
+            return false;
+        }
+    };
+    match endpoint.jwt(j, now).await {
+        Ok(token) => {
+            let expires = check_jwt(token.expose_secret(), j, now)
+                .ok()
+                .and_then(|c| c.exp)
+                .map(|exp| format!(", expires in {}s", exp - now))
+                .unwrap_or_default();
+            r.push(OAUTH2_ACQUIRE.pass(format!(
+                "the endpoint granted an access token that passes the JWT checks{expires}"
+            )));
+            true
+        }
+        Err(e) => {
+            r.push(OAUTH2_ACQUIRE.fail(
+                e.to_string(),
+                "oauth2_rejected: fix the client ID, secret or authMethod at the identity provider; oauth2_unavailable: the endpoint's reachability; a JWT message: the token's claims against auth.jwt.expected*",
+            ));
+            false
+        }
+    }
+}
+
 /// Checks the material the configured method logs in with; true when a
 /// login may be attempted.
-fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
+async fn check_local_auth(r: &mut Report, cfg: &Config) -> bool {
     let now = crate::now_unix();
     match &cfg.auth.method {
         AuthMethod::Jwt(j) => {
-            let Some(jwt_file) = j.jwt_file() else {
-                // oauth2: the token endpoint is asked, and its token checked
-                // like a JWT file, by the login of `openbao.auth`.
-                r.push(JWT_LOCAL.check(
-                    CheckStatus::Skip,
-                    "auth.jwt.source is oauth2: the token is acquired and checked at the login (openbao.auth)",
-                ));
-                return true;
+            let jwt_file = match &j.source {
+                JwtSource::File { jwt_file } => jwt_file,
+                JwtSource::OAuth2(o) => return check_oauth2(r, j, o, cfg.auth.login_timeout, now).await,
             };
             let result = read_secret_file(jwt_file).and_then(|jwt| check_jwt(jwt.expose_secret(), j, now));
             match result {

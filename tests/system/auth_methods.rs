@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bao_kms_system_tests::doctor::{assert_fails, run_doctor};
+use bao_kms_system_tests::doctor::{EXIT_DIAGNOSTIC, assert_fails, check, run_doctor};
 use bao_kms_system_tests::provider::dev_setup;
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, metric, provision, wait};
 use rcgen::{CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
@@ -216,7 +216,9 @@ fn oauth2_auth_yaml(url: &str, auth_method: &str, secret: &Path, ca: &Path) -> S
     )
 }
 
-#[tokio::test]
+// Multi-threaded: doctor runs as a blocking child process while the token
+// endpoint of this test answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_from_an_oauth2_token_endpoint_logs_in_and_is_reused_until_near_expiry() -> anyhow::Result<()> {
     use bao_kms_system_tests::oauth2::{ClientAuth, TokenEndpoint};
     let (bao, p, env) = dev_setup().await?;
@@ -311,12 +313,27 @@ async fn jwt_from_an_oauth2_token_endpoint_logs_in_and_is_reused_until_near_expi
             .iter()
             .all(|g| g.client_auth == "post" && !g.authenticated)
     );
+    // doctor names the same layer: the file and CA are fine, the grant is
+    // refused, the login is not attempted.
+    let (code, checks) = tokio::task::block_in_place(|| run_doctor(&env, &[]))?;
+    assert_eq!(code, EXIT_DIAGNOSTIC, "{checks:#?}");
+    assert_eq!(check(&checks, "oauth2.local")["status"], "pass", "{checks:#?}");
+    assert_fails(&checks, "oauth2.acquire", "oauth2_rejected: HTTP 401: invalid_client");
+    assert_eq!(check(&checks, "openbao.auth")["status"], "skip", "{checks:#?}");
+    assert!(checks.iter().all(|c| c["id"] != "jwt.local"), "{checks:#?}");
+    assert!(!serde_json::to_string(&checks)?.contains(secret));
+
     let staged = env.dir().join("client-secret.new");
     write_private(&staged, "rotated-secret\n")?;
     fs::rename(&staged, &secret_file)?;
     let mut provider = Provider::spawn(&env)?;
     provider.wait_ready(Duration::from_secs(20)).await?;
     provider.client().await?.decrypt(&stored).await?;
+    let (code, checks) = tokio::task::block_in_place(|| run_doctor(&env, &[]))?;
+    assert_eq!(code, 0, "{checks:#?}");
+    for id in ["oauth2.local", "oauth2.acquire", "openbao.auth"] {
+        assert_eq!(check(&checks, id)["status"], "pass", "{id}: {checks:#?}");
+    }
     let last = post.grants().pop().expect("a grant");
     assert_eq!(last.param("client_id"), ["kms-node/1"]);
     assert!(last.authenticated, "{last:?}");

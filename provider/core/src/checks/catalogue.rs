@@ -29,6 +29,14 @@ pub const SOCKET_FILE: Def = Def::new(
 // Local auth material (doctor, verify-key)
 
 pub const JWT_LOCAL: Def = Def::new("jwt.local", "JWT file is readable, unexpired and matches expectations");
+pub const OAUTH2_LOCAL: Def = Def::new(
+    "oauth2.local",
+    "OAuth2 client secret file and token endpoint CA are usable",
+);
+pub const OAUTH2_ACQUIRE: Def = Def::new(
+    "oauth2.acquire",
+    "OAuth2 token endpoint grants a JWT that matches expectations",
+);
 pub const AUTH_CERT_LOCAL: Def = Def::new(
     "auth.cert.local",
     "client certificate and key are usable for client auth",
@@ -171,6 +179,8 @@ pub const ALL: &[Def] = &[
     SOCKET_DIRECTORY,
     SOCKET_FILE,
     JWT_LOCAL,
+    OAUTH2_LOCAL,
+    OAUTH2_ACQUIRE,
     AUTH_CERT_LOCAL,
     AUTH_CERT_PKCS11,
     AUTH_CERT_SIGNER,
