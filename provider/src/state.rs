@@ -269,7 +269,29 @@ impl RegistryStore {
         write_atomic(&self.paths.checkpoint, &Checkpoint::of(state).encode()).map_err(|error| SaveError {
             error,
             files_unchanged: false,
-        })
+        })?;
+        self.raise_anchor(state);
+        Ok(())
+    }
+
+    /// Raises the rollback anchor in the pins file to `state`, last: an
+    /// anchor that lags the state (a crash or a failed write here) is safe,
+    /// the next save or start raises it. No pins file yet: the start that
+    /// pins the identity writes the anchor.
+    fn raise_anchor(&self, state: &StateFile) {
+        let raised = read_optional(&self.paths.pins).and_then(|bytes| {
+            let Some(bytes) = bytes else { return Ok(None) };
+            let pins = IdentityPins::decode(&bytes).map_err(|why| file_err(&self.paths.pins, why))?;
+            Ok(pins.raised_to(state))
+        });
+        let written = match raised {
+            Ok(Some(next)) => self.save_pins(&next),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(message = "registry.anchor_write_failed", generation = state.generation, error = %e);
+        }
     }
 
     pub fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {

@@ -2,13 +2,16 @@
 //! beside its checkpoint, rolled back, or replaced, and when the Transit key
 //! is not an unrotated initial key at first start, `serve` exits with code 5
 //! and the reason, never creates the socket, and never rewrites the state.
+//! An older state file is caught by either anchor (the checkpoint, the
+//! rollback anchor in the identity pins file) when the other was deleted;
+//! restoring the whole backup set is accepted.
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
 use bao_kms_core::hash::h;
-use bao_kms_system_tests::provider::{dev_setup, read_json};
+use bao_kms_system_tests::provider::{dev_setup, dev_setup_with, fast_rotation, read_json, rotate_and_promote};
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision};
 use serde_json::Value;
 
@@ -134,5 +137,87 @@ async fn rotated_key_without_state_is_not_auto_bootstrapped() -> anyhow::Result<
     );
     assert!(!env.state_path().exists(), "no state file may be written");
     assert!(!env.checkpoint_path().exists(), "no checkpoint may be written");
+    Ok(())
+}
+
+fn pins_path(env: &ProviderEnv) -> std::path::PathBuf {
+    let mut s = env.state_path().as_os_str().to_owned();
+    s.push(".openbao-identity");
+    s.into()
+}
+
+/// Writes a registry file as the provider does (0640).
+fn restore_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::write(path, bytes)?;
+    Ok(fs::set_permissions(path, fs::Permissions::from_mode(0o640))?)
+}
+
+/// The files of one backup set: state, checkpoint, pins.
+fn backup(env: &ProviderEnv) -> anyhow::Result<[Vec<u8>; 3]> {
+    Ok([
+        fs::read(env.state_path())?,
+        fs::read(env.checkpoint_path())?,
+        fs::read(pins_path(env))?,
+    ])
+}
+
+#[tokio::test]
+async fn an_older_state_is_refused_when_either_anchor_was_deleted() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup_with(fast_rotation).await?;
+    let mut provider = Provider::start(&env).await?;
+    rotate_and_promote(&bao, &p, &env, &provider, 2).await?;
+    let at_v2 = backup(&env)?;
+    let pins = read_json(&pins_path(&env))?;
+    assert_eq!(
+        pins["rollbackAnchor"]["highestActiveVersion"], 2,
+        "the pins file carries the anchor: {pins}"
+    );
+    rotate_and_promote(&bao, &p, &env, &provider, 3).await?;
+    assert_eq!(provider.terminate().await?, 0);
+    let at_v3 = backup(&env)?;
+    let anchor = read_json(&pins_path(&env))?["rollbackAnchor"].clone();
+    assert_eq!(anchor["highestActiveVersion"], 3, "{anchor}");
+    assert_eq!(
+        anchor["highestGeneration"],
+        read_json(env.state_path())?["generation"],
+        "{anchor}"
+    );
+
+    // The version-2 state back, its (newer) checkpoint deleted: the pins
+    // anchor refuses it.
+    restore_file(env.state_path(), &at_v2[0])?;
+    fs::remove_file(env.checkpoint_path())?;
+    let (code, stderr) = refused_start(&env).await?;
+    assert_eq!(code, EXIT_RUNTIME, "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("version_rollback") && stderr.contains("identity pins file"),
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(fs::read(env.state_path())?, at_v2[0], "the state is left untouched");
+    assert!(!env.checkpoint_path().exists(), "no checkpoint is written for it");
+
+    // The same with the pins file deleted instead: the checkpoint refuses it.
+    restore_file(&env.checkpoint_path(), &at_v3[1])?;
+    fs::remove_file(pins_path(&env))?;
+    let (code, stderr) = refused_start(&env).await?;
+    assert_eq!(code, EXIT_RUNTIME, "stderr:\n{stderr}");
+    assert!(stderr.contains("rolled back"), "stderr:\n{stderr}");
+    assert!(!pins_path(&env).exists(), "no pins file is written for it");
+
+    // Restoring the whole version-2 backup set is the supported restore.
+    for (path, bytes) in [env.state_path().to_path_buf(), env.checkpoint_path(), pins_path(&env)]
+        .iter()
+        .zip(&at_v2)
+    {
+        restore_file(path, bytes)?;
+    }
+    let provider = Provider::start(&env).await?;
+    let status = provider.status_json().await?;
+    assert_eq!(
+        status["generation"],
+        read_json(env.state_path())?["generation"],
+        "{status}"
+    );
     Ok(())
 }

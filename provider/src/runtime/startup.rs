@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use bao_kms_core::config::Config;
 use bao_kms_core::identity::IdentityScope;
 use bao_kms_core::reason::ReasonCode;
-use bao_kms_core::registry::{Checkpoint, CheckpointStatus, IdentityPins, StateFile, checkpoint_status};
+use bao_kms_core::registry::{
+    Checkpoint, CheckpointStatus, IdentityPins, RollbackAnchor, StateFile, anchor_check, checkpoint_status,
+};
 use bao_kms_core::rotation::{ENCRYPTION_BLOCKED, Rotation};
 use bao_kms_core::snapshot::KeySnapshot;
 use bao_kms_core::transit::{BootstrapDecision, KeyMetadata, bootstrap_decision};
@@ -89,6 +91,11 @@ impl Engine {
             .map_err(|e| StartupError::FailClosed(format!("registry unreadable: {e}")))?;
         let cp = checkpoint_status(disk.state.as_ref(), disk.checkpoint.as_ref())
             .map_err(|e| StartupError::FailClosed(format!("registry fails closed: {e}")))?;
+        // The second anchor: one deleted file (checkpoint or pins) cannot
+        // hide an older state file.
+        anchor_check(disk.state.as_ref(), disk.pins.as_ref()).map_err(|e| {
+            StartupError::FailClosed(format!("registry fails closed: {}: {e}", ReasonCode::VersionRollback))
+        })?;
         if let Some(state) = &disk.state {
             state
                 .check_scope(&scope)
@@ -144,9 +151,18 @@ impl Engine {
             }
             _ => {}
         }
-        if disk.pins.is_none() {
-            save(store.save_pins(&pins))?;
-            tracing::info!(message = "registry.identity_pinned");
+        match &disk.pins {
+            None => {
+                save(store.save_pins(&pins.clone().with_anchor(RollbackAnchor::of(&state))))?;
+                tracing::info!(message = "registry.identity_pinned");
+            }
+            // A v1 pins file gains its anchor; a lagging anchor catches up.
+            Some(stored) => {
+                if let Some(raised) = stored.raised_to(&state) {
+                    save(store.save_pins(&raised))?;
+                    tracing::info!(message = "registry.anchor_raised", generation = state.generation);
+                }
+            }
         }
 
         let active = state

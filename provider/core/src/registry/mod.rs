@@ -24,7 +24,7 @@ pub mod retire;
 
 pub use checkpoint::{CHECKPOINT_SCHEMA, Checkpoint, CheckpointStatus, checkpoint_status};
 pub use content::{CONTENT_DIGEST_PREFIX, content_digest};
-pub use pins::{IdentityPins, PINS_SCHEMA, PinsVerdict, pins_verdict};
+pub use pins::{IdentityPins, PINS_SCHEMA, PINS_SCHEMA_V1, PinsVerdict, RollbackAnchor, anchor_check, pins_verdict};
 
 use std::collections::{BTreeMap, HashSet};
 

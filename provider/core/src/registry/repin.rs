@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use super::StateFile;
-use super::pins::{IdentityPins, PinsVerdict, pins_verdict};
+use super::pins::{IdentityPins, PinsVerdict, RollbackAnchor, pins_verdict};
 use crate::transit::KeyMetadata;
 
 pub const REPIN_RECORD_SCHEMA: &str = "bao-kms-provider/openbao-identity-change/v1";
@@ -53,9 +53,12 @@ pub fn plan_repin(
         PinsVerdict::FirstPin => vec!["no identity pins file: pin the live identity".to_owned()],
         PinsVerdict::Drift(lines) => lines,
     };
+    // The rollback anchor is this node's, not OpenBao's: it carries over.
+    let anchor = RollbackAnchor::of(state);
+    let anchor = stored.and_then(|p| p.rollback_anchor).map_or(anchor, |a| a.max(anchor));
     Ok(RepinPlan {
         previous: stored.cloned(),
-        next: live.clone(),
+        next: live.clone().with_anchor(anchor),
         changes,
     })
 }
@@ -129,7 +132,7 @@ mod tests {
             vec!["OpenBao cluster_id is c2 but c1 was pinned at bootstrap"]
         );
         assert_eq!(plan.previous.as_ref(), Some(&pinned));
-        assert_eq!(plan.next, moved);
+        assert_eq!(plan.next, moved.clone().with_anchor(RollbackAnchor::of(&state)));
 
         // Another key lineage: version 1 created at another second.
         let mut other = meta.clone();
