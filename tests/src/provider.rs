@@ -438,6 +438,10 @@ logging:
     }
 
     /// `server.metricsAddress` (`host:port`), as a scrape target.
+    pub fn health_address(&self) -> &str {
+        &self.health_address
+    }
+
     pub fn metrics_address(&self) -> &str {
         &self.metrics_address
     }
@@ -545,12 +549,29 @@ impl Provider {
     /// [`Self::spawn`] with extra environment variables for the child
     /// (e.g. `SOFTHSM2_CONF` for a PKCS#11 module).
     pub fn spawn_with_env(env: &ProviderEnv, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_command(env, extra, &[])
+    }
+
+    /// [`Self::spawn`] through a command that execs the provider in its own
+    /// process (e.g. `prlimit --nofile=128:128`), so [`Self::pid`] is the
+    /// provider's.
+    pub fn spawn_wrapped(env: &ProviderEnv, wrapper: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_command(env, &[], wrapper)
+    }
+
+    fn spawn_command(env: &ProviderEnv, extra: &[(&str, &str)], wrapper: &[&str]) -> anyhow::Result<Self> {
         let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
         let stdout_file = env.dir().join(format!("provider-{n}.stdout"));
         let stderr_file = env.dir().join(format!("provider-{n}.stderr"));
-        let mut cmd = match env.chroot() {
-            None => Command::new(provider_binary()),
-            Some(c) => {
+        let mut cmd = match (env.chroot(), wrapper.split_first()) {
+            (None, None) => Command::new(provider_binary()),
+            (None, Some((program, args))) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(provider_binary());
+                cmd
+            }
+            (Some(_), Some(_)) => bail!("a wrapped provider cannot run in a chroot"),
+            (Some(c), None) => {
                 let mut cmd = Command::new("chroot");
                 if let Some((uid, gid)) = c.user {
                     cmd.arg(format!("--userspec={uid}:{gid}"))

@@ -30,6 +30,7 @@ mod preflight_node;
 mod probe;
 mod profile;
 mod registry_failclosed;
+mod resource_limits;
 mod retire_versions;
 mod rotation;
 mod rotation_plan;
