@@ -90,6 +90,7 @@ async fn run_checks(config_path: &Path, mode: Mode, encryption_config: Option<&P
     };
     if mode == Mode::Doctor {
         check_socket(&mut r, &cfg);
+        check_paths(&mut r, &cfg);
     }
     let local_auth_ok = check_local_auth(&mut r, &cfg).await;
     if let Some(path) = encryption_config {
@@ -442,6 +443,25 @@ fn check_socket(r: &mut Report, cfg: &Config) {
     let lstat = |p: &Path| FileFacts::from_lstat(p, std::fs::symlink_metadata(p));
     r.push(verdict::socket_directory(&lstat(dir), gid));
     r.push(verdict::socket_file(&lstat(socket), gid, cfg.server.socket_mode, false));
+}
+
+/// `paths.trusted`: serve's ancestor and state-owner rule. Doctor usually
+/// runs as root, so the service user is the state directory's owner (the
+/// user serve must run as).
+fn check_paths(r: &mut Report, cfg: &Config) {
+    let dir = cfg.state.path.parent().unwrap_or(Path::new("/"));
+    let service_uid = std::fs::metadata(dir)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or_else(|_| nix::unistd::geteuid().as_raw());
+    let problems = crate::fsutil::check_trusted_paths(cfg, service_uid);
+    if problems.is_empty() {
+        r.push(PATHS_TRUSTED.pass(format!("service uid {service_uid}")));
+    } else {
+        r.push(PATHS_TRUSTED.fail(
+            problems.join("; "),
+            "configure real paths owned by root or the service user, not group- or world-writable (docs/security.md)",
+        ));
+    }
 }
 
 /// `kubernetes.encryption_config`: preflight's three EncryptionConfiguration

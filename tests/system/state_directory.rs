@@ -11,6 +11,10 @@
 //!   `key_id_unknown`), and recovers on its own once the directory takes
 //!   writes again (the recovery time is printed).
 //!
+//! - every ancestor of the state directory must be a real directory and the
+//!   state file the service user's: a symlinked parent and a state file of
+//!   another uid are refused at start.
+//!
 //! The full case uses a small tmpfs mounted on the state directory, the
 //! read-only case a read-only bind mount over it, the immutable case
 //! `chattr +i`: these tests run as root (as CI
@@ -298,5 +302,48 @@ async fn serve_refuses_to_start_on_a_state_directory_that_refuses_writes() -> an
         .collect();
     assert!(leftovers.is_empty(), "probe files left behind: {leftovers:?}");
     drop(provider);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_symlinked_ancestor_or_a_foreign_state_file_is_refused() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev().await?;
+    let p = provision(&bao, "transit", KEY)?;
+    let env = ProviderEnv::builder(&bao, &p).build()?;
+    let mut provider = Provider::start(&env).await?;
+    provider.client().await?.prime().await?;
+    assert_eq!(provider.terminate().await?, 0);
+
+    // The state file owned by another uid.
+    std::os::unix::fs::chown(env.state_path(), Some(12345), None)?;
+    let mut refused = Provider::spawn(&env)?;
+    let (code, stderr) = refused.wait_exit_without_socket(Duration::from_secs(20)).await?;
+    assert_eq!(code, EXIT_FAIL_CLOSED, "{stderr}");
+    assert!(stderr.contains("is owned by uid 12345"), "{stderr}");
+    std::os::unix::fs::chown(env.state_path(), Some(nix::unistd::geteuid().as_raw()), None)?;
+
+    // The state directory reached through a symlinked parent.
+    let real = env.dir().join("real");
+    fs::create_dir(&real)?;
+    fs::rename(state_dir(&env), real.join("state"))?;
+    let link = env.dir().join("link");
+    std::os::unix::fs::symlink(&real, &link)?;
+    let yaml = env.config_yaml().replace(
+        &state_dir(&env).display().to_string(),
+        &link.join("state").display().to_string(),
+    );
+    env.write_config_text(&yaml)?;
+    let mut refused = Provider::spawn(&env)?;
+    let (code, stderr) = refused.wait_exit_without_socket(Duration::from_secs(20)).await?;
+    assert_eq!(code, EXIT_FAIL_CLOSED, "{stderr}");
+    assert!(stderr.contains(&format!("{} is a symlink", link.display())), "{stderr}");
+
+    // The real path is accepted.
+    let yaml = env.config_yaml().replace(
+        &state_dir(&env).display().to_string(),
+        &real.join("state").display().to_string(),
+    );
+    env.write_config_text(&yaml)?;
+    Provider::start(&env).await?;
     Ok(())
 }

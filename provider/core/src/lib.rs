@@ -63,6 +63,7 @@ pub mod init;
 pub mod jwt;
 pub mod keyid;
 pub mod limits;
+pub mod path_trust;
 pub mod policy;
 pub mod reason;
 pub mod registry;

@@ -77,6 +77,13 @@ impl Engine {
         transit: Arc<dyn Transit>,
     ) -> Result<Arc<Self>, StartupError> {
         let scope = cfg.identity_scope();
+        let untrusted = crate::fsutil::check_trusted_paths(&cfg, nix::unistd::geteuid().as_raw());
+        if !untrusted.is_empty() {
+            return Err(StartupError::FailClosed(format!(
+                "untrusted path: {}",
+                untrusted.join("; ")
+            )));
+        }
         // The lock file is the first file created there: failing to create
         // it is the directory refusing writes, as is the check after it.
         let store = RegistryStore::open(&cfg.state.path).map_err(|e| match e {

@@ -20,6 +20,12 @@ pub const SOCKET_DIRECTORY: Def = Def::new(
     "socket.directory",
     "socket directory has mode 2750 and the socket group",
 );
+/// `path_trust`: every ancestor of the state, socket and credential paths,
+/// and the state file's owner (the rule `serve` fails closed on).
+pub const PATHS_TRUSTED: Def = Def::new(
+    "paths.trusted",
+    "no symlinked, foreign-owned or writable ancestor of the state, socket and credential paths",
+);
 pub const SOCKET_FILE: Def = Def::new(
     "socket.file",
     "socket is a Unix socket with the configured server.socketMode and the socket group",
@@ -178,6 +184,7 @@ pub const ALL: &[Def] = &[
     SOCKET_GROUP,
     SOCKET_DIRECTORY,
     SOCKET_FILE,
+    PATHS_TRUSTED,
     JWT_LOCAL,
     OAUTH2_LOCAL,
     OAUTH2_ACQUIRE,
