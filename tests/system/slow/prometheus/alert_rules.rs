@@ -25,6 +25,9 @@ use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, provision, wait};
 use serde_yaml_ng::Value;
 
 const RULES: &str = "openbao-kms.rules.yaml";
+/// Alerts on metrics the provider cannot export because it is not running:
+/// kube-state-metrics' container restarts of the static pod.
+const EXTERNAL_ONLY: &[&str] = &["OpenBaoKMSContainerRestarting"];
 const RULE_TESTS: &str = "openbao-kms.rules.test.yaml";
 
 fn rules_dir() -> PathBuf {
@@ -104,6 +107,10 @@ async fn every_metric_the_rules_read_is_exported_by_the_provider() -> anyhow::Re
     for (name, rule) in alerts()? {
         let expr = rule["expr"].as_str().unwrap_or_default();
         let names = metric_names(expr);
+        if EXTERNAL_ONLY.contains(&name.as_str()) {
+            assert!(names.is_empty(), "{name}: reads a provider metric: {expr}");
+            continue;
+        }
         assert!(!names.is_empty(), "{name}: reads no provider metric: {expr}");
         for metric in names {
             assert!(
