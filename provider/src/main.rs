@@ -376,6 +376,7 @@ fn main() -> ExitCode {
                 eprintln!("cannot start the async runtime");
                 return ExitCode::from(EXIT_RUNTIME);
             };
+            let state_path = cfg.state.path.clone();
             match rt.block_on(serve::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -384,6 +385,9 @@ fn main() -> ExitCode {
                         StartupError::FailClosed(_) => EXIT_RUNTIME,
                     };
                     tracing::error!(message = "serve.shutdown", startup_failed = true, error = %e);
+                    if matches!(e, StartupError::FailClosed(_)) {
+                        serve::record_last_exit(&state_path, &e.to_string(), i32::from(code));
+                    }
                     eprintln!("bao-kms-provider: {e}");
                     ExitCode::from(code)
                 }

@@ -220,6 +220,18 @@ pub const CONNECTIONS_OPEN: Spec = spec(
     &["listener"],
     "Connections a listener holds open now",
 );
+pub const LAST_EXIT_INFO: Spec = spec(
+    "openbao_kms_last_exit_info",
+    G,
+    &["reason"],
+    "Reason code of the last fail-closed exit, from <state.path>.last-exit (1; absent when none was recorded)",
+);
+pub const LAST_EXIT_TIMESTAMP: Spec = spec(
+    "openbao_kms_last_exit_timestamp_seconds",
+    G,
+    &[],
+    "Unix time of the last fail-closed exit (absent when none was recorded)",
+);
 pub const BUILD_INFO: Spec = spec(
     "openbao_kms_build_info",
     G,
@@ -256,7 +268,7 @@ pub const PROCESS_START_TIME_SECONDS: Spec = spec(
 pub const PROCESS_THREADS: Spec = spec("process_threads", G, &[], "Number of OS threads in the process");
 
 /// Every family, in exposition order.
-pub const CATALOGUE: [Spec; 40] = [
+pub const CATALOGUE: [Spec; 42] = [
     GRPC_REQUESTS,
     GRPC_DURATION,
     GRPC_IN_FLIGHT,
@@ -289,6 +301,8 @@ pub const CATALOGUE: [Spec; 40] = [
     CONNECTIONS_REFUSED,
     CONNECTIONS_TIMED_OUT,
     CONNECTIONS_OPEN,
+    LAST_EXIT_INFO,
+    LAST_EXIT_TIMESTAMP,
     BUILD_INFO,
     PROCESS_CPU_SECONDS,
     PROCESS_OPEN_FDS,
@@ -502,6 +516,8 @@ pub struct Metrics {
     pub connections_timed_out: Family<Listener, opentelemetry::metrics::Counter<u64>>,
     pub connections_open: Family<Listener, opentelemetry::metrics::UpDownCounter<i64>>,
     pub build_info: Family<BuildInfo, opentelemetry::metrics::Gauge<i64>>,
+    pub last_exit_info: Family<Reason, opentelemetry::metrics::Gauge<i64>>,
+    pub last_exit_timestamp: Gauge,
 }
 
 pub const KMS_METHODS: [&str; 3] = ["status", "encrypt", "decrypt"];
@@ -648,6 +664,8 @@ impl Metrics {
                     .build(),
             ),
             build_info: Family::new(gauge(&meter, BUILD_INFO)),
+            last_exit_info: Family::new(gauge(&meter, LAST_EXIT_INFO)),
+            last_exit_timestamp: unlabelled_gauge(LAST_EXIT_TIMESTAMP),
             active_key_id_hash,
             _status_key_id_hash: status_key_id_hash,
             registry,

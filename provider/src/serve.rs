@@ -84,6 +84,71 @@ fn prepare_nofile(cfg: &Config) {
     }
 }
 
+fn last_exit_path(state: &std::path::Path) -> std::path::PathBuf {
+    let mut s = state.as_os_str().to_owned();
+    s.push(".last-exit");
+    s.into()
+}
+
+/// Writes `<state.path>.last-exit` for a fail-closed exit (best effort: the
+/// directory may be the very thing that failed; then the log line and
+/// stderr are all there is).
+pub fn record_last_exit(state: &std::path::Path, message: &str, exit_code: i32) {
+    let record = bao_kms_core::last_exit::LastExit::new(message, exit_code, crate::now_unix());
+    let path = last_exit_path(state);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = (|| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&record.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        tracing::warn!(message = "serve.last_exit_unrecorded", path = %path.display(), error = %e);
+    }
+}
+
+/// Publishes the last fail-closed exit, if one was recorded, as metrics and
+/// one log line (the state directory was checked by the start).
+fn publish_last_exit(state: &std::path::Path, metrics: &crate::metrics::Metrics) {
+    let path = last_exit_path(state);
+    let read = crate::fsutil::regular_file(&path, 0o137, "0640 or stricter").and_then(|meta| {
+        meta.map(|_| std::fs::read(&path).map_err(|e| e.to_string()))
+            .transpose()?
+            .map(|b| bao_kms_core::last_exit::LastExit::decode(&b))
+            .transpose()
+    });
+    match read {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            metrics
+                .last_exit_info
+                .get_or_create(&crate::metrics::Reason {
+                    reason: static_reason(&r.reason),
+                })
+                .set(1);
+            metrics.last_exit_timestamp.set(r.exited_at_unix);
+            tracing::warn!(message = "serve.last_exit", reason = %r.reason, exit_code = r.exit_code, exited_at_unix = r.exited_at_unix);
+        }
+        Err(e) => tracing::warn!(message = "serve.last_exit_unreadable", path = %path.display(), error = %e),
+    }
+}
+
+/// The label value of a decoded reason (decode accepted only these).
+fn static_reason(reason: &str) -> &'static str {
+    bao_kms_core::reason::ReasonCode::parse(reason).map_or(bao_kms_core::last_exit::FAIL_CLOSED, |c| c.as_str())
+}
+
 pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let cfg = Arc::new(cfg);
     tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
@@ -95,6 +160,7 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         socket::check_parent(dir).map_err(|e| StartupError::FailClosed(e.to_string()))?;
     }
     let engine = Engine::start(cfg.clone(), metrics.clone(), crate::VERSION.to_owned()).await?;
+    publish_last_exit(&cfg.state.path, &metrics);
 
     let health = match &cfg.server.health_address {
         Some(a) => Some(bind_http(a, "health").await?),

@@ -196,6 +196,12 @@ async fn an_older_state_is_refused_when_either_anchor_was_deleted() -> anyhow::R
     );
     assert_eq!(fs::read(env.state_path())?, at_v2[0], "the state is left untouched");
     assert!(!env.checkpoint_path().exists(), "no checkpoint is written for it");
+    let mut record_path = env.state_path().as_os_str().to_owned();
+    record_path.push(".last-exit");
+    let record_path = std::path::PathBuf::from(record_path);
+    let record = read_json(&record_path)?;
+    assert_eq!(record["reason"], "version_rollback", "{record}");
+    assert_eq!(record["exitCode"], EXIT_RUNTIME, "{record}");
 
     // The same with the pins file deleted instead: the checkpoint refuses it.
     restore_file(&env.checkpoint_path(), &at_v3[1])?;
@@ -219,5 +225,19 @@ async fn an_older_state_is_refused_when_either_anchor_was_deleted() -> anyhow::R
         read_json(env.state_path())?["generation"],
         "{status}"
     );
+    // The start publishes the last fail-closed exit (the checkpoint refusal,
+    // whose message names no reason code).
+    let record = read_json(&record_path)?;
+    let m = provider.metrics_text().await?;
+    assert_eq!(
+        bao_kms_system_tests::metric(&m, "openbao_kms_last_exit_info", &[("reason", "fail_closed")]),
+        Some(1.0),
+        "{record}"
+    );
+    assert_eq!(
+        bao_kms_system_tests::metric(&m, "openbao_kms_last_exit_timestamp_seconds", &[]),
+        record["exitedAtUnix"].as_f64()
+    );
+    assert!(provider.stderr().contains("serve.last_exit"));
     Ok(())
 }

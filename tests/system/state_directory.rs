@@ -295,6 +295,10 @@ async fn serve_refuses_to_start_on_a_state_directory_that_refuses_writes() -> an
     let provider = Provider::start(&env).await?;
     println!("start once the directory is writable: {:?}", started.elapsed());
     provider.client().await?.prime().await?;
+    // A directory that refused writes cannot hold a last-exit record.
+    let mut record_path = env.state_path().as_os_str().to_owned();
+    record_path.push(".last-exit");
+    assert!(!Path::new(&record_path).exists());
     let leftovers: Vec<_> = fs::read_dir(&dir)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -62,6 +62,7 @@ pub mod identity;
 pub mod init;
 pub mod jwt;
 pub mod keyid;
+pub mod last_exit;
 pub mod limits;
 pub mod path_trust;
 pub mod policy;

@@ -189,6 +189,10 @@ openbao_kms_connections_timed_out_total{listener="metrics"} 0
 openbao_kms_connections_open{listener="health"} 0
 openbao_kms_connections_open{listener="kms"} 0
 openbao_kms_connections_open{listener="metrics"} 0
+# HELP openbao_kms_last_exit_info Reason code of the last fail-closed exit, from <state.path>.last-exit (1; absent when none was recorded).
+# TYPE openbao_kms_last_exit_info gauge
+# HELP openbao_kms_last_exit_timestamp_seconds Unix time of the last fail-closed exit (absent when none was recorded).
+# TYPE openbao_kms_last_exit_timestamp_seconds gauge
 # HELP openbao_kms_build_info Build information (always 1).
 # TYPE openbao_kms_build_info gauge
 openbao_kms_build_info{version="v0",commit="c",build_date="d",dirty="false"} 1
