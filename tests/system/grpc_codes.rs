@@ -5,27 +5,15 @@
 //! is never counted as a bad request.
 
 use bao_kms_system_tests::provider::{ProviderEnvBuilder, dev_setup_with, expected_key_id};
-use std::time::Duration;
-
-use bao_kms_system_tests::{Provider, counter, wait};
+use bao_kms_system_tests::{Provider, counter};
 use tonic::Code;
 
-fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
-    b.probe_interval("500ms")
-        .deep_probe_interval("10m")
-        .status_max_staleness("3s")
-        .rotation(1, "500ms")
-}
+use crate::rotation::wait_key_id;
 
-async fn wait_key_id(provider: &Provider, key_id: &str) -> anyhow::Result<()> {
-    wait::until(Duration::from_secs(10), "the new key_id active", || async {
-        match provider.status_json().await {
-            Ok(s) if s["keyID"] == key_id && s["healthy"] == true => Ok(()),
-            Ok(s) => Err(s.to_string()),
-            Err(e) => Err(format!("{e:#}")),
-        }
-    })
-    .await
+/// rotation's probe cadence, promotion after one observation, and no deep
+/// probe's Transit calls in the counted window.
+fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
+    crate::rotation::fast(b).rotation(1, "500ms").deep_probe_interval("10m")
 }
 
 fn requests(metrics: &str, method: &str, status: &str) -> f64 {

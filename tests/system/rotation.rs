@@ -31,7 +31,7 @@ const VERSION_ANNOTATION: &str = "transit-key-version.kms.openbao.org";
 /// Bound on any one state change once its preconditions hold (a few probes).
 const CHANGE_WITHIN: Duration = Duration::from_secs(10);
 
-fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
+pub(crate) fn fast(b: ProviderEnvBuilder<'_>) -> ProviderEnvBuilder<'_> {
     b.probe_interval("500ms")
         .deep_probe_interval("2s")
         .status_max_staleness("3s")
@@ -48,7 +48,7 @@ async fn wait_status(provider: &Provider, what: &str, want: impl Fn(&Value) -> b
     .await
 }
 
-async fn wait_key_id(provider: &Provider, key_id: &str) -> anyhow::Result<Value> {
+pub(crate) async fn wait_key_id(provider: &Provider, key_id: &str) -> anyhow::Result<Value> {
     wait_status(provider, &format!("Status key_id {key_id}"), |s| {
         s["keyID"] == key_id && s["healthy"] == true
     })
