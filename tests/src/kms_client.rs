@@ -176,6 +176,25 @@ impl KmsClient {
         })
     }
 
+    /// [`Self::prime`] `count` times: the DEK seeds of `count` objects.
+    pub async fn prime_many(&self, count: usize) -> anyhow::Result<Vec<EncryptedSeed>> {
+        let mut primed = Vec::with_capacity(count);
+        for _ in 0..count {
+            primed.push(self.prime().await?);
+        }
+        Ok(primed)
+    }
+
+    /// [`Self::decrypt`] of every seed: nothing stored is lost.
+    pub async fn decrypt_all(&self, stored: &[EncryptedSeed]) -> anyhow::Result<()> {
+        for (i, seed) in stored.iter().enumerate() {
+            self.decrypt(seed)
+                .await
+                .with_context(|| format!("stored seed {i} of {} (key_id {})", stored.len(), seed.key_id))?;
+        }
+        Ok(())
+    }
+
     /// Decrypts a stored seed with its ciphertext, key_id and annotations,
     /// as kube-apiserver does on a DEK cache miss, and checks the plaintext
     /// is byte-exact.

@@ -16,6 +16,8 @@
 //! - [`kms_client`]: the kube-apiserver side of KMS v2 over the socket, with
 //!   the same per-call deadline and the same checks of every response.
 //! - [`metrics`]: reading samples out of Prometheus text.
+//! - [`fault_proxy`]: a TCP proxy between the provider and OpenBao that
+//!   pauses, resets, blackholes or slows the connections.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
 //! - [`process`]: kill-on-drop child processes and checked commands.
 //! - [`etcd`]: a real etcd with TLS client certificates, as kube-apiserver's store.
@@ -32,6 +34,7 @@
 pub mod containerd;
 pub mod doctor;
 pub mod etcd;
+pub mod fault_proxy;
 pub mod init_files;
 pub mod install_doc;
 pub mod kms_client;

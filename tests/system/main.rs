@@ -16,6 +16,7 @@ mod cli;
 mod decrypt_validation;
 mod demo;
 mod doctor;
+mod drills;
 mod grpc_codes;
 mod harness_openbao;
 mod identity_pins;

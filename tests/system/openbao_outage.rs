@@ -1,8 +1,12 @@
 //! OpenBao goes away under a running provider (stopped, or sealed): Status
 //! turns unhealthy within a bounded time and withdraws the key_id, `/ready`
 //! answers 503, Decrypt fails fast with `Unavailable` well inside
-//! kube-apiserver's 3 s deadline; when OpenBao returns, the provider is
-//! healthy again with the same key_id and old data decrypts.
+//! kube-apiserver's 3 s deadline; when OpenBao returns (restarted on its
+//! raft data, or unsealed), the provider is healthy again with the same
+//! key_id and every ciphertext written before the outage decrypts. The
+//! recovery time (OpenBao active again to a healthy Status) is printed,
+//! never asserted: `cargo test -p bao-kms-system-tests --test system --
+//! openbao_outage:: --nocapture`.
 
 use std::time::{Duration, Instant};
 
@@ -17,35 +21,40 @@ const NOTICE_OUTAGE_WITHIN: Duration = Duration::from_secs(10);
 const RECOVER_WITHIN: Duration = Duration::from_secs(15);
 /// A failing Decrypt must answer well inside kube-apiserver's 3 s deadline.
 const FAIL_FAST_WITHIN: Duration = Duration::from_millis(2500);
+/// How many ciphertexts are written before the outage.
+const PRIMED: usize = 5;
 
 struct Running {
     bao: OpenBao,
     provider: Provider,
     kms: KmsClient,
     stored: EncryptedSeed,
+    primed: Vec<EncryptedSeed>,
 }
 
-/// A raft OpenBao, a ready provider, and one seed encrypted and decrypted.
+/// A raft OpenBao, a ready provider, and seeds encrypted and decrypted.
 async fn healthy_stack() -> anyhow::Result<(Running, ProviderEnv)> {
     let bao = OpenBao::start_raft().await?;
     let p = provision(&bao, "transit", "k8s-workload-a-etcd")?;
     let env = ProviderEnv::new(&bao, &p)?;
     let provider = Provider::start(&env).await?;
     let kms = provider.client().await?;
-    let stored = kms.prime().await?;
-    kms.decrypt(&stored).await?;
+    let primed = kms.prime_many(PRIMED).await?;
+    kms.decrypt_all(&primed).await?;
+    let stored = primed[0].clone();
     Ok((
         Running {
             bao,
             provider,
             kms,
             stored,
+            primed,
         },
         env,
     ))
 }
 
-async fn wait_unhealthy(kms: &KmsClient) -> anyhow::Result<StatusResponse> {
+pub(crate) async fn wait_unhealthy(kms: &KmsClient) -> anyhow::Result<StatusResponse> {
     wait::until(NOTICE_OUTAGE_WITHIN, "Status to turn unhealthy", || async {
         match kms.status().await {
             Ok(s) if s.healthz != "ok" => Ok(s),
@@ -54,6 +63,23 @@ async fn wait_unhealthy(kms: &KmsClient) -> anyhow::Result<StatusResponse> {
         }
     })
     .await
+}
+
+/// `/ready` answers 503 and `/status` is unhealthy, naming the outage
+/// `probe_failed` with the error `class`.
+pub(crate) async fn assert_probe_failed(provider: &Provider, class: &str) -> anyhow::Result<()> {
+    let (ready, body) = provider.ready().await?;
+    assert_eq!(ready, 503, "/ready during the outage: {body}");
+    let doc = provider.status_json().await?;
+    assert_eq!(doc["healthy"], false, "/status: {doc}");
+    let named = format!("probe_failed: {class}: ");
+    assert!(
+        doc["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with(&named)))),
+        "/status must say why ({named}…): {doc}"
+    );
+    Ok(())
 }
 
 /// What kube-apiserver sees during the outage; `/status` names it
@@ -75,17 +101,7 @@ async fn assert_outage_reported(run: &Running, class: &str) -> anyhow::Result<()
         started.elapsed()
     );
 
-    let (ready, body) = run.provider.ready().await?;
-    assert_eq!(ready, 503, "/ready during the outage: {body}");
-    let doc = run.provider.status_json().await?;
-    assert_eq!(doc["healthy"], false, "/status: {doc}");
-    let named = format!("probe_failed: {class}: ");
-    assert!(
-        doc["reasons"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with(&named)))),
-        "/status must say why ({named}…): {doc}"
-    );
+    assert_probe_failed(&run.provider, class).await?;
 
     let started = Instant::now();
     let result = run.kms.decrypt_raw(run.stored.decrypt_request()).await;
@@ -104,14 +120,20 @@ async fn assert_outage_reported(run: &Running, class: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// What kube-apiserver sees once OpenBao is back.
-async fn assert_recovered(run: &Running) -> anyhow::Result<()> {
+/// What kube-apiserver sees once OpenBao is back (active since `back`):
+/// nothing written before the outage is lost.
+async fn assert_recovered(run: &Running, outage: &str, back: Instant) -> anyhow::Result<()> {
     let status = run.kms.wait_healthy(RECOVER_WITHIN).await?;
+    let recovered = back.elapsed();
     assert_eq!(
         status.key_id, run.stored.key_id,
         "the key_id must not change across an outage"
     );
-    run.kms.decrypt(&run.stored).await?;
+    run.kms.decrypt_all(&run.primed).await?;
+    eprintln!(
+        "{outage}: healthy {recovered:?} after OpenBao was active again; {} ciphertexts from before the outage decrypt",
+        run.primed.len()
+    );
     assert_eq!(run.kms.prime().await?.key_id, run.stored.key_id);
     let (ready, body) = run.provider.ready().await?;
     assert_eq!(ready, 200, "/ready after recovery: {body}");
@@ -126,7 +148,7 @@ async fn stopped_openbao_is_reported_and_recovered_from() -> anyhow::Result<()> 
     assert_outage_reported(&run, "openbao_connection_failed").await?;
 
     run.bao.start_again().await?;
-    assert_recovered(&run).await
+    assert_recovered(&run, "OpenBao restarted on its raft data", Instant::now()).await
 }
 
 #[tokio::test]
@@ -137,5 +159,5 @@ async fn sealed_openbao_is_reported_and_recovered_from() -> anyhow::Result<()> {
     assert_outage_reported(&run, "openbao_sealed").await?;
 
     run.bao.unseal().await?;
-    assert_recovered(&run).await
+    assert_recovered(&run, "OpenBao unsealed", Instant::now()).await
 }
