@@ -32,6 +32,7 @@ pub mod policy;
 pub mod probe_cmd;
 pub mod repin;
 pub mod report;
+pub mod request_log;
 pub mod retire;
 pub mod rotation_plan;
 pub mod runtime;

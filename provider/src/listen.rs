@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bao_kms_core::connections::{ACCEPT_LOG_INTERVAL, AcceptBackoff, AcceptErrorKind, LogGate, nofile_target};
+use bao_kms_core::connections::{ACCEPT_LOG_BUDGET, AcceptBackoff, AcceptErrorKind, nofile_target};
+use bao_kms_core::log_budget::LogBudget;
 use futures_util::Stream;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -27,6 +28,7 @@ use tokio::time::Sleep;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
 use crate::metrics::{Listener, ListenerKind, Metrics, UpDown};
+use crate::request_log::ACCEPT_FAILED;
 
 /// The process' `RLIMIT_NOFILE` after [`raise_nofile`].
 #[derive(Clone, Copy, Debug)]
@@ -94,7 +96,7 @@ pub struct Gate {
     slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     backoff: AcceptBackoff,
-    log: LogGate,
+    log: LogBudget,
 }
 
 impl Gate {
@@ -105,7 +107,7 @@ impl Gate {
             slots: Arc::new(Semaphore::new(max_connections as usize)),
             metrics,
             backoff: AcceptBackoff::default(),
-            log: LogGate::new(ACCEPT_LOG_INTERVAL),
+            log: LogBudget::new(ACCEPT_LOG_BUDGET),
         }
     }
 
@@ -129,9 +131,10 @@ impl Gate {
         Some(Slot { _permit: permit, open })
     }
 
-    /// After a failed accept: counts it, logs at most once per
-    /// [`ACCEPT_LOG_INTERVAL`] (with the number of lines suppressed), and
-    /// waits the backoff before the next accept.
+    /// After a failed accept: counts it, logs within [`ACCEPT_LOG_BUDGET`]
+    /// (a written line carries the number suppressed before it; suppressed
+    /// ones count in `openbao_kms_log_lines_suppressed_total`), and waits
+    /// the backoff before the next accept.
     async fn failed(&mut self, e: io::Error) {
         let kind = classify(&e);
         self.metrics
@@ -142,15 +145,18 @@ impl Gate {
             })
             .inc();
         let wait = self.backoff.failed(kind);
-        if let Some(suppressed) = self.log.admit(Instant::now()) {
+        let admit = self.log.admit((ACCEPT_FAILED, kind.as_str()), Instant::now());
+        if admit.log {
             tracing::warn!(
-                message = "listener.accept_failed",
+                message = ACCEPT_FAILED,
                 listener = self.listener,
                 kind = kind.as_str(),
                 error = %e,
                 backoff_ms = wait.as_millis() as u64,
-                suppressed,
+                suppressed = admit.suppressed_before,
             );
+        } else {
+            self.metrics.request_log.count_suppressed(ACCEPT_FAILED);
         }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

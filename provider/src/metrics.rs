@@ -19,6 +19,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableGauge};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
+use crate::request_log::RequestLog;
+
 pub use exposition::CONTENT_TYPE;
 pub use spec::{Kind, Spec};
 
@@ -202,6 +204,12 @@ pub const ACCEPT_ERRORS: Spec = spec(
     &["listener", "kind"],
     "Failed accepts by listener and cause; the listener waits (bounded backoff) before the next one",
 );
+pub const LOG_LINES_SUPPRESSED: Spec = spec(
+    "openbao_kms_log_lines_suppressed",
+    C,
+    &["event"],
+    "Warning lines not written because their event and error class used up the log budget of the window (logging.requestLogBurst per logging.requestLogWindow; a listener's accept failures: one line per 10s)",
+);
 pub const CONNECTIONS_REFUSED: Spec = spec(
     "openbao_kms_connections_refused",
     C,
@@ -268,7 +276,7 @@ pub const PROCESS_START_TIME_SECONDS: Spec = spec(
 pub const PROCESS_THREADS: Spec = spec("process_threads", G, &[], "Number of OS threads in the process");
 
 /// Every family, in exposition order.
-pub const CATALOGUE: [Spec; 42] = [
+pub const CATALOGUE: [Spec; 43] = [
     GRPC_REQUESTS,
     GRPC_DURATION,
     GRPC_IN_FLIGHT,
@@ -298,6 +306,7 @@ pub const CATALOGUE: [Spec; 42] = [
     SOCKET_RESTARTS,
     PANIC_RECOVERIES,
     ACCEPT_ERRORS,
+    LOG_LINES_SUPPRESSED,
     CONNECTIONS_REFUSED,
     CONNECTIONS_TIMED_OUT,
     CONNECTIONS_OPEN,
@@ -361,6 +370,7 @@ label_sets! {
     CertificateSource { source: &'static str }
     Listener { listener: &'static str }
     ListenerKind { listener: &'static str, kind: &'static str }
+    Event { event: &'static str }
     BuildInfo { version: &'static str, commit: &'static str, build_date: &'static str, dirty: &'static str }
 }
 
@@ -512,6 +522,8 @@ pub struct Metrics {
     pub socket_restarts: Counter,
     pub panic_recoveries: Family<Method, opentelemetry::metrics::Counter<u64>>,
     pub accept_errors: Family<ListenerKind, opentelemetry::metrics::Counter<u64>>,
+    /// The per-request warning line budget; it counts what it suppresses.
+    pub request_log: RequestLog,
     pub connections_refused: Family<Listener, opentelemetry::metrics::Counter<u64>>,
     pub connections_timed_out: Family<Listener, opentelemetry::metrics::Counter<u64>>,
     pub connections_open: Family<Listener, opentelemetry::metrics::UpDownCounter<i64>>,
@@ -655,6 +667,13 @@ impl Metrics {
             socket_restarts: unlabelled_counter(SOCKET_RESTARTS),
             panic_recoveries: Family::new(counter(&meter, PANIC_RECOVERIES)),
             accept_errors: Family::new(counter(&meter, ACCEPT_ERRORS)),
+            request_log: {
+                let suppressed: Family<Event, _> = Family::new(counter(&meter, LOG_LINES_SUPPRESSED));
+                for event in crate::request_log::EVENTS {
+                    suppressed.instrument.add(0, &Event { event }.attributes());
+                }
+                RequestLog::new(Box::new(move |event| suppressed.get_or_create(&Event { event }).inc()))
+            },
             connections_refused: Family::new(counter(&meter, CONNECTIONS_REFUSED)),
             connections_timed_out: Family::new(counter(&meter, CONNECTIONS_TIMED_OUT)),
             connections_open: Family::new(

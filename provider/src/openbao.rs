@@ -338,9 +338,10 @@ impl OpenBao {
                 )
             }
             Ok(_) => {}
-            Err(e) => {
+            Err(e) if self.metrics.request_log.admit("openbao.request", e.class.as_str()) => {
                 tracing::warn!(message = "openbao.request", openbao_operation = operation, status, error_class = e.class.as_str(), http_status = e.http_status, error = %e.message, duration_ms = started.elapsed().as_millis() as u64, request_uid_hash = tag.as_ref().map(|t| t.request_uid_hash.as_str()), debug_correlation_incident = tag.as_ref().map(|t| &*t.incident))
             }
+            Err(_) => {}
         }
         result
     }

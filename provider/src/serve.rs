@@ -159,6 +159,7 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     if let Some(dir) = cfg.server.socket_path.parent() {
         socket::check_parent(dir).map_err(|e| StartupError::FailClosed(e.to_string()))?;
     }
+    metrics.request_log.set_budget(cfg.logging.request_log);
     let engine = Engine::start(cfg.clone(), metrics.clone(), crate::VERSION.to_owned()).await?;
     publish_last_exit(&cfg.state.path, &metrics);
 
@@ -181,6 +182,7 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let live = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(engine.clone().run_probes(stop_rx.clone()));
+    tasks.spawn(flush_request_log(metrics.clone(), stop_rx.clone()));
     if let Some(l) = health {
         let state = HealthState {
             engine: engine.clone(),
@@ -261,4 +263,21 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     })
     .await;
     result
+}
+
+/// Writes the `log.suppressed` summaries once per `logging.requestLogWindow`,
+/// so a burst that stopped is still reported, and every open count when
+/// serve stops.
+async fn flush_request_log(metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(metrics.request_log.window());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics.request_log.flush(),
+            _ = stop.changed() => {
+                metrics.request_log.drain();
+                return;
+            }
+        }
+    }
 }

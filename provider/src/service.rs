@@ -1,8 +1,10 @@
 //! The KMS v2 gRPC service kube-apiserver calls over the Unix socket.
 //! Each method: a concurrency limit with a bounded, deadline-aware wait
 //! queue in front of it ([`Lane`]; the decisions are in
-//! `bao_kms_core::admission::queue`), metrics, one debug log line, and the
-//! single mapping from error class to gRPC code in [`to_status`].
+//! `bao_kms_core::admission::queue`), metrics, one log line (debug for a
+//! success; a failure's warn line within the per-class budget of
+//! [`crate::request_log`]), and the single mapping from error class to
+//! gRPC code in [`to_status`].
 //!
 //! A panic inside a handler is caught ([`guarded`]): the call fails with
 //! `Internal` ("kms request failed"), `openbao_kms_panic_recoveries_total`
@@ -277,14 +279,16 @@ impl KmsService {
                     .grpc_requests
                     .get_or_create(&MethodStatus { method, status })
                     .inc();
-                tracing::warn!(
-                    message = "kms.request",
-                    operation = method,
-                    status,
-                    error_class = e.class.as_str(),
-                    error = %e.message,
-                    key_id_hash = key_id_hash.as_deref()
-                );
+                if metrics.request_log.admit("kms.request", e.class.as_str()) {
+                    tracing::warn!(
+                        message = "kms.request",
+                        operation = method,
+                        status,
+                        error_class = e.class.as_str(),
+                        error = %e.message,
+                        key_id_hash = key_id_hash.as_deref()
+                    );
+                }
                 return Err(to_status(&e));
             }
         };
@@ -317,7 +321,8 @@ impl KmsService {
                 debug_correlation_incident = incident,
                 debug_correlation_expires_at = expires_at
             ),
-            Some(class) => tracing::warn!(
+            // A panic logged its own error line; the budget covers the rest.
+            Some(class) if metrics.request_log.admit("kms.request", class) => tracing::warn!(
                 message = "kms.request",
                 operation = method,
                 status,
@@ -328,6 +333,7 @@ impl KmsService {
                 debug_correlation_incident = incident,
                 debug_correlation_expires_at = expires_at
             ),
+            Some(_) => {}
         }
         result.map_err(|e| to_status(&e))
     }

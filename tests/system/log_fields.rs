@@ -162,3 +162,87 @@ async fn debug_correlation_tags_a_request_and_its_openbao_calls_until_the_ttl() 
     assert_eq!(decrypts, 2, "the late decrypt is still logged, untagged");
     Ok(())
 }
+
+/// The `kms.request` warn lines of one error class.
+fn failure_lines(lines: &[Value], error_class: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l["message"] == "kms.request" && l["error_class"] == error_class)
+        .count()
+}
+
+/// The `suppressed` counts of the `log.suppressed` lines of one class.
+fn summed_suppressed(lines: &[Value], error_class: &str) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l["message"] == "log.suppressed" && l["error_class"] == error_class)
+        .map(|l| l["suppressed"].as_u64().expect("suppressed is a number"))
+        .sum()
+}
+
+#[tokio::test]
+async fn rejected_requests_log_within_the_budget_and_count_the_rest() -> anyhow::Result<()> {
+    const BURST: usize = 5;
+    const UNKNOWN: usize = 200;
+    const MALFORMED: usize = 30;
+    let bao = OpenBao::start_dev().await?;
+    let p = provision(&bao, "transit", "k8s-workload-a-etcd")?;
+    let env = ProviderEnv::new(&bao, &p)?;
+    // One window longer than the test: every line past the burst is
+    // suppressed until serve stops and reports the open counts.
+    env.write_config_text(&format!(
+        "{}  requestLogBurst: {BURST}\n  requestLogWindow: 1h\n",
+        env.config_yaml()
+    ))?;
+    let mut provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+    let before = provider.metrics_text().await?;
+
+    let unknown = bao_kms_core::keyid::KeyId::derive(&env.scope(), 99, bao.key_metadata(&p)?.created_unix(1)?)?;
+    for _ in 0..UNKNOWN {
+        let mut req = stored.decrypt_request();
+        req.key_id = unknown.as_str().to_owned();
+        let e = kms.decrypt_raw(req).await.expect_err("an unknown key_id is refused");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+    for _ in 0..MALFORMED {
+        let mut req = stored.decrypt_request();
+        req.key_id = "1".to_owned();
+        let e = kms.decrypt_raw(req).await.expect_err("a malformed key_id is refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+    // A success is never limited.
+    kms.decrypt(&stored).await?;
+
+    let after = provider.metrics_text().await?;
+    let suppressed = bao_kms_system_tests::increase(
+        &before,
+        &after,
+        "openbao_kms_log_lines_suppressed_total",
+        &[("event", "kms.request")],
+    );
+    assert_eq!(suppressed as usize, UNKNOWN + MALFORMED - 2 * BURST);
+    // Every request still counts in the gRPC metrics.
+    let refused = bao_kms_system_tests::increase(
+        &before,
+        &after,
+        "openbao_kms_grpc_requests_total",
+        &[("method", "decrypt"), ("status", "not_found")],
+    );
+    assert_eq!(refused as usize, UNKNOWN);
+
+    provider.terminate().await?;
+    let lines = log_lines(&provider.stderr());
+    for (class, sent) in [("key_id_unknown", UNKNOWN), ("key_id_malformed", MALFORMED)] {
+        let logged = failure_lines(&lines, class);
+        assert_eq!(logged, BURST, "{class}: the burst is written");
+        let summed = summed_suppressed(&lines, class);
+        assert_eq!(
+            logged as u64 + summed,
+            sent as u64,
+            "{class}: every refusal is either logged or summed in log.suppressed"
+        );
+    }
+    Ok(())
+}

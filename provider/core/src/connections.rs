@@ -5,7 +5,9 @@
 //! connection caps fit under it. The shell (`provider/src/listen.rs`) reads
 //! the clock and the limits and acts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::log_budget::Budget;
 
 /// Descriptors kept free beyond the listeners' caps: the listeners
 /// themselves, OpenBao connections, the registry's state, checkpoint, lock
@@ -20,8 +22,12 @@ pub const NOFILE_CEILING: u64 = 1 << 20;
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest wait between two accepts while they keep failing.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// At most one log line per listener this often while accepts fail.
-pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one `listener.accept_failed` line per listener and cause every
+/// 10 s while accepts fail; that line carries the count suppressed before it.
+pub const ACCEPT_LOG_BUDGET: Budget = Budget {
+    burst: 1,
+    window: Duration::from_secs(10),
+};
 
 /// Why an `accept` failed, as the `kind` label of
 /// `openbao_kms_accept_errors_total`.
@@ -90,39 +96,6 @@ impl AcceptBackoff {
     }
 }
 
-/// Lets one log line through per interval and counts the others.
-#[derive(Debug)]
-pub struct LogGate {
-    interval: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogGate {
-    pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(n)`: log now, `n` lines were suppressed since the last one;
-    /// `None`: stay quiet (counted).
-    pub fn admit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// The soft `RLIMIT_NOFILE` to set, if higher than the current one: the
 /// hard limit, at most [`NOFILE_CEILING`].
 pub fn nofile_target(soft: u64, hard: u64) -> Option<u64> {
@@ -173,17 +146,6 @@ mod tests {
         );
         b.accepted();
         assert_eq!(b.failed(AcceptErrorKind::Memory), ACCEPT_BACKOFF_MIN);
-    }
-
-    #[test]
-    fn log_gate_lets_one_line_per_interval_and_counts_the_rest() {
-        let mut g = LogGate::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(g.admit(t0), Some(0));
-        assert_eq!(g.admit(t0 + Duration::from_secs(1)), None);
-        assert_eq!(g.admit(t0 + Duration::from_secs(9)), None);
-        assert_eq!(g.admit(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(g.admit(t0 + Duration::from_secs(30)), Some(0));
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub mod jwt;
 pub mod keyid;
 pub mod last_exit;
 pub mod limits;
+pub mod log_budget;
 pub mod path_trust;
 pub mod policy;
 pub mod reason;

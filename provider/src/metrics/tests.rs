@@ -174,6 +174,11 @@ openbao_kms_panic_recoveries_total{method="encrypt"} 0
 openbao_kms_panic_recoveries_total{method="status"} 0
 # HELP openbao_kms_accept_errors Failed accepts by listener and cause; the listener waits (bounded backoff) before the next one.
 # TYPE openbao_kms_accept_errors counter
+# HELP openbao_kms_log_lines_suppressed Warning lines not written because their event and error class used up the log budget of the window (logging.requestLogBurst per logging.requestLogWindow; a listener's accept failures: one line per 10s).
+# TYPE openbao_kms_log_lines_suppressed counter
+openbao_kms_log_lines_suppressed_total{event="kms.request"} 0
+openbao_kms_log_lines_suppressed_total{event="listener.accept_failed"} 0
+openbao_kms_log_lines_suppressed_total{event="openbao.request"} 0
 # HELP openbao_kms_connections_refused Connections closed at accept because the listener held its maximum.
 # TYPE openbao_kms_connections_refused counter
 openbao_kms_connections_refused_total{listener="health"} 0

@@ -373,6 +373,9 @@ pub struct LoggingConfig {
     pub log_openbao_request_ids: bool,
     /// `logging.debugCorrelation` when `enabled: true`.
     pub debug_correlation: Option<DebugCorrelation>,
+    /// `logging.requestLogBurst` failure lines per event and error class
+    /// in each `logging.requestLogWindow`.
+    pub request_log: crate::log_budget::Budget,
 }
 
 /// Time-boxed debug correlation: for `ttl` after the provider starts, every

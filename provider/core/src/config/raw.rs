@@ -317,6 +317,10 @@ pub struct RawLogging {
     pub log_openbao_request_ids: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug_correlation: Option<RawDebugCorrelation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_log_burst: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_log_window: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -522,6 +526,8 @@ impl RawConfig {
                     ttl: d(dc.ttl),
                     incident_id: s(dc.incident_id.clone()),
                 }),
+                request_log_burst: Some(i64::from(cfg.logging.request_log.burst)),
+                request_log_window: d(cfg.logging.request_log.window),
             }),
         }
     }

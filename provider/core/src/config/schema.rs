@@ -478,11 +478,24 @@ fn logging() -> Value {
                 "description": "Log OpenBao request IDs for correlation with the audit log.",
                 "default": true,
             },
+            "requestLogBurst": {
+                "type": "integer",
+                "description": "Failure lines (kms.request, openbao.request) written per event and error class in each requestLogWindow; the rest are counted in openbao_kms_log_lines_suppressed_total and summed up in one log.suppressed line per window.",
+                "minimum": 1,
+                "maximum": 100000,
+                "default": 10,
+            },
+            "requestLogWindow": {
+                "type": "string",
+                "description": "The window of requestLogBurst. Positive, at most 1h.",
+                "pattern": DURATION_PATTERN,
+                "default": "10s",
+            },
             "debugCorrelation": object(
-                "Accepted for compatibility; time-boxed debug correlation is not implemented, so `enabled` must stay false.",
+                "Time-boxed debug correlation: for ttl after the provider starts, the kms.request and openbao.request lines carry the hash of the request uid and incidentId. enabled: true requires level: debug, logOpenBaoRequestIDs: true and incidentId.",
                 &[],
                 json!({
-                    "enabled": {"type": "boolean", "const": false, "default": false},
+                    "enabled": {"type": "boolean", "default": false},
                     "ttl": {
                         "type": "string",
                         "description": "Positive, at most 1h.",

@@ -172,11 +172,27 @@ impl Validator<'_> {
                 debug_correlation = ttl.map(|ttl| DebugCorrelation { ttl, incident_id });
             }
         }
+        let default = crate::log_budget::Budget::DEFAULT;
+        let burst = self.int(
+            "logging.requestLogBurst",
+            r.request_log_burst,
+            default.burst,
+            1,
+            100_000,
+        );
+        let window = self.duration("logging.requestLogWindow", &r.request_log_window, default.window, false);
+        if window.is_some_and(|w| w > Duration::from_secs(3600)) {
+            self.err("logging.requestLogWindow", "must be at most 1h");
+        }
         Some(LoggingConfig {
             level: level?,
             format: format?,
             log_openbao_request_ids,
             debug_correlation,
+            request_log: crate::log_budget::Budget {
+                burst: burst?,
+                window: window?,
+            },
         })
     }
 }
@@ -187,6 +203,21 @@ mod tests {
     use super::*;
     use crate::config::parse_yaml;
     use crate::config::validate::tests::*;
+
+    #[test]
+    fn request_log_budget() {
+        assert_eq!(
+            parse_yaml(MINIMAL).unwrap().logging.request_log,
+            crate::log_budget::Budget::DEFAULT
+        );
+        let c = set_ok("logging.requestLogBurst", "3");
+        assert_eq!(c.logging.request_log.burst, 3);
+        let c = set_ok("logging.requestLogWindow", "1s");
+        assert_eq!(c.logging.request_log.window, Duration::from_secs(1));
+        set_fails("logging.requestLogBurst", "0", "between 1 and 100000");
+        set_fails("logging.requestLogWindow", "0s", "positive");
+        set_fails("logging.requestLogWindow", "2h", "at most 1h");
+    }
 
     #[test]
     fn other_sections() {

@@ -54,7 +54,7 @@ rotation:
   activationDelay: 2m
   requireStableObservationCount: 3
   rejectVersionRollback: true
-logging: {level: info, format: json}
+logging: {level: info, format: json, logOpenBaoRequestIDs: true, requestLogBurst: 10, requestLogWindow: 10s}
 "#;
 
 /// Only the required values.
@@ -232,6 +232,7 @@ fn defaults_for_minimal_config() {
             format: LogFormat::Json,
             log_openbao_request_ids: true,
             debug_correlation: None,
+            request_log: crate::log_budget::Budget::DEFAULT,
         }
     );
 }
