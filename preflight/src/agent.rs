@@ -5,9 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kube::Client;
-
-use crate::kube_api::{self, ApiError};
+use crate::kube_api::{self, ApiError, KubeApi};
 use crate::lease::{CheckResult, NodeSummary, timestamp_from_unix};
 use crate::node::{self, NodeOptions, NodeOutcome};
 
@@ -61,22 +59,22 @@ pub fn lease_duration(interval: Duration) -> Duration {
 }
 
 /// One round: node checks, then publish.
-pub async fn round(client: &Client, opts: &AgentOptions) -> Result<NodeSummary, ApiError> {
+pub async fn round(api: &KubeApi, opts: &AgentOptions) -> Result<NodeSummary, ApiError> {
     let outcome = node::run(&opts.node).await;
     let summary = summarize(&opts.node_name, &outcome, SystemTime::now());
-    kube_api::publish(client, &opts.namespace, &summary, lease_duration(opts.interval)).await
+    kube_api::publish(api, &opts.namespace, &summary, lease_duration(opts.interval)).await
 }
 
 /// Runs until `stop` resolves (or once). A failed publication is logged
 /// and retried next round; with `--once` it is the result.
 pub async fn run(
-    client: Client,
+    api: KubeApi,
     opts: AgentOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ApiError> {
     tokio::pin!(stop);
     loop {
-        match round(&client, &opts).await {
+        match round(&api, &opts).await {
             Ok(s) => tracing::info!(
                 node = %s.node,
                 key_id_hash = %s.key_id_hash,
@@ -85,7 +83,9 @@ pub async fn run(
                 "published the node report"
             ),
             Err(e) if opts.once => return Err(e),
-            Err(e) => tracing::warn!(error = %e, "cannot publish the node report; retrying next round"),
+            Err(e) => {
+                tracing::warn!(error = %e, fix = e.fix().unwrap_or_default(), "cannot publish the node report; retrying next round")
+            }
         }
         if opts.once {
             return Ok(());

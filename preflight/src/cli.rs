@@ -110,6 +110,9 @@ pub struct KubeFlags {
     /// Namespace of the report Leases (default: the context's, or the pod's).
     #[arg(short = 'n', long, env = "POD_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Deadline of a new connection to the API server (TCP and TLS handshake).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

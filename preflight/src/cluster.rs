@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kube::Client;
-
 use crate::checks::cluster::{self, ClusterInputs, ClusterReport, Phase};
-use crate::kube_api::{self, ApiError};
+use crate::kube_api::{self, ApiError, KubeApi};
 use crate::lease::timestamp_from_unix;
 
 /// What `cluster` checks, from the command line.
@@ -20,13 +18,13 @@ pub struct ClusterOptions {
 }
 
 /// Reads the nodes and their reports, then evaluates.
-pub async fn run(client: &Client, opts: &ClusterOptions) -> Result<ClusterReport, ApiError> {
-    let nodes = kube_api::control_plane_nodes(client).await?;
+pub async fn run(api: &KubeApi, opts: &ClusterOptions) -> Result<ClusterReport, ApiError> {
+    let nodes = kube_api::control_plane_nodes(api).await?;
     let mut reports = BTreeMap::new();
     for n in &nodes {
         reports.insert(
             n.name.clone(),
-            kube_api::node_report(client, &opts.namespace, &n.name).await?,
+            kube_api::node_report(api, &opts.namespace, &n.name).await?,
         );
     }
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

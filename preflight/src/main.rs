@@ -47,7 +47,7 @@ async fn run(command: Command) -> u8 {
             match agent::run(client, opts, shutdown()).await {
                 Ok(()) => exit::OK,
                 Err(e) => {
-                    eprintln!("bao-kms-preflight agent: {e}");
+                    eprintln!("bao-kms-preflight agent: {}", e.with_fix());
                     exit::RUNTIME
                 }
             }
@@ -73,7 +73,7 @@ async fn run(command: Command) -> u8 {
                     if report.passed { exit::OK } else { exit::CHECK_FAILED }
                 }
                 Err(e) => {
-                    eprintln!("bao-kms-preflight cluster: {e}");
+                    eprintln!("bao-kms-preflight cluster: {}", e.with_fix());
                     exit::RUNTIME
                 }
             }
@@ -142,8 +142,14 @@ fn unix_now() -> i64 {
 
 /// A client and the namespace of the report Leases (`-n`, else the
 /// kubeconfig context's).
-async fn connect(flags: &KubeFlags) -> Result<(kube::Client, String), u8> {
-    match kube_api::client(flags.kubeconfig.as_deref(), flags.context.as_deref()).await {
+async fn connect(flags: &KubeFlags) -> Result<(kube_api::KubeApi, String), u8> {
+    match kube_api::client(
+        flags.kubeconfig.as_deref(),
+        flags.context.as_deref(),
+        flags.connect_timeout,
+    )
+    .await
+    {
         Ok((client, ns)) => Ok((client, flags.namespace.clone().unwrap_or(ns))),
         Err(e) => {
             eprintln!("bao-kms-preflight: {e}");

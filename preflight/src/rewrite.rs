@@ -25,12 +25,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bao_kms_core::encryption_config::{self, EncryptionConfiguration};
+use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::discovery::{self, ApiCapabilities, ApiResource, verbs};
-use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 
 use crate::collect;
+use crate::kube_api::KubeApi;
 use crate::report::{OutputFormat, align, to_json, to_yaml};
 
 /// Reads and replaces of one object before it is reported failed.
@@ -240,11 +241,11 @@ pub fn plan(cfg: &EncryptionConfiguration, only: &[String]) -> Result<(Vec<Strin
 }
 
 /// `plural` or `plural.group` -> the API resource, through discovery.
-async fn resolve(client: &Client, resource: &str) -> Result<(ApiResource, ApiCapabilities), String> {
+async fn resolve(api: &KubeApi, resource: &str) -> Result<(ApiResource, ApiCapabilities), String> {
     let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
-    let g = discovery::group(client, group)
+    let g = discovery::group(&api.client, group)
         .await
-        .map_err(|e| format!("API discovery of group {:?}: {e}", group))?;
+        .map_err(|e| api.error(&format!("API discovery of group {group:?}"), &e).with_fix())?;
     g.recommended_resources()
         .into_iter()
         .find(|(ar, _)| ar.plural == plural)
@@ -319,13 +320,14 @@ fn progress_line(enabled: bool, text: &str) {
 
 /// Lists and rewrites one resource into `s`; `Err` stops the run.
 async fn rewrite_resource(
-    client: &Client,
+    api: &KubeApi,
     ar: &ApiResource,
     opts: &RewriteOptions,
     s: &mut ResourceSummary,
     tick: &mut tokio::time::Interval,
     progress: bool,
 ) -> Result<(), String> {
+    let client = &api.client;
     let all: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     let mut token = opts.continue_token.clone();
     loop {
@@ -342,7 +344,7 @@ async fn rewrite_resource(
                         "listing {}: the continue token expired ({e}): run the resource again without --continue (replacing again is harmless)",
                         s.resource
                     ),
-                    _ => format!("listing {}: {}", s.resource, collect::error_chain(&e)),
+                    _ => api.error(&format!("listing {}", s.resource), &e).with_fix(),
                 });
             }
         };
@@ -409,7 +411,7 @@ async fn rewrite_resource(
 }
 
 /// Reads the configuration, resolves the resources, rewrites them in order.
-pub async fn run(client: &Client, opts: &RewriteOptions) -> Result<RewriteSummary, RewriteError> {
+pub async fn run(api: &KubeApi, opts: &RewriteOptions) -> Result<RewriteSummary, RewriteError> {
     let text = collect::read_text(&opts.encryption_config).map_err(RewriteError::Setup)?;
     let cfg = encryption_config::decode(&text).map_err(|f| {
         RewriteError::Setup(format!(
@@ -436,7 +438,7 @@ pub async fn run(client: &Client, opts: &RewriteOptions) -> Result<RewriteSummar
     };
     let mut resolved = BTreeMap::new();
     for r in &resources {
-        let (ar, caps) = resolve(client, r).await.map_err(RewriteError::Setup)?;
+        let (ar, caps) = resolve(api, r).await.map_err(RewriteError::Setup)?;
         if !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::UPDATE) {
             return Err(RewriteError::Setup(format!(
                 "{r}: the API server does not offer list and update on it"
@@ -451,7 +453,7 @@ pub async fn run(client: &Client, opts: &RewriteOptions) -> Result<RewriteSummar
             api_version: ar.api_version.clone(),
             ..ResourceSummary::default()
         };
-        let outcome = rewrite_resource(client, ar, opts, &mut s, &mut tick, progress).await;
+        let outcome = rewrite_resource(api, ar, opts, &mut s, &mut tick, progress).await;
         summary.resources.push(s);
         if let Err(e) = outcome {
             summary.error = Some(e);

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api_tls;
 mod chart;
 mod cluster;
 mod common;

@@ -13,6 +13,7 @@
 //!
 //! Check ids are a stable interface: runbooks and automation match on them.
 
+pub mod api_connect;
 pub mod catalogue;
 pub mod node;
 pub mod openbao;
