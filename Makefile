@@ -61,7 +61,8 @@ deps-demo:
 ## to render and package the chart), skopeo and containerd (to check the
 ## image archive and the preload hook), shellcheck (lints the bootstrap
 ## hooks), kubectl (runs the preflight as its plugin; Debian's
-## kubernetes-client if none is installed), Prometheus (promtool and the
+## kubernetes-client if none is installed), strace (the drills inject
+## SIGKILL at each write step of a registry save), Prometheus (promtool and the
 ## server: check, unit-test and evaluate the alert rules), and etcd (Debian's etcd-server: the store the
 ## `storage` tests read; its packaged service is disabled, the tests start
 ## their own on loopback); idempotent.
@@ -78,11 +79,12 @@ deps: deps-demo
 	{ command -v containerd >/dev/null && command -v ctr >/dev/null; } || missing="$$missing containerd"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		apt-get update && apt-get install -y $$missing; \
 	else \
-		echo "deps: skopeo, containerd, shellcheck, kubectl and softhsm2 present"; \
+		echo "deps: skopeo, containerd, shellcheck, kubectl, strace and softhsm2 present"; \
 	fi
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
 		echo "deps: promtool and prometheus present"; \

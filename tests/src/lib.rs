@@ -20,6 +20,8 @@
 //!   pauses, resets, blackholes or slows the connections.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
 //! - [`process`]: kill-on-drop child processes and checked commands.
+//! - [`crash`]: SIGKILL injected by the real `strace` at each write step of
+//!   a registry save.
 //! - [`etcd`]: a real etcd with TLS client certificates, as kube-apiserver's store.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
@@ -32,6 +34,7 @@
 //! lives in a temp directory removed at the end of the test.
 
 pub mod containerd;
+pub mod crash;
 pub mod doctor;
 pub mod etcd;
 pub mod fault_proxy;

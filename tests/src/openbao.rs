@@ -445,7 +445,7 @@ pub(crate) fn temp_dir(prefix: &str) -> anyhow::Result<TempDir> {
         .tempdir()?)
 }
 
-pub(crate) fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
