@@ -147,6 +147,13 @@ pub struct ClusterArgs {
     /// A report older than this is stale.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub max_age: std::time::Duration,
+    /// Every static pod node must run this image digest (sha256:<hex>).
+    #[arg(long, value_parser = parse_digest)]
+    pub expected_image_digest: Option<String>,
+    /// Every systemd node's provider binary must have this SHA-256
+    /// (sha256:<hex>, as sha256sum prints it with the prefix).
+    #[arg(long, value_parser = parse_digest)]
+    pub expected_binary_digest: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
@@ -168,9 +175,19 @@ pub struct NodeFlags {
     /// kube-apiserver's --encryption-provider-config file.
     #[arg(long, value_parser = absolute_path)]
     pub encryption_config: Option<PathBuf>,
-    /// The provider's static pod manifest.
-    #[arg(long, value_parser = absolute_path)]
+    /// The provider's static pod manifest (static pod model).
+    #[arg(long, value_parser = absolute_path, conflicts_with_all = ["units", "provider_binary"])]
     pub manifest: Option<PathBuf>,
+    /// systemd model: the provider's installed unit file, then its drop-ins
+    /// in order (repeat the flag); the agent reports the SHA-256 of the
+    /// binary its ExecStart= runs.
+    #[arg(long = "unit", value_parser = absolute_path)]
+    pub units: Vec<PathBuf>,
+    /// systemd model: where the agent reads the provider binary (hashed
+    /// instead of ExecStart='s path, e.g. the host's binary mounted
+    /// elsewhere), or the binary alone without --unit.
+    #[arg(long, value_parser = absolute_path)]
+    pub provider_binary: Option<PathBuf>,
     /// The image digest (sha256:<hex>) the manifest must be pinned to.
     #[arg(long, value_parser = parse_digest)]
     pub expected_digest: Option<String>,
@@ -197,6 +214,8 @@ impl NodeFlags {
             encryption_config: self.encryption_config.clone(),
             manifest: self.manifest.clone(),
             expected_digest: self.expected_digest.clone(),
+            units: self.units.clone(),
+            provider_binary: self.provider_binary.clone(),
             group_file: self.group_file.clone(),
             health_address: self.health_address.clone(),
             allowed_socket_dir: self.allowed_socket_dir.clone(),

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bao_kms_core::checks::artifact::Expected;
+
 use crate::checks::cluster::{self, ClusterInputs, ClusterReport, Phase};
 use crate::kube_api::{self, ApiError, KubeApi};
 use crate::lease::timestamp_from_unix;
@@ -15,6 +17,8 @@ pub struct ClusterOptions {
     pub max_age: Duration,
     pub phase: Option<Phase>,
     pub before_key_id_hash: Option<String>,
+    /// Digests each deployment model's nodes must run.
+    pub expected: Expected,
 }
 
 /// Reads the nodes and their reports, then evaluates.
@@ -36,6 +40,7 @@ pub async fn run(api: &KubeApi, opts: &ClusterOptions) -> Result<ClusterReport, 
         max_age: opts.max_age,
         phase: opts.phase,
         before_key_id_hash: opts.before_key_id_hash.clone(),
+        expected: opts.expected.clone(),
     };
     Ok(cluster::evaluate(&inputs))
 }

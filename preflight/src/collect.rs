@@ -51,6 +51,25 @@ pub async fn http_get(client: &reqwest::Client, address: &str, path: &str) -> Re
     Ok(HttpAnswer { status, body })
 }
 
+/// `sha256:<hex>` of a file's bytes, read in chunks; the error is the
+/// I/O problem.
+pub fn sha256_file(path: &Path) -> Result<String, String> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
 /// `e: source: source...` on one line.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

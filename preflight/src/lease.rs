@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::report::{Check, CheckStatus};
+use bao_kms_core::checks::artifact::Model;
 use bao_kms_core::checks::catalogue::REGISTRY_ROLLBACK;
 
 /// Prefix of every annotation and label the agent writes.
@@ -34,6 +35,9 @@ pub mod key {
     pub const HEALTHY: &str = "preflight.kms.openbao.org/healthy";
     pub const IMAGE: &str = "preflight.kms.openbao.org/image";
     pub const IMAGE_DIGEST: &str = "preflight.kms.openbao.org/image-digest";
+    pub const DEPLOYMENT_MODEL: &str = "preflight.kms.openbao.org/deployment-model";
+    pub const BINARY: &str = "preflight.kms.openbao.org/binary";
+    pub const BINARY_DIGEST: &str = "preflight.kms.openbao.org/binary-digest";
     pub const CONTENT_DIGEST: &str = "preflight.kms.openbao.org/content-digest";
     pub const PROVIDER_REACHABLE: &str = "preflight.kms.openbao.org/provider-reachable";
     pub const HIGHEST_GENERATION: &str = "preflight.kms.openbao.org/highest-generation";
@@ -102,6 +106,16 @@ pub struct NodeSummary {
     /// `sha256:<hex>` of that image when pinned.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image_digest: String,
+    /// `static-pod` (the agent read the manifest), `systemd` (it read the
+    /// unit), or empty (neither).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment_model: String,
+    /// systemd: the program the unit's `ExecStart=` runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binary: String,
+    /// systemd: `sha256:<hex>` of that file; empty when it could not be read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binary_digest: String,
     pub preflight_version: String,
     pub checks: Vec<CheckResult>,
     /// Publication time (RFC 3339).
@@ -242,6 +256,15 @@ pub fn to_lease(summary: &NodeSummary, namespace: &str, lease_duration: Duration
     if !s.image_digest.is_empty() {
         put(key::IMAGE_DIGEST, s.image_digest.clone());
     }
+    for (k, v) in [
+        (key::DEPLOYMENT_MODEL, &s.deployment_model),
+        (key::BINARY, &s.binary),
+        (key::BINARY_DIGEST, &s.binary_digest),
+    ] {
+        if !v.is_empty() {
+            put(k, v.clone());
+        }
+    }
     put(key::PREFLIGHT_VERSION, s.preflight_version.clone());
     put(key::CHECKS, checks);
     put(key::TIMESTAMP, s.timestamp.to_string());
@@ -325,6 +348,14 @@ pub fn from_lease(lease: &Lease) -> Result<NodeSummary, LeaseError> {
         provider_version,
         provider_name: opt(key::PROVIDER_NAME),
         healthy: get(key::HEALTHY)? == "true",
+        // Agents before the model annotation read only static pod manifests.
+        deployment_model: match a.get(key::DEPLOYMENT_MODEL) {
+            Some(m) => m.clone(),
+            None if a.contains_key(key::IMAGE) => Model::StaticPod.as_str().to_owned(),
+            None => String::new(),
+        },
+        binary: opt(key::BINARY),
+        binary_digest: opt(key::BINARY_DIGEST),
         image: opt(key::IMAGE),
         image_digest: opt(key::IMAGE_DIGEST),
         preflight_version: opt(key::PREFLIGHT_VERSION),
@@ -355,6 +386,9 @@ mod tests {
             healthy: true,
             image: "r/bao-kms-provider@sha256:00".into(),
             image_digest: "sha256:00".into(),
+            deployment_model: "static-pod".into(),
+            binary: String::new(),
+            binary_digest: String::new(),
             preflight_version: "0.1.0".into(),
             checks: vec![CheckResult {
                 id: "config.file".into(),
@@ -367,6 +401,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_previous_hash() {
+        let mut systemd = summary("A");
+        (systemd.image, systemd.image_digest) = (String::new(), String::new());
+        systemd.deployment_model = "systemd".into();
+        systemd.binary = "/usr/bin/bao-kms-provider".into();
+        systemd.binary_digest = "sha256:11".into();
+        let lease = to_lease(&systemd, "kube-system", Duration::from_secs(90), None);
+        assert_eq!(
+            lease.metadata.annotations.as_ref().unwrap()[key::BINARY_DIGEST],
+            "sha256:11"
+        );
+        assert_eq!(from_lease(&lease).unwrap(), systemd);
+
         let s = summary("A");
         let lease = to_lease(&s, "kube-system", Duration::from_secs(90), None);
         assert_eq!(lease.metadata.name.as_deref(), Some("bao-kms-preflight-cp-1"));
@@ -468,12 +514,15 @@ mod tests {
             key::PROVIDER_REACHABLE,
             key::HIGHEST_GENERATION,
             key::HIGHEST_ACTIVE_VERSION,
+            key::DEPLOYMENT_MODEL,
         ] {
             a.remove(k);
         }
         let s = from_lease(&lease).unwrap();
         assert!(s.provider_reachable);
         assert_eq!((s.content_digest.as_str(), s.highest_generation), ("", 0));
+        // A report with an image is a static pod's.
+        assert_eq!(s.deployment_model, "static-pod");
         let a = lease.metadata.annotations.as_mut().unwrap();
         a.insert(key::PROVIDER_VERSION.into(), String::new());
         assert!(!from_lease(&lease).unwrap().provider_reachable);
@@ -483,12 +532,13 @@ mod tests {
         /// Lease annotations come from the API server: any values give a
         /// report or an error, never a panic.
         #[test]
-        fn random_annotations_never_panic(values in proptest::collection::vec(".{0,40}", 18), drop in 0usize..18) {
+        fn random_annotations_never_panic(values in proptest::collection::vec(".{0,40}", 21), drop in 0usize..21) {
             let keys = [
                 key::NODE, key::KEY_ID_HASH, key::PREVIOUS_KEY_ID_HASH, key::GENERATION, key::ROTATION_STATE,
                 key::ACTIVE_VERSION, key::PROVIDER_VERSION, key::PROVIDER_NAME, key::HEALTHY, key::IMAGE,
                 key::IMAGE_DIGEST, key::PREFLIGHT_VERSION, key::CHECKS, key::TIMESTAMP, key::CONTENT_DIGEST,
                 key::PROVIDER_REACHABLE, key::HIGHEST_GENERATION, key::HIGHEST_ACTIVE_VERSION,
+                key::DEPLOYMENT_MODEL, key::BINARY, key::BINARY_DIGEST,
             ];
             let mut lease = to_lease(&summary("A"), "ns", Duration::from_secs(90), None);
             lease.spec = None;

@@ -62,6 +62,10 @@ async fn run(command: Command) -> u8 {
                 max_age: args.max_age,
                 phase: args.phase,
                 before_key_id_hash: args.before_key_id_hash,
+                expected: bao_kms_core::checks::artifact::Expected {
+                    image_digest: args.expected_image_digest,
+                    binary_digest: args.expected_binary_digest,
+                },
             };
             match cluster::run(&client, &opts).await {
                 Ok(report) => {

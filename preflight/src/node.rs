@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bao_kms_core::config::{Config, Override, Overrides, ValidationContext};
 
+use bao_kms_core::checks::artifact::{Model, exec_start_binary, unit_binary_check};
 use bao_kms_core::checks::catalogue::{
     CONFIG_FILE, CONFIG_VALIDATE, PROVIDER_READY, PROVIDER_STATUS, SOCKET_DIRECTORY, SOCKET_FILE, SOCKET_GROUP,
 };
@@ -27,6 +28,11 @@ pub struct NodeOptions {
     pub manifest: Option<PathBuf>,
     /// `sha256:<hex>` the manifest's image must be pinned to.
     pub expected_digest: Option<String>,
+    /// systemd model: the provider's unit file and its drop-ins, in order.
+    pub units: Vec<PathBuf>,
+    /// systemd model: the file to hash instead of `ExecStart=`'s program
+    /// (where the agent sees the host's binary), or the binary alone.
+    pub provider_binary: Option<PathBuf>,
     /// `/etc/group`-format file used to resolve a group name.
     pub group_file: PathBuf,
     /// Overrides `server.healthAddress`.
@@ -46,6 +52,11 @@ pub struct NodeOutcome {
     /// The provider image from the manifest, and its digest when pinned.
     pub image: Option<String>,
     pub image_digest: Option<String>,
+    /// The deployment model the flags describe (`--manifest` or `--unit`).
+    pub model: Option<Model>,
+    /// systemd: the program the unit runs, and the SHA-256 of the file.
+    pub binary: Option<String>,
+    pub binary_digest: Option<String>,
 }
 
 fn text_of(r: &Result<String, String>) -> Result<&str, &str> {
@@ -61,6 +72,9 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
         status: None,
         image: None,
         image_digest: None,
+        model: None,
+        binary: None,
+        binary_digest: None,
     };
 
     // Configuration.
@@ -147,6 +161,41 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
         }
         out.image = facts.image;
         out.image_digest = facts.digest;
+        out.model = Some(Model::StaticPod);
+    }
+
+    // systemd unit: the binary ExecStart= runs, hashed.
+    if !opts.units.is_empty() || opts.provider_binary.is_some() {
+        let program = if opts.units.is_empty() {
+            opts.provider_binary
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .ok_or_else(String::new)
+        } else {
+            let texts: Result<Vec<(String, String)>, String> = opts
+                .units
+                .iter()
+                .map(|u| collect::read_text(u).map(|t| (u.display().to_string(), t)))
+                .collect();
+            texts.and_then(|t| {
+                let files: Vec<(&str, &str)> = t.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+                exec_start_binary(&files)
+            })
+        };
+        let hashed = match (&opts.provider_binary, &program) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Ok(p)) => p.clone(),
+            (None, Err(_)) => String::new(),
+        };
+        let digest = if hashed.is_empty() {
+            Err(String::new())
+        } else {
+            collect::sha256_file(Path::new(&hashed))
+        };
+        report.push(unit_binary_check(&program, &hashed, &digest));
+        out.model = Some(Model::Systemd);
+        out.binary = program.ok();
+        out.binary_digest = out.binary.as_ref().and(digest.ok());
     }
 
     // Live provider.

@@ -9,11 +9,12 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::lease::NodeSummary;
-use bao_kms_core::checks::Def;
+use bao_kms_core::checks::artifact::{self, Expected, Model, NodeArtifact};
 use bao_kms_core::checks::catalogue::{
     CONTENT_CONVERGED, IMAGE_PRESENT, KEY_ID_CONVERGED, NODE_CHECKS, NODES_FOUND, PROVIDER_HEALTHY, REGISTRY_ROLLBACK,
     REPORT_FRESH, REPORT_PRESENT, ROTATION_ACTIVE, ROTATION_MOVED, VERSION_CONVERGED,
 };
+use bao_kms_core::checks::converge::converged;
 
 use crate::report::{Check, CheckStatus, align};
 
@@ -65,6 +66,8 @@ pub struct ClusterInputs {
     pub phase: Option<Phase>,
     /// The key_id hash in use before the rotation (`--before-key-id-hash`).
     pub before_key_id_hash: Option<String>,
+    /// `--expected-image-digest`, `--expected-binary-digest`.
+    pub expected: Expected,
 }
 
 /// One row of the node table.
@@ -130,68 +133,6 @@ fn fresh_reports<'a>(inputs: &'a ClusterInputs, rows: &[NodeRow]) -> Vec<(&'a st
             _ => None,
         })
         .collect()
-}
-
-/// One value per node must agree: a pass naming it, or one failure per
-/// node not on the most common value.
-fn converged(
-    out: &mut Vec<Check>,
-    d: &Def,
-    what: &str,
-    values: &[(&str, String)],
-    shown: impl Fn(&str) -> String,
-    fix: &str,
-) {
-    if values.is_empty() {
-        out.push(d.skip("no fresh report"));
-        return;
-    }
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, v) in values {
-        *counts.entry(v.as_str()).or_default() += 1;
-    }
-    if counts.len() == 1 {
-        out.push(d.pass(format!("{} nodes report {what} {}", values.len(), shown(&values[0].1))));
-        return;
-    }
-    // The most common value is taken as the cluster's; nodes on another
-    // value fail. Without a single most common value, every node fails
-    // and the message lists the split.
-    let top = counts.values().copied().max().unwrap_or(0);
-    let leaders: Vec<&str> = counts.iter().filter(|(_, n)| **n == top).map(|(v, _)| *v).collect();
-    if let [majority] = leaders.as_slice() {
-        for (node, v) in values {
-            if v != majority {
-                out.push(
-                    d.fail(
-                        format!(
-                            "{what} {} differs from {} on {top} of {} nodes",
-                            shown(v),
-                            shown(majority),
-                            values.len()
-                        ),
-                        fix,
-                    )
-                    .on_node(node),
-                );
-            }
-        }
-        return;
-    }
-    let split = counts
-        .iter()
-        .map(|(v, n)| format!("{} on {n}", shown(v)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    for (node, v) in values {
-        out.push(
-            d.fail(
-                format!("{what} {} here; no value has a majority ({split})", shown(v)),
-                fix,
-            )
-            .on_node(node),
-        );
-    }
 }
 
 /// Runs every cluster check.
@@ -319,14 +260,10 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
                     .on_node(name),
             );
         }
-        if summary.image_digest.is_empty() {
-            checks.push(
-                IMAGE_PRESENT.fail("the report names no pinned image digest",
-                    format!("pin the provider image by @sha256: in the static pod manifest on {name} and pass --manifest to the agent"),
-                )
-                .on_node(name),
-            );
-        } else {
+        // Only a static pod's pinned image is looked for in the node's images;
+        // a systemd node runs a binary (artifact.converged compares it), and
+        // a static pod without a digest fails artifact.reported.
+        if Model::parse(&summary.deployment_model) == Some(Model::StaticPod) && !summary.image_digest.is_empty() {
             let present = node
                 .images
                 .iter()
@@ -346,6 +283,26 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         }
         rows.push(row);
     }
+
+    // What each node runs, compared within its deployment model (the
+    // artifact is read from disk: reachable or not, a fresh report has it).
+    let artifacts: Vec<NodeArtifact<'_>> = fresh_reports(inputs, &rows)
+        .into_iter()
+        .map(|(node, s)| {
+            let model = Model::parse(&s.deployment_model);
+            let (what, digest) = match model {
+                Some(Model::Systemd) => (s.binary.as_str(), s.binary_digest.as_str()),
+                _ => (s.image.as_str(), s.image_digest.as_str()),
+            };
+            NodeArtifact {
+                node,
+                model,
+                what,
+                digest,
+            }
+        })
+        .collect();
+    checks.extend(artifact::evaluate(&artifacts, &inputs.expected));
 
     // Convergence compares what answered: an unreachable provider already
     // fails provider.healthy and has no values to compare.
@@ -382,7 +339,7 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         "provider version",
         &values(&|s| s.provider_version.clone()),
         or_none,
-        "roll every node's static pod manifest to the same release digest",
+        "upgrade every node to one release: the same image digest in each static pod manifest, the same bao-kms-provider package on systemd nodes (systemctl restart bao-kms-provider)",
     );
 
     match inputs.phase {
@@ -481,7 +438,7 @@ impl ClusterReport {
                 "GENERATION",
                 "ROTATION",
                 "VERSION",
-                "IMAGE",
+                "ARTIFACT",
                 "CHECKS",
             ]
             .iter()
@@ -533,10 +490,14 @@ impl ClusterReport {
                     }
                 })
                 .unwrap_or_else(|| "-".into()),
-                match r.image_present {
-                    Some(true) => "present".into(),
-                    Some(false) => "absent".into(),
-                    None => "-".into(),
+                match (r.image_present, s) {
+                    (Some(true), _) => "image present".into(),
+                    (Some(false), _) => "image absent".into(),
+                    (None, Some(s)) if Model::parse(&s.deployment_model) == Some(Model::Systemd) => {
+                        format!("binary {}", artifact::short_digest(&s.binary_digest))
+                    }
+                    (None, Some(_)) => NONE.into(),
+                    (None, None) => "-".into(),
                 },
                 checks,
             ]);

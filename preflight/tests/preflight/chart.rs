@@ -302,3 +302,32 @@ fn values_change_the_objects() {
         by.keys()
     );
 }
+
+/// host.unit selects the systemd model: the agent reads the unit and hashes
+/// the host's provider binary (both mounted read-only), not the manifest.
+#[test]
+fn a_systemd_unit_replaces_the_manifest() {
+    let unit = "/usr/lib/systemd/system/bao-kms-provider.service";
+    let (objects, _) = render(json!({"host": {"unit": unit}}));
+    let by = validate(&objects);
+    let ds: DaemonSet = typed(&by["DaemonSet/kms-preflight-bao-kms-preflight-agent"]);
+    let spec = ds.spec.unwrap().template.spec.unwrap();
+    let args = spec.containers[0].args.clone().unwrap();
+    assert!(args.contains(&format!("--unit={unit}")), "{args:?}");
+    assert!(
+        args.contains(&"--provider-binary=/host/provider-binary".to_owned()),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a.starts_with("--manifest")), "{args:?}");
+    let paths: Vec<String> = spec
+        .volumes
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+        .collect();
+    assert!(
+        paths.contains(&unit.to_owned()) && paths.contains(&"/usr/bin/bao-kms-provider".to_owned()),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.contains("manifests")), "{paths:?}");
+}

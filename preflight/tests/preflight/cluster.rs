@@ -42,6 +42,9 @@ fn summary(node: &str, hash: &str, age_secs: i64) -> NodeSummary {
         healthy: true,
         image: image(),
         image_digest: DIGEST.into(),
+        deployment_model: "static-pod".into(),
+        binary: String::new(),
+        binary_digest: String::new(),
         preflight_version: "0.1.0".into(),
         checks: ["config.file", "socket.directory", "provider.status"]
             .iter()
@@ -149,13 +152,13 @@ fn converged_cluster_passes() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0],
-        "NODE   REPORT   AGE   KEY-ID-HASH    CONTENT        GENERATION   ROTATION   VERSION   IMAGE     CHECKS"
+        "NODE   REPORT   AGE   KEY-ID-HASH    CONTENT        GENERATION   ROTATION   VERSION   ARTIFACT        CHECKS"
     );
     for (i, n) in NODES.iter().enumerate() {
         let row = lines[i + 1];
         assert!(row.starts_with(&format!("{n}   fresh    ")), "{row}");
         assert!(
-            row.ends_with("AAAAAAAAAAAA   aaaaaaaaaaaa   3            active     0.1.0     present   4/4"),
+            row.ends_with("AAAAAAAAAAAA   aaaaaaaaaaaa   3            active     0.1.0     image present   4/4"),
             "{row}"
         );
     }
@@ -185,6 +188,11 @@ fn converged_cluster_passes() {
         passes,
         [
             ("nodes.found", "3 control-plane nodes"),
+            ("artifact.reported", "3 static pod, 0 systemd"),
+            (
+                "artifact.converged",
+                "3 nodes report static pod image sha256:0123456789ab"
+            ),
             ("key_id.converged", "3 nodes report key_id hash AAAAAAAAAAAA"),
             ("content.converged", "3 nodes report registry content aaaaaaaaaaaa"),
             ("version.converged", "3 nodes report provider version 0.1.0"),
@@ -334,7 +342,7 @@ fn one_node_missing_the_image() {
     let row = table.lines().find(|l| l.starts_with("cp-2 ")).unwrap();
     assert!(row.starts_with("cp-2   fresh    "), "{table}");
     assert!(
-        row.ends_with("   AAAAAAAAAAAA   aaaaaaaaaaaa   3            active     0.1.0     absent    4/4"),
+        row.ends_with("   AAAAAAAAAAAA   aaaaaaaaaaaa   3            active     0.1.0     image absent    4/4"),
         "{table}"
     );
     assert!(
@@ -800,6 +808,156 @@ fn unreachable_provider_is_named_not_compared() {
     assert_eq!(
         row.split_whitespace().collect::<Vec<_>>()[3..8],
         ["unreachable", "unreachable", "unreachable", "unknown", "unreachable"],
+        "{table}"
+    );
+}
+
+/// Runs the agent once for `tree` as node `node`, with `model_args` in
+/// place of the static pod manifest flags when given.
+fn agent_once(tree: &NodeTree, kubeconfig: &std::path::Path, node: &str, model_args: Option<Vec<String>>) {
+    let mut args = tree.node_args();
+    args[0] = "agent".into();
+    args.truncate(args.len() - 2); // no -o for the agent
+    if let Some(model) = model_args {
+        let i = args.iter().position(|a| a == "--manifest").unwrap();
+        args.drain(i..i + 2);
+        args.extend(model);
+    }
+    args.extend([
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--node-name".into(),
+        node.into(),
+        "--once".into(),
+    ]);
+    let (code, _, err) = run(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A systemd unit in `tree` whose ExecStart= runs a provider binary with
+/// `content`; returns the unit's path and the binary's digest.
+fn systemd_install(tree: &NodeTree, content: &[u8]) -> (std::path::PathBuf, String) {
+    let bin = tree.path("usr/bin/bao-kms-provider");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(&bin, content).unwrap();
+    let unit = tree.path("bao-kms-provider.service");
+    std::fs::write(
+        &unit,
+        format!(
+            "[Unit]\nDescription=bao-kms-provider\n\n[Service]\nType=notify\nExecStart={} serve --config {}\n",
+            bin.display(),
+            tree.path("etc/config.yaml").display()
+        ),
+    )
+    .unwrap();
+    let digest = bao_kms_preflight::collect::sha256_file(&bin).unwrap();
+    (unit, digest)
+}
+
+/// A cluster migrating between deployment models: one static pod node and
+/// two systemd nodes, real agents each reading its own files. They pass
+/// together (no node fails for the other model's artifact); a systemd node
+/// whose binary differs from the expected digest fails, named, with a fix.
+#[test]
+fn systemd_and_static_pod_nodes_pass_together_and_a_wrong_binary_fails() {
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path(), "preflight");
+    api.add_node("cp-1", true, &[image().as_str()]);
+    api.add_node("cp-2", true, &[]);
+    api.add_node("cp-3", true, &[]);
+    let pod_tree = NodeTree::new();
+    agent_once(&pod_tree, &kubeconfig, "cp-1", None);
+    let release = b"bao-kms-provider release build".to_vec();
+    let mut digest = String::new();
+    let trees: Vec<NodeTree> = (2..=3).map(|_| NodeTree::new()).collect();
+    for (tree, node) in trees.iter().zip(["cp-2", "cp-3"]) {
+        let (unit, d) = systemd_install(tree, &release);
+        digest = d;
+        agent_once(
+            tree,
+            &kubeconfig,
+            node,
+            Some(vec!["--unit".into(), unit.display().to_string()]),
+        );
+    }
+    let lease = api.lease("preflight", "bao-kms-preflight-cp-2").unwrap();
+    let a = &lease["metadata"]["annotations"];
+    assert_eq!(a["preflight.kms.openbao.org/deployment-model"], "systemd");
+    assert_eq!(a["preflight.kms.openbao.org/binary-digest"], digest.as_str());
+    assert_eq!(
+        a["preflight.kms.openbao.org/binary"],
+        trees[0].path("usr/bin/bao-kms-provider").display().to_string()
+    );
+    assert!(a.get("preflight.kms.openbao.org/image-digest").is_none());
+    let cluster = |extra: &[&str]| {
+        let mut args = vec![
+            "cluster".to_owned(),
+            "--kubeconfig".to_owned(),
+            kubeconfig.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        run(&args, &[])
+    };
+    let (code, table, err) = cluster(&[]);
+    assert_eq!(code, 0, "{table}{err}");
+    let short = &digest[..19];
+    assert!(table.contains(&format!("binary {short}")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("cp-1") && l.contains("image present")),
+        "{table}"
+    );
+    let (code, out, _) = cluster(&["-o", "json", "--expected-binary-digest", &digest]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let artifact: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"].as_str().unwrap().starts_with("artifact."))
+        .map(|c| c["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        artifact,
+        [
+            "1 static pod, 2 systemd".to_owned(),
+            format!(
+                "1 nodes report static pod image sha256:0123456789ab; 2 nodes run the expected systemd binary {short}"
+            ),
+        ]
+    );
+
+    // cp-3 gets another binary: its next report fails it against the
+    // expected digest, and the other nodes stay green.
+    std::fs::write(trees[1].path("usr/bin/bao-kms-provider"), b"a different build").unwrap();
+    let unit = trees[1].path("bao-kms-provider.service");
+    agent_once(
+        &trees[1],
+        &kubeconfig,
+        "cp-3",
+        Some(vec!["--unit".into(), unit.display().to_string()]),
+    );
+    let wrong = bao_kms_preflight::collect::sha256_file(&trees[1].path("usr/bin/bao-kms-provider")).unwrap();
+    let (code, out, _) = cluster(&["-o", "json", "--expected-binary-digest", &digest]);
+    assert_eq!(code, 4, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        failures(&report),
+        [f(
+            "cp-3",
+            "artifact.converged",
+            &format!(
+                "systemd binary {} is not the expected {short} (--expected-binary-digest)",
+                &wrong[..19]
+            )
+        )]
+    );
+    let (code, table, _) = cluster(&["--expected-binary-digest", &digest]);
+    assert_eq!(code, 4);
+    assert!(
+        table.contains("cp-3 artifact.converged: install the one release on every systemd node"),
         "{table}"
     );
 }

@@ -134,6 +134,14 @@ pub const MANIFEST_SECURITY: Def = Def::new(
 );
 
 // ---------------------------------------------------------------------------
+// systemd unit (preflight node --unit)
+
+pub const UNIT_BINARY: Def = Def::new(
+    "unit.binary",
+    "the provider binary the systemd unit executes is found and hashed",
+);
+
+// ---------------------------------------------------------------------------
 // The local provider's endpoints (preflight node)
 
 pub const PROVIDER_READY: Def = Def::new("provider.ready", "local provider /ready answers ok");
@@ -151,6 +159,14 @@ pub const REPORT_FRESH: Def = Def::new("report.fresh", "the node's report is fre
 pub const NODE_CHECKS: Def = Def::new("node.checks", "every node check passes on the node");
 pub const PROVIDER_HEALTHY: Def = Def::new("provider.healthy", "the node's provider is healthy");
 pub const IMAGE_PRESENT: Def = Def::new("image.present", "the pinned provider image is present on the node");
+pub const ARTIFACT_REPORTED: Def = Def::new(
+    "artifact.reported",
+    "the node reports its deployment model's artifact (image or binary digest)",
+);
+pub const ARTIFACT_CONVERGED: Def = Def::new(
+    "artifact.converged",
+    "every node of a deployment model runs the same image or binary",
+);
 pub const KEY_ID_CONVERGED: Def = Def::new("key_id.converged", "every node reports the same key_id hash");
 pub const CONTENT_CONVERGED: Def = Def::new(
     "content.converged",
@@ -222,6 +238,7 @@ pub const ALL: &[Def] = &[
     MANIFEST_GROUPS,
     MANIFEST_MOUNTS,
     MANIFEST_SECURITY,
+    UNIT_BINARY,
     PROVIDER_READY,
     PROVIDER_STATUS,
     NODES_FOUND,
@@ -230,6 +247,8 @@ pub const ALL: &[Def] = &[
     NODE_CHECKS,
     PROVIDER_HEALTHY,
     IMAGE_PRESENT,
+    ARTIFACT_REPORTED,
+    ARTIFACT_CONVERGED,
     KEY_ID_CONVERGED,
     CONTENT_CONVERGED,
     REGISTRY_ROLLBACK,

@@ -14,7 +14,9 @@
 //! Check ids are a stable interface: runbooks and automation match on them.
 
 pub mod api_connect;
+pub mod artifact;
 pub mod catalogue;
+pub mod converge;
 pub mod node;
 pub mod openbao;
 
