@@ -95,14 +95,21 @@ impl OpenBao {
     /// Starts `bao server -dev -dev-tls` on a free loopback port and waits
     /// until it reports healthy.
     pub async fn start_dev() -> anyhow::Result<Self> {
-        Self::start_dev_inner(false).await
+        Self::start_dev_inner(None).await
     }
 
     /// [`Self::start_dev`] with a file audit device declared in the server
     /// configuration (OpenBao refuses to enable one through the API), writing
     /// to [`Self::audit_log`].
     pub async fn start_dev_audited() -> anyhow::Result<Self> {
-        Self::start_dev_inner(true).await
+        Self::start_dev_inner(Some(false)).await
+    }
+
+    /// [`Self::start_dev_audited`] with `log_raw`: the audit log holds every
+    /// secret in clear (tokens issued, secret IDs), for tests that look for
+    /// them elsewhere.
+    pub async fn start_dev_audited_raw() -> anyhow::Result<Self> {
+        Self::start_dev_inner(Some(true)).await
     }
 
     /// The audit log of [`Self::start_dev_audited`]: one JSON object a line.
@@ -110,7 +117,8 @@ impl OpenBao {
         self.dir.path().join("audit.log")
     }
 
-    async fn start_dev_inner(audit: bool) -> anyhow::Result<Self> {
+    /// `audit`: none, or a file audit device, `Some(log_raw)`.
+    async fn start_dev_inner(audit: Option<bool>) -> anyhow::Result<Self> {
         let mut last_error = None;
         // Another process may grab the port between our probe and the bind.
         for _ in 0..3 {
@@ -138,12 +146,12 @@ impl OpenBao {
                 root,
                 "-dev-no-store-token".to_owned(),
             ];
-            if audit {
+            if let Some(raw) = audit {
                 let config = bao.dir.path().join("audit.hcl");
                 fs::write(
                     &config,
                     format!(
-                        "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                        "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n    log_raw = \"{raw}\"\n  }}\n}}\n",
                         bao.audit_log().display()
                     ),
                 )?;

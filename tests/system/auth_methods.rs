@@ -342,9 +342,9 @@ async fn jwt_from_an_oauth2_token_endpoint_logs_in_and_is_reused_until_near_expi
 
 // ---------------------------------------------------------------- AppRole
 
-#[tokio::test]
-async fn approle_login() -> anyhow::Result<()> {
-    let (bao, p, env) = dev_setup().await?;
+/// Enables AppRole with a role holding the provider's policy and points
+/// `env`'s config at it; returns the secret ID.
+pub(crate) fn use_approle(bao: &OpenBao, p: &Provisioned, env: &ProviderEnv) -> anyhow::Result<String> {
     bao.bao(&["auth", "enable", "approle"])?;
     bao.bao(&[
         "write",
@@ -359,13 +359,20 @@ async fn approle_login() -> anyhow::Result<()> {
     write_private(&role_file, role_id.trim())?;
     write_private(&secret_file, secret_id.trim())?;
     use_auth(
-        &env,
+        env,
         &format!(
             "auth:\n  method: approle\n  approle:\n    mountPath: auth/approle\n    roleIdFile: {}\n    secretIdFile: {}\n",
             role_file.display(),
             secret_file.display()
         ),
     )?;
+    Ok(secret_id.trim().to_owned())
+}
+
+#[tokio::test]
+async fn approle_login() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    let secret_id = use_approle(&bao, &p, &env)?;
     let provider = Provider::start(&env).await?;
     let kms = provider.client().await?;
     kms.decrypt(&kms.prime().await?).await?;
@@ -379,7 +386,7 @@ async fn approle_login() -> anyhow::Result<()> {
         1.0
     );
     assert!(
-        !provider.stderr().contains(secret_id.trim()),
+        !provider.stderr().contains(&secret_id),
         "the secret ID must never be logged"
     );
     Ok(())

@@ -28,7 +28,7 @@ use bao_kms_system_tests::fault_proxy::{Fault, FaultProxy};
 use bao_kms_system_tests::openbao::tail;
 use bao_kms_system_tests::provider::{
     READY_TIMEOUT, TERMINATE_TIMEOUT, dev_setup, dev_setup_with, expected_key_id, fast_rotation, read_json,
-    registry_record,
+    registry_record, rotate_and_promote,
 };
 use bao_kms_system_tests::wait::{self, POLL_INTERVAL};
 use bao_kms_system_tests::{EncryptedSeed, KmsClient, OpenBao, Provider, ProviderEnv, provision};
@@ -392,4 +392,149 @@ async fn a_crash_at_any_write_step_of_a_rotation_observation_loses_nothing() -> 
 #[tokio::test]
 async fn a_crash_at_any_write_step_of_a_promotion_loses_nothing() -> anyhow::Result<()> {
     crash_every_step_of_a_rotation(RotationSave::Promotion).await
+}
+
+/// Every form a secret could take in a log line: its bytes, standard and
+/// URL-safe base64 (padded or not), lowercase hex.
+fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut forms = vec![secret.to_vec()];
+    for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(secret).into_bytes());
+    }
+    forms.push(
+        secret
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
+    );
+    forms
+}
+
+/// Fails naming the secret and where it was found.
+fn assert_holds_no_secret(outputs: &[(String, Vec<u8>)], secrets: &[(String, Vec<u8>)]) {
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what} is too short to scan for");
+        for form in encodings(secret) {
+            for (source, text) in outputs {
+                assert!(
+                    !text.windows(form.len()).any(|w| w == form.as_slice()),
+                    "{source} holds {what} ({})",
+                    String::from_utf8_lossy(&form)
+                );
+            }
+        }
+    }
+}
+
+/// The client tokens OpenBao issued to a login, from its raw audit log.
+fn issued_tokens(bao: &OpenBao) -> anyhow::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(bao.audit_log())?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["type"] == "response" && l["request"]["path"].as_str().is_some_and(|p| p.ends_with("/login")))
+        .filter_map(|l| l["response"]["auth"]["client_token"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// One Encrypt and Decrypt of `plaintext`; returns the ciphertext.
+async fn round_trip(kms: &KmsClient, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let resp = kms
+        .encrypt(plaintext)
+        .await
+        .map_err(|s| anyhow::anyhow!("Encrypt: {s}"))?;
+    let seed = EncryptedSeed {
+        seed: plaintext.to_vec(),
+        ciphertext: resp.ciphertext.clone(),
+        key_id: resp.key_id,
+        annotations: resp.annotations,
+    };
+    kms.decrypt(&seed).await?;
+    Ok(resp.ciphertext)
+}
+
+/// At debug level, through Encrypt, Decrypt, a rotation and an AppRole
+/// login, nothing the provider writes (stdout, stderr) or serves
+/// (`/status`, `/ready`, `/metrics`) holds the plaintext, a ciphertext, the
+/// static token, the AppRole secret ID or a token a login returned, in
+/// clear, base64 or hex.
+#[tokio::test]
+async fn debug_logs_and_endpoints_hold_no_secret() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev_audited_raw().await?;
+    let p = provision(&bao, "transit", "k8s-workload-a-etcd")?;
+    let env = fast_rotation(ProviderEnv::builder(&bao, &p)).build()?;
+    assert_eq!(env.settings().log_level, "debug");
+    let plaintext: Vec<u8> = {
+        use rand::Rng as _;
+        rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).collect()
+    };
+    let mut ciphertexts = Vec::new();
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut capture = async |provider: &mut Provider, phase: &str| -> anyhow::Result<()> {
+        for path in ["/status", "/ready", "/live"] {
+            let (_, body) = provider.health_get(path).await?;
+            outputs.push((format!("{phase} {path}"), body.to_string().into_bytes()));
+        }
+        outputs.push((format!("{phase} /metrics"), provider.metrics_text().await?.into_bytes()));
+        anyhow::ensure!(provider.terminate().await? == 0, "{phase}: unclean shutdown");
+        outputs.push((format!("{phase} stderr"), provider.stderr().into_bytes()));
+        outputs.push((format!("{phase} stdout"), provider.stdout().into_bytes()));
+        Ok(())
+    };
+
+    // Token auth: round trips, a rotation, round trips under the new key.
+    let mut provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    ciphertexts.push(round_trip(&kms, &plaintext).await?);
+    rotate_and_promote(&bao, &p, &env, &provider, 2).await?;
+    ciphertexts.push(round_trip(&kms, &plaintext).await?);
+    capture(&mut provider, "token auth").await?;
+
+    // AppRole: a login that returns a token.
+    let secret_id = crate::auth_methods::use_approle(&bao, &p, &env)?;
+    let mut provider = Provider::start(&env).await?;
+    ciphertexts.push(round_trip(&provider.client().await?, &plaintext).await?);
+    capture(&mut provider, "approle").await?;
+
+    let debug_lines = outputs
+        .iter()
+        .filter(|(source, _)| source.ends_with("stderr"))
+        .flat_map(|(_, text)| {
+            String::from_utf8_lossy(text)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|l| l["level"].as_str().is_some_and(|v| v.eq_ignore_ascii_case("debug")))
+        .count();
+    assert!(debug_lines > 0, "no debug line was logged");
+
+    let logins = issued_tokens(&bao)?;
+    assert!(!logins.is_empty(), "the AppRole login's token is not in the audit log");
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("the plaintext".into(), plaintext.clone()),
+        ("the static token".into(), p.token.clone().into_bytes()),
+        ("the AppRole secret ID".into(), secret_id.into_bytes()),
+    ];
+    for (i, ct) in ciphertexts.iter().enumerate() {
+        secrets.push((format!("ciphertext {i}"), ct.clone()));
+        // The Transit part of `vault:vN:<base64>`, alone.
+        if let Some(body) = ct.rsplit(|b| *b == b':').next() {
+            secrets.push((format!("ciphertext {i}'s Transit body"), body.to_vec()));
+        }
+    }
+    for (i, token) in logins.into_iter().enumerate() {
+        secrets.push((format!("login token {i}"), token.into_bytes()));
+    }
+    assert_holds_no_secret(&outputs, &secrets);
+    eprintln!(
+        "log scan: {} secrets in 6 encodings each, {} outputs ({} debug lines), none found",
+        secrets.len(),
+        outputs.len(),
+        debug_lines
+    );
+    Ok(())
 }
