@@ -394,12 +394,12 @@ async fn approle_login() -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- certificates
 
-struct Pki {
+pub(crate) struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         Ok(Self {
@@ -408,7 +408,7 @@ impl Pki {
     }
 
     /// A client certificate and its key (PKCS#8 PEM) signed by this CA.
-    fn client(&self, expired: bool) -> anyhow::Result<(String, KeyPair)> {
+    pub(crate) fn client(&self, expired: bool) -> anyhow::Result<(String, KeyPair)> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec!["kms-client".to_owned()])?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -424,6 +424,11 @@ impl Pki {
 }
 
 impl Pki {
+    /// The CA certificate (PEM).
+    pub(crate) fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
     /// A valid client certificate for a fresh RSA 2048 key (made by
     /// `openssl genpkey`: rcgen's ring backend cannot generate RSA keys).
     fn rsa_client(&self, dir: &Path) -> anyhow::Result<(String, KeyPair)> {
@@ -610,11 +615,11 @@ async fn cert_clock_skew_leeway_admits_a_certificate_from_a_clock_slightly_ahead
 
 // ---------------------------------------------------------------- PKCS#11
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// A SoftHSM2 token `kms` (user PIN 1234) in a private directory holding the
 /// client key as `kms-client`.
-fn softhsm_token(dir: &Path, key: &KeyPair) -> anyhow::Result<PathBuf> {
+pub(crate) fn softhsm_token(dir: &Path, key: &KeyPair) -> anyhow::Result<PathBuf> {
     anyhow::ensure!(
         Path::new(SOFTHSM_MODULE).exists(),
         "SoftHSM2 is not installed ({SOFTHSM_MODULE} missing): run `make deps`"

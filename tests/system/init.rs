@@ -14,6 +14,7 @@ use std::time::Duration;
 use bao_kms_system_tests::doctor::{report_check, run_preflight_node};
 use bao_kms_system_tests::init_files::{CLEARED_ENV, mint_jwt, run_openbao_setup};
 use bao_kms_system_tests::net::free_port;
+use bao_kms_system_tests::openbao::bao_binary;
 use bao_kms_system_tests::process::KillOnDrop;
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, READY_TIMEOUT, provider_binary};
 use bao_kms_system_tests::{KmsClient, OpenBao, wait};
@@ -408,16 +409,22 @@ fn static_pod_parses_as_a_pod_and_passes_the_node_checks() -> anyhow::Result<()>
 
 // ------------------------------------------------ OpenBao end to end
 
-#[tokio::test]
-async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::Result<()> {
-    let bao = OpenBao::start_dev().await?;
-    let dir = TempDir::new()?;
-    let root = dir.path();
+/// The socket, state and credentials directories of a node under `root`.
+fn node_dirs(root: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     let (socket_dir, state_dir, cred_dir) = (root.join("run"), root.join("state"), root.join("credentials"));
     for (d, m) in [(&socket_dir, 0o750), (&state_dir, 0o700), (&cred_dir, 0o750)] {
         fs::create_dir(d)?;
         fs::set_permissions(d, fs::Permissions::from_mode(m))?;
     }
+    Ok((socket_dir, state_dir, cred_dir))
+}
+
+#[tokio::test]
+async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev().await?;
+    let dir = TempDir::new()?;
+    let root = dir.path();
+    let (socket_dir, state_dir, cred_dir) = node_dirs(root)?;
     let health = format!("127.0.0.1:{}", free_port()?);
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let gid = nix::unistd::getgid().as_raw();
@@ -508,42 +515,7 @@ async fn generated_openbao_setup_and_config_serve_a_first_encrypt() -> anyhow::R
     fs::set_permissions(&jwt_file, fs::Permissions::from_mode(0o640))?;
     let config = out_dir.join("config.yaml");
     assert_eq!(fs::metadata(&config)?.mode() & 0o777, 0o640);
-    let log = fs::File::create(root.join("provider.stderr"))?;
-    let mut cmd = Command::new(provider_binary());
-    for var in CLEARED_ENV {
-        cmd.env_remove(var);
-    }
-    let _provider = KillOnDrop(
-        cmd.args(["serve", "--config", &s(&config)])
-            .env(ALLOWED_SOCKET_DIR_ENV, &socket_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let ready_url = format!("http://{health}/ready");
-    let waited = wait::until(READY_TIMEOUT, "/ready 200", || {
-        let (http, url) = (http.clone(), ready_url.clone());
-        async move {
-            match http.get(&url).send().await {
-                Ok(r) if r.status() == 200 => Ok(()),
-                Ok(r) => Err(r.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    })
-    .await;
-    if let Err(e) = waited {
-        anyhow::bail!(
-            "{e}\nprovider stderr:\n{}",
-            fs::read_to_string(root.join("provider.stderr")).unwrap_or_default()
-        );
-    }
-    let kms = KmsClient::connect(&socket_dir.join("kms.sock")).await?;
-    let stored = kms.prime().await?;
-    kms.decrypt(&stored).await?;
-    Ok(())
+    serve_and_roundtrip(&config, &socket_dir, &health, &root.join("provider.stderr"), &[]).await
 }
 
 #[tokio::test]
@@ -571,6 +543,288 @@ async fn openbao_setup_refuses_an_existing_unsafe_key() -> anyhow::Result<()> {
     // It stopped there: no policy and no auth mount were written.
     assert!(bao.bao(&["policy", "read", "openbao-kms-workload-a"]).is_err());
     assert!(bao.read_json("sys/auth/k8s-jwt").is_err());
+    Ok(())
+}
+
+// ------------------------------------------ every auth method end to end
+
+/// A node laid out for `init`'s output with one auth method: the values
+/// file rendered with `--new-key`, and the directories the provider uses.
+struct MethodNode {
+    dir: TempDir,
+    socket_dir: std::path::PathBuf,
+    cred_dir: std::path::PathBuf,
+    out_dir: std::path::PathBuf,
+    health: String,
+}
+
+/// Renders `init` for `auth` (a YAML `auth:` section whose paths may use
+/// `{cred}` for the credentials directory) against `bao`.
+fn init_for(bao: &OpenBao, auth: &str) -> anyhow::Result<MethodNode> {
+    let dir = TempDir::new()?;
+    let root = dir.path();
+    let (socket_dir, state_dir, cred_dir) = node_dirs(root)?;
+    let health = format!("127.0.0.1:{}", free_port()?);
+    let gid = nix::unistd::getgid().as_raw();
+    let values = format!(
+        "configVersion: v1alpha1\nserver:\n  socketPath: {socket}\n  socketGroup: \"{gid}\"\n  healthAddress: {health}\n  \
+         metricsAddress: \"\"\nopenbao:\n  address: {addr}\n  caCertFile: {ca}\n  tlsServerName: localhost\n  \
+         instanceId: bao-test-a\n{auth}bootstrap:\n  retryInterval: 250ms\nstate:\n  path: {state}\ntransit:\n  \
+         mountPath: transit\n  keyName: k8s-workload-a-etcd\n  keyIdScope:\n    providerName: openbao-kms-workload-a\n    \
+         clusterId: workload-a\n    transitMountId: transit-test-primary\n",
+        socket = socket_dir.join("kms.sock").display(),
+        addr = bao.address(),
+        ca = bao.ca_file().display(),
+        auth = auth.replace("{cred}", &s(&cred_dir)),
+        state = state_dir.join("key-registry.json").display(),
+    );
+    let values_file = root.join("values.yaml");
+    fs::write(&values_file, values)?;
+    let out_dir = root.join("out");
+    let out = init(
+        &["--values", &s(&values_file), "--out", &s(&out_dir), "--new-key"],
+        &[(ALLOWED_SOCKET_DIR_ENV, &s(&socket_dir))],
+    )?;
+    anyhow::ensure!(code(&out) == 0, "init: {}", stderr(&out));
+    Ok(MethodNode {
+        dir,
+        socket_dir,
+        cred_dir,
+        out_dir,
+        health,
+    })
+}
+
+/// Runs the rendered `openbao-setup.sh` as the OpenBao operator with `env`.
+fn openbao_setup_with(node: &MethodNode, bao: &OpenBao, env: &[(&str, &Path)]) -> anyhow::Result<String> {
+    let mut cmd = Command::new(node.out_dir.join("openbao-setup.sh"));
+    for var in CLEARED_ENV {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .env("BAO_ADDR", bao.address())
+        .env("BAO_CACERT", bao.ca_file())
+        .env("BAO_TOKEN", bao.root_token())
+        .env("BAO_BIN", bao_binary())
+        .envs(env.iter().copied())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "openbao-setup.sh: {stdout}\n{}", stderr(&out));
+    Ok(stdout)
+}
+
+fn private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    fs::write(path, contents)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Starts the provider with `config`, waits for `/ready` on `health` and
+/// checks an Encrypt/Decrypt roundtrip through the socket in `socket_dir`.
+async fn serve_and_roundtrip(
+    config: &Path,
+    socket_dir: &Path,
+    health: &str,
+    log_path: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let log = fs::File::create(log_path)?;
+    let mut cmd = Command::new(provider_binary());
+    for var in CLEARED_ENV {
+        cmd.env_remove(var);
+    }
+    let _provider = KillOnDrop(
+        cmd.args(["serve", "--config", &s(config)])
+            .env(ALLOWED_SOCKET_DIR_ENV, socket_dir)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?,
+    );
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let ready_url = format!("http://{health}/ready");
+    let waited = wait::until(READY_TIMEOUT, "/ready 200", || {
+        let (http, url) = (http.clone(), ready_url.clone());
+        async move {
+            match http.get(&url).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = waited {
+        anyhow::bail!(
+            "{e}\nprovider stderr:\n{}",
+            fs::read_to_string(log_path).unwrap_or_default()
+        );
+    }
+    let kms = KmsClient::connect(&socket_dir.join("kms.sock")).await?;
+    let stored = kms.prime().await?;
+    kms.decrypt(&stored).await?;
+    Ok(())
+}
+
+/// [`serve_and_roundtrip`] for a [`MethodNode`].
+async fn serve_node(node: &MethodNode, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    serve_and_roundtrip(
+        &node.out_dir.join("config.yaml"),
+        &node.socket_dir,
+        &node.health,
+        &node.dir.path().join("provider.stderr"),
+        env,
+    )
+    .await
+}
+
+/// The secrets `openbao-setup.sh` handed out, copied to the configured
+/// paths as `node-setup.sh install` would.
+fn install_handed_out(node: &MethodNode, out: &Path, names: &[&str]) -> anyhow::Result<()> {
+    for name in names {
+        let handed = out.join(name);
+        assert_eq!(mode(&handed), 0o600, "{name} is written private");
+        private_file(&node.cred_dir.join(name), &fs::read(&handed)?)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn generated_approle_setup_and_config_serve() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev().await?;
+    let node = init_for(
+        &bao,
+        "auth:\n  method: approle\n  approle:\n    mountPath: auth/kms-approle\n    roleIdFile: {cred}/role-id\n    secretIdFile: {cred}/secret-id\n",
+    )?;
+    let handed = node.dir.path().join("handed-out");
+    fs::create_dir(&handed)?;
+    let first = openbao_setup_with(&node, &bao, &[("BAO_KMS_CREDENTIALS_OUT", &handed)])?;
+    assert!(first.contains("enabled approle auth at auth/kms-approle"), "{first}");
+    // A second run changes nothing and keeps the handed-out secret ID.
+    let secret_id = fs::read(handed.join("secret-id"))?;
+    let again = openbao_setup_with(&node, &bao, &[("BAO_KMS_CREDENTIALS_OUT", &handed)])?;
+    assert!(again.contains("approle auth at auth/kms-approle exists"), "{again}");
+    assert!(again.contains("secret-id exists; not replaced"), "{again}");
+    assert_eq!(fs::read(handed.join("secret-id"))?, secret_id);
+    assert!(
+        !first.contains(String::from_utf8_lossy(&secret_id).trim()),
+        "the secret ID is never printed"
+    );
+    let role = bao.read_json("auth/kms-approle/role/openbao-kms-workload-a")?;
+    assert_eq!(role["token_policies"], serde_json::json!(["openbao-kms-workload-a"]));
+    assert_eq!(role["token_no_default_policy"], true);
+    assert_eq!(role["secret_id_num_uses"], 0);
+    install_handed_out(&node, &handed, &["role-id", "secret-id"])?;
+    serve_node(&node, &[]).await
+}
+
+#[tokio::test]
+async fn generated_token_setup_and_config_serve() -> anyhow::Result<()> {
+    let bao = OpenBao::start_dev().await?;
+    let node = init_for(&bao, "auth:\n  method: token\n  token:\n    tokenFile: {cred}/token\n")?;
+    let handed = node.dir.path().join("handed-out");
+    fs::create_dir(&handed)?;
+    let out = openbao_setup_with(&node, &bao, &[("BAO_KMS_CREDENTIALS_OUT", &handed)])?;
+    assert!(
+        out.contains("wrote token role auth/token/roles/openbao-kms-workload-a"),
+        "{out}"
+    );
+    let role = bao.read_json("auth/token/roles/openbao-kms-workload-a")?;
+    assert_eq!(role["allowed_policies"], serde_json::json!(["openbao-kms-workload-a"]));
+    assert_eq!(role["orphan"], true);
+    assert_eq!(role["token_period"], 1800);
+    let token = fs::read_to_string(handed.join("token"))?;
+    assert!(!out.contains(token.trim()), "the token is never printed");
+    let lookup = bao.bao(&["token", "lookup", "-format=json", token.trim()])?;
+    let lookup: Value = serde_json::from_str(&lookup)?;
+    assert_eq!(
+        lookup["data"]["policies"],
+        serde_json::json!(["openbao-kms-workload-a"])
+    );
+    assert_eq!(lookup["data"]["renewable"], true);
+    install_handed_out(&node, &handed, &["token"])?;
+    serve_node(&node, &[]).await
+}
+
+/// A raft OpenBao (its listener requests client certificates), `init` for
+/// the cert `auth` section, a client CA, and the rendered setup run with it.
+async fn cert_node(auth: &str) -> anyhow::Result<(OpenBao, MethodNode, crate::auth_methods::Pki, String)> {
+    let bao = OpenBao::start_raft().await?;
+    let node = init_for(&bao, auth)?;
+    let pki = crate::auth_methods::Pki::new()?;
+    let ca = node.dir.path().join("client-ca.pem");
+    fs::write(&ca, pki.ca_pem())?;
+    let out = openbao_setup_with(&node, &bao, &[("BAO_KMS_CLIENT_CA_FILE", &ca)])?;
+    Ok((bao, node, pki, out))
+}
+
+#[tokio::test]
+async fn generated_cert_setup_and_config_serve_with_a_file_key() -> anyhow::Result<()> {
+    let (bao, node, pki, out) = cert_node(
+        "auth:\n  method: cert\n  cert:\n    mountPath: auth/kms-cert\n    name: kms-node\n    source: file\n    file:\n      certificateFile: {cred}/client.crt\n      keyFile: {cred}/client.key\n",
+    )
+    .await?;
+    assert!(out.contains("wrote role auth/kms-cert/certs/kms-node"), "{out}");
+    let role = bao.read_json("auth/kms-cert/certs/kms-node")?;
+    assert_eq!(role["token_policies"], serde_json::json!(["openbao-kms-workload-a"]));
+    assert_eq!(role["token_no_default_policy"], true);
+    // Without the CA, an existing role is kept.
+    let again = openbao_setup_with(&node, &bao, &[])?;
+    assert!(again.contains("certs/kms-node exists"), "{again}");
+    let (cert, key) = pki.client(false)?;
+    private_file(&node.cred_dir.join("client.crt"), cert.as_bytes())?;
+    private_file(&node.cred_dir.join("client.key"), key.serialize_pem().as_bytes())?;
+    serve_node(&node, &[]).await
+}
+
+#[tokio::test]
+async fn generated_cert_setup_and_config_serve_with_a_pkcs11_key() -> anyhow::Result<()> {
+    use crate::auth_methods::{SOFTHSM_MODULE, softhsm_token};
+    let auth = format!(
+        "auth:\n  method: cert\n  cert:\n    mountPath: auth/cert\n    name: kms-node\n    source: pkcs11\n    pkcs11:\n      certificateFile: {{cred}}/client.crt\n      modulePath: {SOFTHSM_MODULE}\n      tokenLabel: kms\n      keyLabel: kms-client\n      pinFile: {{cred}}/pkcs11.pin\n      maxSessions: 2\n"
+    );
+    let (_bao, node, pki, _) = cert_node(&auth).await?;
+    let (cert, key) = pki.client(false)?;
+    let conf = softhsm_token(node.dir.path(), &key)?;
+    drop(key);
+    private_file(&node.cred_dir.join("client.crt"), cert.as_bytes())?;
+    private_file(&node.cred_dir.join("pkcs11.pin"), b"1234")?;
+    serve_node(&node, &[("SOFTHSM2_CONF", &s(&conf))]).await
+}
+
+// Multi-threaded: the token endpoint answers while the test waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_oauth2_setup_and_config_serve() -> anyhow::Result<()> {
+    use bao_kms_system_tests::oauth2::{ClientAuth, TokenEndpoint};
+    let bao = OpenBao::start_dev().await?;
+    let signer = std::sync::Arc::new(KeyPair::generate()?);
+    let mint = {
+        let signer = signer.clone();
+        move || mint_jwt(&signer, ISSUER, AUDIENCE, SUBJECT).expect("mint")
+    };
+    let endpoint = TokenEndpoint::start("kms-node", "client-secret", ClientAuth::Post, Some(1800), mint).await?;
+    let node = init_for(
+        &bao,
+        &format!(
+            "auth:\n  method: jwt\n  jwt:\n    mountPath: auth/k8s-jwt\n    role: kms\n    source: oauth2\n    \
+             expectedIssuer: {ISSUER}\n    expectedAudience: [{AUDIENCE}]\n    expectedSubject: \"{SUBJECT}\"\n    \
+             oauth2:\n      tokenUrl: \"{}\"\n      clientId: kms-node\n      clientSecretFile: {{cred}}/client-secret\n      \
+             authMethod: client_secret_post\n      caCertFile: {{cred}}/idp-ca.pem\n",
+            endpoint.url("")
+        ),
+    )?;
+    let pubkeys = node.dir.path().join("issuer.pub.pem");
+    fs::write(&pubkeys, signer.public_key_pem())?;
+    let out = openbao_setup_with(&node, &bao, &[("BAO_KMS_JWT_VALIDATION_PUBKEYS_FILE", &pubkeys)])?;
+    assert!(out.contains("wrote role auth/k8s-jwt/role/kms"), "{out}");
+    private_file(&node.cred_dir.join("client-secret"), b"client-secret\n")?;
+    fs::write(node.cred_dir.join("idp-ca.pem"), endpoint.ca_pem())?;
+    serve_node(&node, &[]).await?;
+    assert!(
+        !endpoint.grants().is_empty(),
+        "the provider fetched its JWT from the token endpoint"
+    );
     Ok(())
 }
 

@@ -45,31 +45,11 @@ fn file<'a>(r: &'a Rendered, name: &str) -> &'a str {
 
 fn golden(model: Model) {
     let rendered = render(&request(model)).unwrap();
-    let dir = testdata().join("golden").join(model.as_str());
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in &rendered.files {
-            std::fs::write(dir.join(f.name), &f.contents).unwrap();
-        }
-    }
-    let mut expected: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    expected.sort();
-    let mut names: Vec<String> = rendered.files.iter().map(|f| f.name.to_owned()).collect();
-    names.sort();
-    assert_eq!(names, expected, "file list of the {} model", model.as_str());
-    for f in &rendered.files {
-        let want = std::fs::read_to_string(dir.join(f.name)).unwrap();
-        assert_eq!(
-            f.contents,
-            want,
-            "{} ({}) differs from the golden file",
-            f.name,
-            model.as_str()
-        );
-    }
+    golden_dir(
+        &rendered,
+        &testdata().join("golden").join(model.as_str()),
+        &format!("the {} model", model.as_str()),
+    );
 }
 
 #[test]
@@ -394,26 +374,201 @@ fn values_are_validated_like_serve() {
     values_error(&req, "server.healthAddress", "port 0");
 }
 
-#[test]
-fn only_jwt_auth_is_supported() {
-    let mut req = request(Model::Systemd);
-    let start = req.values.find("auth:\n").unwrap();
-    let end = req.values.find("transit:\n").unwrap();
-    req.values.replace_range(
-        start..end,
-        "auth:\n  method: token\n  token:\n    tokenFile: /etc/openbao-kms/credentials/token\n",
-    );
-    values_error(&req, "auth.method", "jwt only");
+// ------------------------------------------------------ every auth method
+
+/// `values.yaml` with its auth section replaced by `auth`.
+fn with_auth(auth: &str) -> String {
+    let v = values();
+    let start = v.find("auth:\n").unwrap();
+    let end = v.find("transit:\n").unwrap();
+    format!("{}{auth}{}", &v[..start], &v[end..])
+}
+
+const OAUTH2: &str = "auth:\n  method: jwt\n  jwt:\n    mountPath: auth/k8s-workload-a-jwt\n    role: kms-workload-a\n    \
+    source: oauth2\n    expectedIssuer: https://issuer.example.internal\n    expectedAudience: [openbao]\n    \
+    expectedSubject: \"system:node:cp\"\n    oauth2:\n      tokenUrl: https://idp.example.internal/token\n      \
+    clientId: kms\n      authMethod: client_secret_basic\n      caCertFile: /etc/openbao-kms/idp/ca.crt\n";
+const APPROLE: &str = "auth:\n  method: approle\n  approle:\n    mountPath: auth/approle\n";
+const TOKEN: &str = "auth:\n  method: token\n  token: {}\n";
+const CERT_FILE: &str = "auth:\n  method: cert\n  cert:\n    mountPath: auth/cert\n    name: kms-workload-a\n    source: file\n    file: {}\n";
+const CERT_PKCS11: &str = "auth:\n  method: cert\n  cert:\n    mountPath: auth/cert\n    name: kms-workload-a\n    \
+    source: pkcs11\n    pkcs11:\n      modulePath: /usr/lib/softhsm/libsofthsm2.so\n      tokenLabel: kms\n      \
+    keyLabel: kms-client\n      maxSessions: 2\n";
+
+/// (golden directory, model, auth section)
+const METHODS: [(&str, Model, &str); 6] = [
+    ("systemd-jwt-oauth2", Model::Systemd, OAUTH2),
+    ("systemd-approle", Model::Systemd, APPROLE),
+    ("systemd-token", Model::Systemd, TOKEN),
+    ("systemd-cert-file", Model::Systemd, CERT_FILE),
+    ("systemd-cert-pkcs11", Model::Systemd, CERT_PKCS11),
+    ("static-pod-jwt-oauth2", Model::StaticPod, OAUTH2),
+];
+
+fn golden_dir(rendered: &Rendered, dir: &Path, what: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in &rendered.files {
+            std::fs::write(dir.join(f.name), &f.contents).unwrap();
+        }
+    }
+    let mut expected: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    expected.sort();
+    let mut names: Vec<String> = rendered.files.iter().map(|f| f.name.to_owned()).collect();
+    names.sort();
+    assert_eq!(names, expected, "file list of {what}");
+    for f in &rendered.files {
+        let want = std::fs::read_to_string(dir.join(f.name)).unwrap();
+        assert_eq!(f.contents, want, "{} ({what}) differs from the golden file", f.name);
+    }
 }
 
 #[test]
-fn only_the_jwt_file_source_is_supported() {
+fn golden_every_auth_method() {
+    for (name, model, auth) in METHODS {
+        let mut req = request(model);
+        req.values = with_auth(auth);
+        let rendered = render(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
+        golden_dir(&rendered, &testdata().join("golden").join(name), name);
+        // The configuration loads back, with the method's credential paths filled.
+        let cfg = parse_yaml(file(&rendered, "config.yaml")).unwrap();
+        assert_eq!(cfg, rendered.config, "{name}");
+    }
+}
+
+#[test]
+fn each_method_fills_its_credential_paths_and_installs_them() {
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        (
+            OAUTH2,
+            &[
+                (
+                    "--client-secret",
+                    "/var/lib/openbao-kms/credentials/oauth2-client-secret",
+                ),
+                ("--issuer-ca", "/etc/openbao-kms/idp/ca.crt"),
+            ],
+        ),
+        (
+            APPROLE,
+            &[
+                ("--role-id", "/var/lib/openbao-kms/credentials/role-id"),
+                ("--secret-id", "/var/lib/openbao-kms/credentials/secret-id"),
+            ],
+        ),
+        (TOKEN, &[("--token", "/var/lib/openbao-kms/credentials/token")]),
+        (
+            CERT_FILE,
+            &[
+                ("--client-cert", "/var/lib/openbao-kms/credentials/client.crt"),
+                ("--client-key", "/var/lib/openbao-kms/credentials/client.key"),
+            ],
+        ),
+        (
+            CERT_PKCS11,
+            &[
+                ("--client-cert", "/var/lib/openbao-kms/credentials/client.crt"),
+                ("--pin", "/var/lib/openbao-kms/credentials/pkcs11.pin"),
+            ],
+        ),
+    ];
+    for (auth, creds) in cases {
+        let mut req = request(Model::Systemd);
+        req.values = with_auth(auth);
+        let r = render(&req).unwrap();
+        let setup = file(&r, "node-setup.sh");
+        let config = file(&r, "config.yaml");
+        let inst: serde_json::Value = serde_json::from_str(file(&r, "installation.json")).unwrap();
+        let listed: Vec<&str> = inst["hostPaths"]["credentialFiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap())
+            .collect();
+        for (flag, path) in creds {
+            assert!(config.contains(path), "{path} in config.yaml");
+            assert!(setup.contains(&format!("{flag}) [ $# -ge 2 ]")), "{flag} parsed");
+            assert!(
+                setup.contains(&format!("\"$R\"'{path}' root \"$RUN_GROUP\"")),
+                "{path} placed"
+            );
+            assert!(listed.contains(path), "{path} in installation.json");
+        }
+        assert_eq!(listed.len(), creds.len());
+    }
+}
+
+#[test]
+fn openbao_setup_binds_each_method_to_the_policy_only() {
+    for (auth, needles) in [
+        (
+            APPROLE,
+            &[
+                "auth enable -path=\"$AUTH_MOUNT\" approle",
+                "secret_id_num_uses=0",
+                "token_no_default_policy=true",
+                "token_policies=\"$POLICY_NAME\"",
+                "APPROLE_ROLE='openbao-kms-workload-a'",
+            ][..],
+        ),
+        (
+            TOKEN,
+            &[
+                "auth/token/roles/$TOKEN_ROLE",
+                "allowed_policies=\"$POLICY_NAME\"",
+                "disallowed_policies=default",
+                "orphan=true",
+                "token_period=30m",
+            ][..],
+        ),
+        (
+            CERT_FILE,
+            &[
+                "auth enable -path=\"$AUTH_MOUNT\" cert",
+                "CERT_ROLE='kms-workload-a'",
+                "certificate=@$BAO_KMS_CLIENT_CA_FILE",
+                "token_no_default_policy=true",
+                "token_policies=\"$POLICY_NAME\"",
+            ][..],
+        ),
+        (
+            OAUTH2,
+            &[
+                "auth enable -path=\"$AUTH_MOUNT\" jwt",
+                "bound_subject=\"$JWT_SUBJECT\"",
+            ][..],
+        ),
+    ] {
+        let mut req = request(Model::Systemd);
+        req.values = with_auth(auth);
+        let r = render(&req).unwrap();
+        let setup = file(&r, "openbao-setup.sh");
+        for n in needles {
+            assert!(setup.contains(n), "{n} missing from openbao-setup.sh for {auth}");
+        }
+    }
+}
+
+#[test]
+fn init_refuses_what_it_cannot_render_for_a_method() {
+    let mut req = request(Model::StaticPod);
+    req.values = with_auth(CERT_PKCS11);
+    values_error(&req, "auth.cert.source", "--model systemd");
     let mut req = request(Model::Systemd);
-    req.values = req.values.replace(
-        "    expectedSubject: \"system:node:cp\"\n",
-        "    expectedSubject: \"system:node:cp\"\n    source: oauth2\n    oauth2:\n      \
-         tokenUrl: https://idp.example.internal/token\n      clientId: kms\n      \
-         clientSecretFile: /etc/openbao-kms/oauth2/secret\n      authMethod: client_secret_basic\n",
-    );
-    values_error(&req, "auth.jwt.source", "file source only");
+    req.values = with_auth(&CERT_FILE.replace("    name: kms-workload-a\n", ""));
+    values_error(&req, "auth.cert.name", "required by init");
+    let mut req = request(Model::Systemd);
+    req.values = with_auth(&OAUTH2.replace("    expectedSubject: \"system:node:cp\"\n", ""));
+    values_error(&req, "auth.jwt.expectedSubject", "required by init");
+    // Credential files follow the same host-path rules as the JWT file.
+    let mut req = request(Model::Systemd);
+    req.values = with_auth("auth:\n  method: token\n  token:\n    tokenFile: /run/openbao-kms/token\n");
+    values_error(&req, "auth.token.tokenFile", "overlaps the socket directory");
+    let mut req = request(Model::Systemd);
+    req.values =
+        with_auth("auth:\n  method: approle\n  approle:\n    mountPath: auth/approle\n    roleIdFile: /etc/role-id\n");
+    values_error(&req, "auth.approle.roleIdFile", "dedicated directory");
 }

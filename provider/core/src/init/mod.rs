@@ -10,8 +10,9 @@
 //! 2. Values (exit 3): omitted host paths and the socket group are filled in,
 //!    then the result is validated exactly like `serve` validates its file
 //!    (environment overrides are not applied), then the rules that only
-//!    `init` needs: JWT issuer, audience and subject (the generated role is
-//!    bound to them), `loginBeforeTokenExpiry` below the role's 30m token TTL,
+//!    `init` needs: the auth method's own (JWT issuer, audience and subject,
+//!    a cert role name, no PKCS#11 in the static pod; see [`auth`]),
+//!    `loginBeforeTokenExpiry` below the role's 30m token TTL,
 //!    a fixed health port, host directories that are neither broad (`/`,
 //!    `/etc`, ...) nor shared between credentials and the provider's
 //!    writable state and socket directories.
@@ -19,22 +20,25 @@
 //!    EncryptionConfiguration analysis for the rendered configuration, and the
 //!    rendered `config.yaml` must validate back to the same configuration.
 
+mod auth;
 pub mod template;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
 use crate::config::raw::RawConfig;
 use crate::config::{
-    AuthMethod, Config, ConfigError, DEFAULT_CONFIG_PATH, JwtAuth, SocketGroup, ValidationContext, format_duration,
-    parse_yaml_with,
+    Config, ConfigError, DEFAULT_CONFIG_PATH, SocketGroup, ValidationContext, format_duration, parse_yaml_with,
 };
 use crate::encryption_config::{self as ec, ProviderExpectation, Severity, ValidateOptions};
+use auth::AuthPlan;
+pub use auth::{DEFAULT_JWT_FILE, ROLE_TOKEN_TTL};
 use template::{TemplateError, sh_str, yaml_str};
+use values::{problem, section, set_if_absent};
 
 const STATIC_POD_TMPL: &str = include_str!("../../../../manifests/static-pod/bao-kms-provider.yaml.tmpl");
 const EC_READERS_TMPL: &str =
@@ -45,9 +49,6 @@ const OPENBAO_SETUP_TMPL: &str = include_str!("../../../../manifests/scripts/ope
 
 /// Filled in when `openbao.caCertFile` is omitted.
 pub const DEFAULT_CA_CERT_FILE: &str = "/etc/openbao-kms/tls/ca.crt";
-/// Filled in when `auth.jwt.jwtFile` is omitted (file source). Its directory
-/// is mounted, not the file, so the JWT can be replaced by an atomic rename.
-pub const DEFAULT_JWT_FILE: &str = "/var/lib/openbao-kms/credentials/identity.jwt";
 /// Filled in when `server.socketGroup` is omitted (systemd model).
 pub const DEFAULT_SOCKET_GROUP: &str = "openbao-kms-socket";
 /// The provider's user and group on a systemd host.
@@ -58,8 +59,6 @@ pub const STATIC_POD_ID: u32 = 65532;
 pub const ENCRYPTION_CONFIG_DIR: &str = "/etc/kubernetes/openbao-kms";
 /// Where node-setup.sh places the static pod manifest.
 pub const STATIC_POD_MANIFEST: &str = "/etc/kubernetes/manifests/bao-kms-provider.yaml";
-/// TTL of the tokens the generated JWT role issues (max 1h).
-pub const JWT_ROLE_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 /// Host directories never mounted or re-permissioned as a whole.
 pub const BROAD_DIRECTORIES: &[&str] = &[
     "/",
@@ -160,13 +159,6 @@ pub enum InitError {
 
 fn lines(problems: &[ConfigError]) -> String {
     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
-}
-
-fn problem(path: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.to_owned(),
-        message: message.into(),
-    }
 }
 
 /// One file to write.
@@ -286,40 +278,13 @@ fn check_flags(req: &InitRequest) -> Result<Option<u32>, InitError> {
     }
 }
 
-/// The mapping under `key`, created when absent; `None` when the key holds
-/// something else (validation reports it).
-fn section<'a>(m: &'a mut Mapping, key: &str) -> Option<&'a mut Mapping> {
-    let k = Yaml::String(key.to_owned());
-    if !m.contains_key(&k) {
-        m.insert(k.clone(), Yaml::Mapping(Mapping::new()));
-    }
-    m.get_mut(&k).and_then(Yaml::as_mapping_mut)
-}
-
-fn set_if_absent(m: &mut Mapping, key: &str, value: &str) {
-    let k = Yaml::String(key.to_owned());
-    if !m.contains_key(&k) {
-        m.insert(k, Yaml::String(value.to_owned()));
-    }
-}
-
-fn str_at<'a>(m: &'a Mapping, key: &str) -> Option<&'a str> {
-    m.get(Yaml::String(key.to_owned())).and_then(Yaml::as_str)
-}
-
 /// Fills the defaults `init` owns into the values document.
 fn fill_values(doc: &mut Mapping, req: &InitRequest, socket_gid: Option<u32>) -> Result<(), InitError> {
     if let Some(openbao) = section(doc, "openbao") {
         set_if_absent(openbao, "caCertFile", DEFAULT_CA_CERT_FILE);
     }
     if let Some(auth) = section(doc, "auth") {
-        let method_jwt = str_at(auth, "method").is_none_or(|m| m == "jwt");
-        if method_jwt && let Some(jwt) = section(auth, "jwt") {
-            let file_source = str_at(jwt, "source").is_none_or(|s| s == "file");
-            if file_source {
-                set_if_absent(jwt, "jwtFile", DEFAULT_JWT_FILE);
-            }
-        }
+        auth::fill_defaults(auth);
     }
     if let Some(server) = section(doc, "server") {
         match socket_gid {
@@ -394,64 +359,20 @@ fn plain_path(p: &Path) -> bool {
     })
 }
 
-/// The rules only `init` needs, on the validated configuration.
-fn init_rules(cfg: &Config) -> Result<(&JwtAuth, &Path), InitError> {
-    let mut problems = Vec::new();
-    let jwt = match &cfg.auth.method {
-        AuthMethod::Jwt(j) => j,
-        other => {
-            return Err(InitError::Values(vec![problem(
-                "auth.method",
-                format!(
-                    "init generates the OpenBao role and node setup for jwt only; {} is not supported by init (write its files by hand)",
-                    other.name()
-                ),
-            )]));
-        }
+/// The rules only `init` needs, on the validated configuration, and the
+/// auth method's plan.
+fn init_rules(cfg: &Config, policy_name: &str, model: Model) -> Result<AuthPlan, InitError> {
+    let (plan, mut problems) = match auth::plan(cfg, policy_name, model == Model::StaticPod) {
+        Ok(plan) => (Some(plan), Vec::new()),
+        Err(problems) => (None, problems),
     };
-    let Some(jwt_file) = jwt.jwt_file() else {
-        return Err(InitError::Values(vec![problem(
-            "auth.jwt.source",
-            "init generates the node setup for the file source only; oauth2 is not supported by init (write its files by hand)",
-        )]));
-    };
-    if jwt.expected_issuer.as_deref().is_none_or(str::is_empty) {
-        problems.push(problem(
-            "auth.jwt.expectedIssuer",
-            "required by init: the generated OpenBao auth mount is bound to this issuer",
-        ));
-    }
-    if jwt.expected_audience.is_empty() {
-        problems.push(problem(
-            "auth.jwt.expectedAudience",
-            "required by init: the generated OpenBao role is bound to these audiences",
-        ));
-    }
-    if jwt.expected_audience.iter().any(|a| a.contains(',')) {
-        problems.push(problem(
-            "auth.jwt.expectedAudience",
-            "an audience must not contain ',' (OpenBao reads bound_audiences as a comma-separated list)",
-        ));
-    }
-    if jwt.expected_subject.as_deref().is_none_or(str::is_empty) {
-        problems.push(problem(
-            "auth.jwt.expectedSubject",
-            "required by init: the generated OpenBao role is bound to this subject (user_claim sub)",
-        ));
-    }
-    if jwt.role.contains('/') || jwt.role.chars().any(char::is_whitespace) {
-        problems.push(problem(
-            "auth.jwt.role",
-            "must be one path segment without whitespace (it names auth/<mount>/role/<role>)",
-        ));
-    }
-    if cfg.auth.login_before_token_expiry >= JWT_ROLE_TOKEN_TTL {
+    if cfg.auth.login_before_token_expiry >= ROLE_TOKEN_TTL {
         problems.push(problem(
             "auth.loginBeforeTokenExpiry",
             format!(
                 "{} must be less than {}, the TTL of the tokens the generated role issues",
                 format_duration(cfg.auth.login_before_token_expiry),
-                format_duration(JWT_ROLE_TOKEN_TTL)
+                format_duration(ROLE_TOKEN_TTL)
             ),
         ));
     }
@@ -466,13 +387,14 @@ fn init_rules(cfg: &Config) -> Result<(&JwtAuth, &Path), InitError> {
 
     let socket_dir = parent(&cfg.server.socket_path);
     let state_dir = parent(&cfg.state.path);
-    let host_paths: [(&str, &Path); 5] = [
+    let credentials = plan.as_ref().map(|p| p.credentials.as_slice()).unwrap_or_default();
+    let mut host_paths: Vec<(&str, &Path)> = vec![
         ("openbao.caCertFile", &cfg.openbao.ca_cert_file),
-        ("auth.jwt.jwtFile", jwt_file),
         ("server.socketPath", &cfg.server.socket_path),
         ("state.path", &cfg.state.path),
         ("configuration", Path::new(DEFAULT_CONFIG_PATH)),
     ];
+    host_paths.extend(credentials.iter().map(|c| (c.field, c.path.as_path())));
     for (field, path) in host_paths {
         if !plain_path(path) {
             problems.push(problem(
@@ -497,10 +419,12 @@ fn init_rules(cfg: &Config) -> Result<(&JwtAuth, &Path), InitError> {
             ));
         }
     }
-    for (field, path, what) in [
-        ("auth.jwt.jwtFile", jwt_file, "credentials"),
-        ("openbao.caCertFile", &cfg.openbao.ca_cert_file, "CA"),
-    ] {
+    let mut private: Vec<(&str, &Path, &str)> = credentials
+        .iter()
+        .map(|c| (c.field, c.path.as_path(), "credentials"))
+        .collect();
+    private.push(("openbao.caCertFile", &cfg.openbao.ca_cert_file, "CA"));
+    for (field, path, what) in private {
         let dir = parent(path);
         for (other, name) in [(&state_dir, "state"), (&socket_dir, "socket")] {
             if overlaps(&dir, other) {
@@ -521,10 +445,9 @@ fn init_rules(cfg: &Config) -> Result<(&JwtAuth, &Path), InitError> {
             }
         }
     }
-    if problems.is_empty() {
-        Ok((jwt, jwt_file))
-    } else {
-        Err(InitError::Values(problems))
+    match plan {
+        Some(plan) if problems.is_empty() => Ok(plan),
+        _ => Err(InitError::Values(problems)),
     }
 }
 
@@ -573,8 +496,6 @@ fn port_of(address: &str) -> Option<u16> {
 pub fn render(req: &InitRequest) -> Result<Rendered, InitError> {
     let socket_gid = check_flags(req)?;
     let cfg = resolve_config(req, socket_gid)?;
-    let (jwt, jwt_file) = init_rules(&cfg)?;
-    let (jwt, jwt_file) = (jwt.clone(), jwt_file.to_path_buf());
     let policy_name = match &req.policy_name {
         Some(n) => n.clone(),
         None => {
@@ -588,11 +509,11 @@ pub fn render(req: &InitRequest) -> Result<Rendered, InitError> {
             name
         }
     };
+    let auth = init_rules(&cfg, &policy_name, req.model)?;
     let r = Renderer {
         req,
         cfg: &cfg,
-        jwt: &jwt,
-        jwt_file: &jwt_file,
+        auth: &auth,
         policy_name: &policy_name,
         socket_gid,
         fingerprint: cfg.identity_scope().fingerprint(),
@@ -612,9 +533,8 @@ pub fn render(req: &InitRequest) -> Result<Rendered, InitError> {
 struct Renderer<'a> {
     req: &'a InitRequest,
     cfg: &'a Config,
-    jwt: &'a JwtAuth,
-    /// The JWT file of the file source.
-    jwt_file: &'a Path,
+    /// The auth method's credentials and OpenBao setup.
+    auth: &'a AuthPlan,
     policy_name: &'a str,
     socket_gid: Option<u32>,
     fingerprint: String,
@@ -734,11 +654,6 @@ impl Renderer<'_> {
 
     fn openbao_setup(&self) -> Result<String, InitError> {
         let t = &self.cfg.transit;
-        let auth_mount = self
-            .jwt
-            .mount_path
-            .strip_prefix("auth/")
-            .unwrap_or(&self.jwt.mount_path);
         let values: Values = BTreeMap::from([
             ("generator_version", self.version()),
             ("fingerprint", self.fingerprint.clone()),
@@ -748,26 +663,29 @@ impl Renderer<'_> {
             ("key_name_comment", t.key_name.clone()),
             ("policy_name", sh_str(self.policy_name)),
             ("policy_name_comment", self.policy_name.to_owned()),
-            ("auth_mount", sh_str(auth_mount)),
-            ("auth_mount_comment", auth_mount.to_owned()),
-            ("jwt_role", sh_str(&self.jwt.role)),
-            (
-                "jwt_issuer",
-                sh_str(self.jwt.expected_issuer.as_deref().unwrap_or_default()),
-            ),
-            ("jwt_audiences", sh_str(&self.jwt.expected_audience.join(","))),
-            (
-                "jwt_subject",
-                sh_str(self.jwt.expected_subject.as_deref().unwrap_or_default()),
-            ),
+            ("auth_label", self.auth.label.clone()),
+            ("auth_header", self.auth.setup_header.clone()),
+            ("auth_setup", self.auth.setup.clone()),
             ("openbao_namespace", sh_str(&self.cfg.openbao.namespace)),
         ]);
         Ok(template::render("openbao-setup.sh", OPENBAO_SETUP_TMPL, &values)?)
     }
 
+    /// The credential files' directories, each once, in plan order.
+    fn credential_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for c in &self.auth.credentials {
+            let d = parent(&c.path);
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        dirs
+    }
+
     fn volumes(&self) -> Vec<Volume> {
         let mut out: Vec<Volume> = Vec::new();
-        let mut add = |name: &'static str, path: PathBuf, kind: &'static str, read_only: bool| {
+        let mut add = |name: String, path: PathBuf, kind: &'static str, read_only: bool| {
             if !out.iter().any(|v| v.path == path) {
                 out.push(Volume {
                     name,
@@ -777,11 +695,27 @@ impl Renderer<'_> {
                 });
             }
         };
-        add("config", PathBuf::from(DEFAULT_CONFIG_PATH), "File", true);
-        add("openbao-ca", parent(&self.cfg.openbao.ca_cert_file), "Directory", true);
-        add("credentials", parent(self.jwt_file), "Directory", true);
-        add("socket", parent(&self.cfg.server.socket_path), "Directory", false);
-        add("state", parent(&self.cfg.state.path), "Directory", false);
+        add("config".into(), PathBuf::from(DEFAULT_CONFIG_PATH), "File", true);
+        add(
+            "openbao-ca".into(),
+            parent(&self.cfg.openbao.ca_cert_file),
+            "Directory",
+            true,
+        );
+        for (i, dir) in self.credential_dirs().into_iter().enumerate() {
+            let name = match i {
+                0 => "credentials".to_owned(),
+                n => format!("credentials-{}", n + 1),
+            };
+            add(name, dir, "Directory", true);
+        }
+        add(
+            "socket".into(),
+            parent(&self.cfg.server.socket_path),
+            "Directory",
+            false,
+        );
+        add("state".into(), parent(&self.cfg.state.path), "Directory", false);
         out
     }
 
@@ -873,16 +807,20 @@ impl Renderer<'_> {
         let (user, group, socket_group) = self.owners();
         let config_dir = parent(Path::new(DEFAULT_CONFIG_PATH));
         let ca_dir = parent(&self.cfg.openbao.ca_cert_file);
-        let cred_dir = parent(self.jwt_file);
+        let cred_dirs = self.credential_dirs();
         let state_dir = parent(&self.cfg.state.path);
         let var_lib = PathBuf::from("/var/lib/openbao-kms");
         // (path, owner, group, mode): parents before children, first wins.
         let mut dirs: Vec<(PathBuf, &str, &str, &str)> = vec![(config_dir, "root", "\"$RUN_GROUP\"", "0750")];
         dirs.push((ca_dir, "root", "root", "0755"));
-        if (state_dir.starts_with(&var_lib) || cred_dir.starts_with(&var_lib)) && state_dir != var_lib {
+        if (state_dir.starts_with(&var_lib) || cred_dirs.iter().any(|d| d.starts_with(&var_lib)))
+            && state_dir != var_lib
+        {
             dirs.push((var_lib, "\"$RUN_USER\"", "\"$RUN_GROUP\"", "0750"));
         }
-        dirs.push((cred_dir, "root", "\"$RUN_GROUP\"", "0750"));
+        for dir in cred_dirs {
+            dirs.push((dir, "root", "\"$RUN_GROUP\"", "0750"));
+        }
         dirs.push((state_dir, "\"$RUN_USER\"", "\"$RUN_GROUP\"", "0750"));
         dirs.push((PathBuf::from(ENCRYPTION_CONFIG_DIR), "root", "root", "0755"));
         let mut seen: Vec<PathBuf> = Vec::new();
@@ -931,6 +869,7 @@ impl Renderer<'_> {
             ),
         };
         let path_str = |p: &Path| sh_str(&p.display().to_string());
+        let install = self.install_phase();
         let values: Values = BTreeMap::from([
             ("generator_version", self.version()),
             ("model", self.req.model.as_str().to_owned()),
@@ -938,7 +877,10 @@ impl Renderer<'_> {
             ("config_path", sh_str(DEFAULT_CONFIG_PATH)),
             ("config_dir", path_str(&parent(Path::new(DEFAULT_CONFIG_PATH)))),
             ("ca_file", path_str(&self.cfg.openbao.ca_cert_file)),
-            ("credential_file", path_str(self.jwt_file)),
+            ("install_usage", self.install_usage()),
+            ("install_parse", install.parse),
+            ("install_check", install.check),
+            ("install_place", install.place),
             ("socket_dir", path_str(&parent(&self.cfg.server.socket_path))),
             ("health_url", sh_str(&self.health.ready_url)),
             ("run_user", sh_str(&user)),
@@ -954,14 +896,77 @@ impl Renderer<'_> {
         Ok(template::render("node-setup.sh", NODE_SETUP_TMPL, &values)?)
     }
 
+    /// `install --ca <...> --flag <...>...` as the usage lines name it.
+    fn install_usage(&self) -> String {
+        let mut usage = "install --ca <OpenBao CA PEM>".to_owned();
+        for c in &self.auth.credentials {
+            usage.push_str(&format!(" {} {}", c.flag, c.what));
+        }
+        usage
+    }
+
+    /// The method-specific parts of `node-setup.sh install`: one flag per
+    /// credential file, each required, checked and placed atomically.
+    fn install_phase(&self) -> InstallPhase {
+        let mut parse = Vec::new();
+        let mut check = Vec::new();
+        let mut place = Vec::new();
+        let mut init = vec!["ca=''".to_owned()];
+        let mut needs = vec!["--ca <file>".to_owned()];
+        for c in &self.auth.credentials {
+            let var = c.flag.trim_start_matches('-').replace('-', "_");
+            init.push(format!("{var}=''"));
+            needs.push(format!("{} <file>", c.flag));
+            parse.push(format!(
+                "            {flag}) [ $# -ge 2 ] || die \"{flag} needs a file\" 2; {var}=$2; shift 2 ;;",
+                flag = c.flag
+            ));
+            check.push(format!(
+                "    [ -f \"${var}\" ] || die \"{flag} ${var} is not a file\" 2",
+                flag = c.flag
+            ));
+            if let Some(pem) = c.pem {
+                check.push(format!(
+                    "    grep -q -- {} \"${var}\" || die \"${var} contains no PEM {}\" 2",
+                    sh_str(&format!("{pem}-----")),
+                    pem.to_lowercase()
+                ));
+            }
+            place.push(format!(
+                "    place \"${var}\" \"$R\"{} root \"$RUN_GROUP\" {}",
+                sh_str(&c.path.display().to_string()),
+                c.mode
+            ));
+        }
+        let all_set = std::iter::once("ca".to_owned())
+            .chain(
+                self.auth
+                    .credentials
+                    .iter()
+                    .map(|c| c.flag.trim_start_matches('-').replace('-', "_")),
+            )
+            .map(|v| format!("[ -n \"${v}\" ]"))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        check.insert(
+            0,
+            format!("    {all_set} || die \"install needs {}\" 2", needs.join(" and ")),
+        );
+        InstallPhase {
+            parse: format!(
+                "    {}\n    while [ $# -gt 0 ]; do\n        case \"$1\" in\n            --ca) [ $# -ge 2 ] || die \"--ca needs a file\" 2; ca=$2; shift 2 ;;\n{}",
+                init.join(" "),
+                parse.join("\n")
+            ),
+            check: check.join("\n"),
+            place: place.join("\n"),
+        }
+    }
+
     fn installation_json(&self, files: Vec<FileEntry>) -> String {
         let (user, group, socket_group) = self.owners();
         let static_pod = self.req.model == Model::StaticPod;
-        let mut remaining = vec![
-            "OpenBao operator: run openbao-setup.sh with BAO_ADDR, BAO_CACERT and an operator token in the environment \
-             (BAO_KMS_JWT_VALIDATION_PUBKEYS_FILE or BAO_KMS_JWKS_URL gives the JWT issuer's keys)"
-                .to_owned(),
-        ];
+        let mut remaining = vec![self.auth.operator_action.clone()];
         if static_pod {
             remaining.push(format!(
                 "Each control-plane node: preload the image {} (crictl pull, or ctr -n k8s.io images import) and install the host binary for the check phase",
@@ -975,9 +980,10 @@ impl Renderer<'_> {
         }
         remaining.extend([
             "Each control-plane node, as root: node-setup.sh prepare".to_owned(),
-            "node-setup.sh install --ca <OpenBao CA PEM> --credential <JWT for the configured subject>; \
-             replace the JWT before it expires by an atomic rename in its directory"
-                .to_owned(),
+            format!(
+                "node-setup.sh {}; replace a credential before it expires by an atomic rename in its directory",
+                self.install_usage()
+            ),
             "node-setup.sh check, then node-setup.sh start within 1 h".to_owned(),
             format!(
                 "kube-apiserver: --encryption-provider-config={ENCRYPTION_CONFIG_DIR}/encryption-config-readers.yaml on every control-plane node, one node at a time"
@@ -1011,13 +1017,22 @@ impl Renderer<'_> {
                 transit_mount: &self.cfg.transit.mount_path,
                 key_name: &self.cfg.transit.key_name,
                 policy_name: self.policy_name,
-                auth_mount: &self.jwt.mount_path,
-                role: &self.jwt.role,
+                auth_method: &self.auth.label,
+                auth_mount: &self.auth.mount,
+                role: &self.auth.role,
             },
             host_paths: HostPaths {
                 config: DEFAULT_CONFIG_PATH.into(),
                 ca_cert_file: self.cfg.openbao.ca_cert_file.display().to_string(),
-                credential_file: self.jwt_file.display().to_string(),
+                credential_files: self
+                    .auth
+                    .credentials
+                    .iter()
+                    .map(|c| CredentialPath {
+                        field: c.field,
+                        path: c.path.display().to_string(),
+                    })
+                    .collect(),
                 socket_path: self.cfg.server.socket_path.display().to_string(),
                 state_path: self.cfg.state.path.display().to_string(),
                 encryption_config_dir: ENCRYPTION_CONFIG_DIR.into(),
@@ -1035,8 +1050,20 @@ impl Renderer<'_> {
     }
 }
 
+struct InstallPhase {
+    parse: String,
+    check: String,
+    place: String,
+}
+
+#[derive(Serialize)]
+struct CredentialPath {
+    field: &'static str,
+    path: String,
+}
+
 struct Volume {
-    name: &'static str,
+    name: String,
     path: PathBuf,
     kind: &'static str,
     read_only: bool,
@@ -1096,6 +1123,7 @@ struct OpenBaoInfo<'a> {
     transit_mount: &'a str,
     key_name: &'a str,
     policy_name: &'a str,
+    auth_method: &'a str,
     auth_mount: &'a str,
     role: &'a str,
 }
@@ -1105,7 +1133,7 @@ struct OpenBaoInfo<'a> {
 struct HostPaths {
     config: String,
     ca_cert_file: String,
-    credential_file: String,
+    credential_files: Vec<CredentialPath>,
     socket_path: String,
     state_path: String,
     encryption_config_dir: String,

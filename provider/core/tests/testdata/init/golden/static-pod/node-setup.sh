@@ -5,7 +5,7 @@
 #
 # Run as root on each control-plane node, from this directory, phase by phase:
 #   prepare                                    users/groups, directories, tmpfiles, config.yaml
-#   install --ca F --credential F [--issuer-ca F]   the OpenBao CA and the JWT, atomically
+#   install --ca F ...                         the OpenBao CA and the login credentials, atomically
 #   check                                      config, verify-key, doctor as the provider's user
 #   start                                      start the provider (within 1 h of a passed check)
 set -eu
@@ -19,7 +19,6 @@ FINGERPRINT=cfg1.iWfCItBef04qDNcnEXME76HSYDWTVfhtoTlg2YQpdPg
 CONFIG_PATH='/etc/openbao-kms/config.yaml'
 CONFIG_DIR='/etc/openbao-kms'
 CA_FILE='/etc/openbao-kms/tls/ca.crt'
-CREDENTIAL_FILE='/var/lib/openbao-kms/credentials/identity.jwt'
 SOCKET_DIR='/run/openbao-kms'
 HEALTH_URL='http://127.0.0.1:8082/ready'
 RUN_USER='65532'
@@ -45,7 +44,7 @@ identity fingerprint: $FINGERPRINT
 
 phases, in order:
   $0 prepare
-  $0 install --ca <OpenBao CA PEM> --credential <JWT file> [--issuer-ca <PEM>]
+  $0 install --ca <OpenBao CA PEM> --credential <JWT for the configured subject>
   $0 check
   $0 start
 USAGE
@@ -92,27 +91,25 @@ prepare() {
     place "$HERE/config.yaml" "$R$CONFIG_PATH" root "$RUN_GROUP" 0640
     place "$HERE/encryption-config-readers.yaml" "$R$EC_DIR/encryption-config-readers.yaml" root root 0600
     place "$HERE/encryption-config.yaml" "$R$EC_DIR/encryption-config.yaml" root root 0600
-    say "prepared; next: $0 install --ca <OpenBao CA PEM> --credential <JWT file>"
+    say "prepared; next: $0 install --ca <file> and the credential flags (run $0 for them)"
 }
 
 install_files() {
     need_root install
-    ca='' credential='' issuer_ca=''
+    ca='' credential=''
     while [ $# -gt 0 ]; do
         case "$1" in
             --ca) [ $# -ge 2 ] || die "--ca needs a file" 2; ca=$2; shift 2 ;;
             --credential) [ $# -ge 2 ] || die "--credential needs a file" 2; credential=$2; shift 2 ;;
-            --issuer-ca) [ $# -ge 2 ] || die "--issuer-ca needs a file" 2; issuer_ca=$2; shift 2 ;;
             *) die "install: unknown argument $1" 2 ;;
         esac
     done
     [ -n "$ca" ] && [ -n "$credential" ] || die "install needs --ca <file> and --credential <file>" 2
-    [ -z "$issuer_ca" ] || die "--issuer-ca is for an OAuth2 token issuer; this configuration reads its JWT from a file" 2
+    [ -f "$credential" ] || die "--credential $credential is not a file" 2
     [ -f "$ca" ] || die "$ca is not a file" 2
-    [ -f "$credential" ] || die "$credential is not a file" 2
     grep -q -- '-----BEGIN CERTIFICATE-----' "$ca" || die "$ca contains no PEM certificate" 2
     place "$ca" "$R$CA_FILE" root root 0644
-    place "$credential" "$R$CREDENTIAL_FILE" root "$RUN_GROUP" 0640
+    place "$credential" "$R"'/var/lib/openbao-kms/credentials/identity.jwt' root "$RUN_GROUP" 0640
     say "installed; next: $0 check"
 }
 

@@ -12,7 +12,8 @@
 #   2. The key k8s-workload-a-etcd: aes256-gcm96, not exportable, no plaintext
 #      backup (created when absent; an existing key with another profile is refused).
 #   3. The policy openbao-kms-workload-a from openbao-policy.hcl.
-#   4. The JWT auth role the provider logs in with.
+#   4. The jwt auth mount and role the provider logs in with, bound to
+#      that policy only.
 #
 # The JWT auth mount needs the issuer's verification keys once. Give one of
 #   BAO_KMS_JWT_VALIDATION_PUBKEYS_FILE  PEM public key(s) of the issuer
@@ -27,11 +28,6 @@ HERE=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 TRANSIT_MOUNT='transit'
 KEY_NAME='k8s-workload-a-etcd'
 POLICY_NAME='openbao-kms-workload-a'
-AUTH_MOUNT='k8s-workload-a-jwt'
-JWT_ROLE='kms-workload-a'
-JWT_ISSUER='https://issuer.example.internal'
-JWT_AUDIENCES='openbao'
-JWT_SUBJECT='system:node:cp'
 OPENBAO_NAMESPACE=''
 
 say() { printf '%s\n' "openbao-setup: $*"; }
@@ -77,6 +73,11 @@ fi
 say "wrote policy $POLICY_NAME"
 
 # 4. JWT auth: mount, issuer keys, role.
+AUTH_MOUNT='k8s-workload-a-jwt'
+JWT_ROLE='kms-workload-a'
+JWT_ISSUER='https://issuer.example.internal'
+JWT_AUDIENCES='openbao'
+JWT_SUBJECT='system:node:cp'
 auth_type=$("$BAO" read -field=type "sys/auth/$AUTH_MOUNT" 2>/dev/null || true)
 case "$auth_type" in
     jwt) say "jwt auth at auth/$AUTH_MOUNT exists" ;;
