@@ -2,6 +2,7 @@
 #
 #   make demo       local OpenBao (TLS) + provider + first encrypt/decrypt
 #   make demo-rotate  the rotation runbook against what `make demo` started
+#   make demo-dr    the disaster-recovery drill against `make demo` (+ raft OpenBao, etcd)
 #   make demo-stop  stop what `make demo` started
 #   make bench      this provider against direct Transit: calls, restart burst, start to ready, RSS
 #   make test       fmt, clippy, dependency policy, build, image, all tests (what CI runs)
@@ -21,7 +22,7 @@ HELM_PY_SDK_VERSION := 0.2.2
 # fits a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: deps deps-demo deps-deb deps-systemd release test-release build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-stop bench image deb
+.PHONY: deps deps-demo deps-deb deps-systemd release test-release build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-dr demo-stop bench image deb
 
 # The image archive `make image` writes; tests/system/slow/image.rs reads it.
 ifndef BAO_KMS_IMAGE_ARCHIVE
@@ -219,6 +220,12 @@ demo: deps-demo
 ## observation and promotion, printing each runbook command with its output.
 demo-rotate:
 	scripts/demo-rotate.sh
+
+## demo-dr: every disaster-recovery procedure (docs/disaster-recovery.md)
+## against the demo (run demo-rotate first), a raft OpenBao for snapshots, a
+## second one as the new cluster, and etcd; prints each command with its output.
+demo-dr:
+	scripts/demo-dr.sh
 
 demo-stop:
 	scripts/demo-stop.sh
