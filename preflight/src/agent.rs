@@ -38,6 +38,8 @@ pub fn summarize(node_name: &str, outcome: &NodeOutcome, now: SystemTime) -> Nod
             .unwrap_or_else(|| "unknown".to_owned()),
         active_version: status.map_or(0, |s| s.active_version),
         content_digest: status.and_then(|s| s.content_digest.clone()).unwrap_or_default(),
+        pending_version: status.and_then(|s| s.pending_version),
+        hold_at_version: status.and_then(|s| s.hold_at_version),
         provider_reachable: status.is_some(),
         highest_generation: 0,
         highest_active_version: 0,

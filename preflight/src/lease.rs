@@ -39,6 +39,8 @@ pub mod key {
     pub const BINARY: &str = "preflight.kms.openbao.org/binary";
     pub const BINARY_DIGEST: &str = "preflight.kms.openbao.org/binary-digest";
     pub const CONTENT_DIGEST: &str = "preflight.kms.openbao.org/content-digest";
+    pub const PENDING_VERSION: &str = "preflight.kms.openbao.org/pending-version";
+    pub const HOLD_AT_VERSION: &str = "preflight.kms.openbao.org/hold-at-version";
     pub const PROVIDER_REACHABLE: &str = "preflight.kms.openbao.org/provider-reachable";
     pub const HIGHEST_GENERATION: &str = "preflight.kms.openbao.org/highest-generation";
     pub const HIGHEST_ACTIVE_VERSION: &str = "preflight.kms.openbao.org/highest-active-version";
@@ -85,6 +87,12 @@ pub struct NodeSummary {
     /// the provider did not answer or is older than the field.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content_digest: String,
+    /// The newest pending (observed, not promoted) Transit version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_version: Option<u64>,
+    /// The provider's promotion hold (`rotation.holdAtVersion`), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_at_version: Option<u64>,
     /// False when the local provider's `/status` did not answer: the key
     /// fields are then empty, not zero values to compare.
     #[serde(default = "yes")]
@@ -244,6 +252,12 @@ pub fn to_lease(summary: &NodeSummary, namespace: &str, lease_duration: Duration
     if !s.content_digest.is_empty() {
         put(key::CONTENT_DIGEST, s.content_digest.clone());
     }
+    if let Some(v) = s.pending_version {
+        put(key::PENDING_VERSION, v.to_string());
+    }
+    if let Some(v) = s.hold_at_version {
+        put(key::HOLD_AT_VERSION, v.to_string());
+    }
     put(key::PROVIDER_REACHABLE, s.provider_reachable.to_string());
     put(key::HIGHEST_GENERATION, s.highest_generation.to_string());
     put(key::HIGHEST_ACTIVE_VERSION, s.highest_active_version.to_string());
@@ -328,6 +342,14 @@ pub fn from_lease(lease: &Lease) -> Result<NodeSummary, LeaseError> {
                 .map_err(|e: std::num::ParseIntError| LeaseError::Invalid(k, e.to_string())),
         }
     };
+    let opt_some = |k: &'static str| -> Result<Option<u64>, LeaseError> {
+        a.get(k)
+            .map(|v| {
+                v.parse()
+                    .map_err(|e: std::num::ParseIntError| LeaseError::Invalid(k, e.to_string()))
+            })
+            .transpose()
+    };
     let provider_version = get(key::PROVIDER_VERSION)?;
     let provider_reachable = match a.get(key::PROVIDER_REACHABLE) {
         Some(v) => v == "true",
@@ -342,6 +364,8 @@ pub fn from_lease(lease: &Lease) -> Result<NodeSummary, LeaseError> {
         rotation_state: get(key::ROTATION_STATE)?,
         active_version: num(key::ACTIVE_VERSION)?,
         content_digest: opt(key::CONTENT_DIGEST),
+        pending_version: opt_some(key::PENDING_VERSION)?,
+        hold_at_version: opt_some(key::HOLD_AT_VERSION)?,
         provider_reachable,
         highest_generation: opt_num(key::HIGHEST_GENERATION)?,
         highest_active_version: opt_num(key::HIGHEST_ACTIVE_VERSION)?,
@@ -378,6 +402,8 @@ mod tests {
             rotation_state: "active".into(),
             active_version: 2,
             content_digest: "rcd1.c".into(),
+            pending_version: None,
+            hold_at_version: None,
             provider_reachable: true,
             highest_generation: 3,
             highest_active_version: 2,
@@ -413,8 +439,26 @@ mod tests {
         );
         assert_eq!(from_lease(&lease).unwrap(), systemd);
 
+        let mut held = summary("A");
+        (held.pending_version, held.hold_at_version) = (Some(3), Some(2));
+        let lease = to_lease(&held, "kube-system", Duration::from_secs(90), None);
+        let a = lease.metadata.annotations.as_ref().unwrap();
+        assert_eq!(
+            (a[key::PENDING_VERSION].as_str(), a[key::HOLD_AT_VERSION].as_str()),
+            ("3", "2")
+        );
+        assert_eq!(from_lease(&lease).unwrap(), held);
+
         let s = summary("A");
         let lease = to_lease(&s, "kube-system", Duration::from_secs(90), None);
+        assert!(
+            !lease
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(key::HOLD_AT_VERSION)
+        );
         assert_eq!(lease.metadata.name.as_deref(), Some("bao-kms-preflight-cp-1"));
         let a = lease.metadata.annotations.as_ref().unwrap();
         assert_eq!(a[key::TIMESTAMP], "2027-01-15T08:00:00Z");

@@ -95,6 +95,7 @@ async fn status(State(s): State<HealthState>) -> Response {
         provider_name: cfg.transit.key_id_scope.provider_name.clone(),
         identity_fingerprint: cfg.identity_scope().fingerprint(),
         content_digest: Some(p.content_digest.clone()),
+        hold_at_version: cfg.rotation.hold_at_version,
     };
     document(StatusCode::OK, &body)
 }

@@ -215,10 +215,26 @@ pub async fn run_with(cfg: &Config, verify: bool, storage_report: Option<&std::p
     }
     .step(&state, &meta, crate::now_unix(), None);
     r["rotationState"] = json!(step.rotation_state.as_str());
+    if let Some(hold) = cfg.rotation.hold_at_version {
+        r["holdAtVersion"] = json!(hold);
+    }
     if let Some(p) = step.progress {
         r["pendingObservations"] = json!(p.observations);
         r["pendingRequiredObservations"] = json!(p.required);
-        r["pendingPromotesAfter"] = json!(if p.stable {
+        r["pendingHeld"] = json!(p.held_at.is_some());
+        r["pendingPromotesAfter"] = json!(if let Some(hold) = p.held_at {
+            format!(
+                "never while rotation.holdAtVersion={hold} holds it: remove the setting and restart the provider to release it, then {}",
+                if p.stable {
+                    "rotation.activationDelay".to_owned()
+                } else {
+                    format!(
+                        "{} more stable observation(s) and rotation.activationDelay",
+                        p.required.saturating_sub(p.observations)
+                    )
+                }
+            )
+        } else if p.stable {
             format!(
                 "rotation.activationDelay ({}s) after the running provider confirms the stable state",
                 cfg.rotation.activation_delay.as_secs()

@@ -77,6 +77,8 @@ pub struct Settings {
     pub require_stable_observation_count: u32,
     /// `rotation.rejectVersionRollback`.
     pub reject_version_rollback: bool,
+    /// `rotation.holdAtVersion`; `None` leaves it out.
+    pub hold_at_version: Option<u64>,
     pub log_level: String,
 }
 
@@ -103,6 +105,7 @@ impl Default for Settings {
             activation_delay: "2m".into(),
             require_stable_observation_count: 3,
             reject_version_rollback: true,
+            hold_at_version: None,
             log_level: "debug".into(),
         }
     }
@@ -260,6 +263,13 @@ impl ProviderEnv {
         Ok(env)
     }
 
+    /// Changes the settings and rewrites the config file (a restarted
+    /// provider reads it).
+    pub fn edit_settings(&mut self, edit: impl FnOnce(&mut Settings)) -> anyhow::Result<()> {
+        edit(&mut self.settings);
+        self.write_config()
+    }
+
     /// Writes the config file (mode 0640) from the current settings.
     pub fn write_config(&self) -> anyhow::Result<()> {
         write_file(&self.config_path, self.config_yaml().as_bytes(), 0o640)
@@ -324,7 +334,7 @@ rotation:
   mode: observed
   activationDelay: {activation_delay}
   requireStableObservationCount: {require_stable_observation_count}
-  rejectVersionRollback: {reject_version_rollback}
+  rejectVersionRollback: {reject_version_rollback}{hold}
 logging:
   level: {log_level}
   format: json
@@ -354,6 +364,10 @@ logging:
             activation_delay = s.activation_delay,
             require_stable_observation_count = s.require_stable_observation_count,
             reject_version_rollback = s.reject_version_rollback,
+            hold = s
+                .hold_at_version
+                .map(|v| format!("\n  holdAtVersion: {v}"))
+                .unwrap_or_default(),
             log_level = s.log_level,
         )
     }

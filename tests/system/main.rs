@@ -30,6 +30,7 @@ mod policy_openbao;
 mod preflight_node;
 mod probe;
 mod profile;
+mod promotion_hold;
 mod registry_failclosed;
 mod resource_limits;
 mod retire_versions;

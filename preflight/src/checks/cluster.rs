@@ -15,6 +15,7 @@ use bao_kms_core::checks::catalogue::{
     REPORT_FRESH, REPORT_PRESENT, ROTATION_ACTIVE, ROTATION_MOVED, VERSION_CONVERGED,
 };
 use bao_kms_core::checks::converge::converged;
+use bao_kms_core::checks::hold::{self, Gate, NodeHold};
 
 use crate::report::{Check, CheckStatus, align};
 
@@ -342,6 +343,26 @@ pub fn evaluate(inputs: &ClusterInputs) -> ClusterReport {
         "upgrade every node to one release: the same image digest in each static pod manifest, the same bao-kms-provider package on systemd nodes (systemctl restart bao-kms-provider)",
     );
 
+    // A promotion hold: what it keeps from promoting, and whether the gate
+    // may call the rotation complete.
+    let holds: Vec<NodeHold<'_>> = fresh
+        .iter()
+        .map(|(node, s)| NodeHold {
+            node,
+            hold_at_version: s.hold_at_version,
+            pending_version: s.pending_version,
+            active_version: s.active_version,
+        })
+        .collect();
+    checks.extend(hold::evaluate(
+        &holds,
+        match inputs.phase {
+            None => Gate::None,
+            Some(Phase::BeforeRotation) => Gate::BeforeRotation,
+            Some(Phase::AfterRotation) => Gate::AfterRotation,
+        },
+    ));
+
     match inputs.phase {
         None => {}
         Some(Phase::BeforeRotation) => rotation_active(
@@ -398,14 +419,24 @@ fn rotation_active(checks: &mut Vec<Check>, fresh: &[(&str, &NodeSummary)], fix:
     for (node, s) in fresh {
         if s.rotation_state != "active" {
             ok = false;
-            checks.push(
-                ROTATION_ACTIVE
-                    .fail(
-                        format!("rotation state {} (a rotation is in progress)", s.rotation_state),
-                        fix,
-                    )
-                    .on_node(node),
-            );
+            let held = s
+                .pending_version
+                .and_then(|p| bao_kms_core::rotation::held_at(s.hold_at_version, p));
+            let check = match held {
+                // Waiting does not help a held version: releasing does.
+                Some(h) => ROTATION_ACTIVE.fail(
+                    format!(
+                        "rotation state {} (promotion held at version {h}, rotation.holdAtVersion)",
+                        s.rotation_state
+                    ),
+                    hold::release_fix(node),
+                ),
+                None => ROTATION_ACTIVE.fail(
+                    format!("rotation state {} (a rotation is in progress)", s.rotation_state),
+                    fix,
+                ),
+            };
+            checks.push(check.on_node(node));
         }
     }
     if ok && !fresh.is_empty() {
@@ -481,7 +512,17 @@ impl ClusterReport {
                     }
                 })
                 .unwrap_or_else(|| "-".into()),
-                s.map(|s| s.rotation_state.clone()).unwrap_or_else(|| "-".into()),
+                s.map(|s| {
+                    // A held promotion shows in the row: `pending (held at 2)`.
+                    match s
+                        .pending_version
+                        .and_then(|p| bao_kms_core::rotation::held_at(s.hold_at_version, p))
+                    {
+                        Some(h) => format!("{} (held at {h})", s.rotation_state),
+                        None => s.rotation_state.clone(),
+                    }
+                })
+                .unwrap_or_else(|| "-".into()),
                 s.map(|s| {
                     if s.provider_reachable {
                         or_none(&s.provider_version)

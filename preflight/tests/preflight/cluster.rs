@@ -34,6 +34,8 @@ fn summary(node: &str, hash: &str, age_secs: i64) -> NodeSummary {
         rotation_state: "active".into(),
         active_version: 2,
         content_digest: CONTENT_A.into(),
+        pending_version: None,
+        hold_at_version: None,
         provider_reachable: true,
         highest_generation: 3,
         highest_active_version: 2,
@@ -196,6 +198,7 @@ fn converged_cluster_passes() {
             ("key_id.converged", "3 nodes report key_id hash AAAAAAAAAAAA"),
             ("content.converged", "3 nodes report registry content aaaaaaaaaaaa"),
             ("version.converged", "3 nodes report provider version 0.1.0"),
+            ("rotation.hold", "no promotion hold on 3 nodes"),
         ]
     );
     // YAML carries the same document.
@@ -497,6 +500,93 @@ fn rotation_half_way_and_done() {
         table.ends_with("cluster (phase after-rotation): 3 control-plane nodes, 0 checks failed: PASS\n"),
         "{table}"
     );
+}
+
+/// A promotion hold on one node: the others moved to B, cp-3 holds
+/// version 3 pending at version 2 (rotation.holdAtVersion). Without a
+/// phase it is a warning; the after-rotation gate fails on it with the
+/// release as the fix; released and promoted, the gate passes.
+#[test]
+fn a_held_promotion_warns_and_fails_the_after_rotation_gate_until_released() {
+    let c = Cluster::new();
+    let mut moved = summary("cp-1", KEY_HASH_B, 5);
+    (moved.generation, moved.active_version, moved.content_digest) = (5, 3, CONTENT_B.into());
+    for n in ["cp-1", "cp-2"] {
+        moved.node = n.into();
+        c.report(moved.clone());
+    }
+    let mut held = summary("cp-3", KEY_HASH_A, 5);
+    (held.rotation_state, held.pending_version, held.hold_at_version) = ("pending".into(), Some(3), Some(2));
+    held.generation = 5;
+    c.report(held.clone());
+
+    let (_, report) = c.json(&[]);
+    let hold: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "rotation.hold")
+        .collect();
+    assert_eq!(hold.len(), 1, "{report:#}");
+    assert_eq!(
+        (&hold[0]["status"], &hold[0]["node"]),
+        (&Value::from("warn"), &Value::from("cp-3"))
+    );
+    assert!(
+        hold[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("promotion held on cp-3 at version 2: version 3 is pending"),
+        "{report:#}"
+    );
+    assert!(
+        hold[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("remove rotation.holdAtVersion")
+    );
+    assert_eq!(report["nodes"][2]["summary"]["holdAtVersion"], 2);
+
+    let (code, report) = c.json(&["--phase", "after-rotation", "--before-key-id-hash", KEY_HASH_A]);
+    assert_eq!(code, 4);
+    let ids: Vec<(String, String)> = failures(&report).into_iter().map(|(n, id, _)| (n, id)).collect();
+    let want: Vec<(String, String)> = [
+        ("cp-3", "key_id.converged"),
+        ("cp-3", "content.converged"),
+        ("cp-3", "rotation.hold"),
+        ("cp-3", "rotation.active"),
+        ("cp-3", "rotation.moved"),
+    ]
+    .iter()
+    .map(|(n, id)| ((*n).to_owned(), (*id).to_owned()))
+    .collect();
+    assert_eq!(ids, want, "{report:#}");
+    let active = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "rotation.active" && c["status"] == "fail")
+        .unwrap();
+    assert!(
+        active["message"]
+            .as_str()
+            .unwrap()
+            .contains("promotion held at version 2")
+    );
+    assert!(
+        active["fix"]
+            .as_str()
+            .unwrap()
+            .contains("remove rotation.holdAtVersion")
+    );
+
+    // Released: cp-3 promoted version 3 like the others.
+    let mut released = moved.clone();
+    released.node = "cp-3".into();
+    released.generation = 6;
+    c.report(released);
+    let (code, report) = c.json(&["--phase", "after-rotation", "--before-key-id-hash", KEY_HASH_A]);
+    assert_eq!(code, 0, "{report:#}");
 }
 
 #[test]

@@ -40,6 +40,13 @@
 //! - Never demote; never promote on metadata that failed a check.
 //! - `min_encryption_version` above the active version is
 //!   `encryption_blocked`; observation and promotion continue.
+//! - `rotation.holdAtVersion` (a promotion hold, the rotation runbook's
+//!   rollback step): a candidate above the hold is observed, counted,
+//!   marked stable and decryptable like any other, but never promoted; the
+//!   state stays `pending` and the activation clock is not started.
+//!   Removing the hold releases it: the next step confirms the stable
+//!   candidate and promotion follows the activation delay. A hold below the
+//!   active version never demotes.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -140,6 +147,8 @@ pub struct Progress {
     pub stable: bool,
     /// Delay still to wait; `None` until this process confirmed the stable state.
     pub remaining_delay: Option<Duration>,
+    /// `rotation.holdAtVersion` when it keeps this candidate from promoting.
+    pub held_at: Option<u64>,
 }
 
 /// The decision for one observation.
@@ -193,6 +202,11 @@ impl Rotation<'_> {
         self.policy.require_stable_observation_count.max(1)
     }
 
+    /// The promotion hold that keeps `version` from becoming active, if any.
+    pub fn held_at(&self, version: u64) -> Option<u64> {
+        held_at(self.policy.hold_at_version, version)
+    }
+
     /// Decides what one successful metadata observation does.
     pub fn step(&self, state: &StateFile, meta: &KeyMetadata, now_unix: i64, clock: Option<ActivationClock>) -> Step {
         let now_unix = now_unix.max(1);
@@ -234,17 +248,19 @@ impl Rotation<'_> {
             .map(|r| (r.stable_observation_count, r.stable_at_unix > 0));
         let (observations, stable) = record.unwrap_or((0, false));
         let stable = stable && observations >= threshold;
+        let held = self.held_at(candidate.version);
         Step {
             rotation_state: RotationState::Pending,
             transition: Transition::Observe(next),
             reasons: encryption_blocked(meta, active_version),
-            confirm: stable.then_some(candidate),
+            confirm: (stable && held.is_none()).then_some(candidate),
             progress: Some(Progress {
                 candidate,
                 observations,
                 required: threshold,
                 stable,
                 remaining_delay: None,
+                held_at: held,
             }),
             notes,
         }
@@ -261,7 +277,12 @@ impl Rotation<'_> {
         clock: Option<ActivationClock>,
         now_unix: i64,
     ) -> Step {
-        let elapsed = clock.filter(|c| c.candidate == candidate).map(|c| c.elapsed);
+        let held = self.held_at(candidate.version);
+        // A held candidate starts no clock: the delay counts from the
+        // release, as if the stable state had just been confirmed.
+        let elapsed = clock
+            .filter(|c| c.candidate == candidate && held.is_none())
+            .map(|c| c.elapsed);
         let delay = self.policy.activation_delay;
         if elapsed.is_some_and(|e| e >= delay) {
             return self.promote(state, meta, record, now_unix);
@@ -270,13 +291,14 @@ impl Rotation<'_> {
             rotation_state: RotationState::Pending,
             transition: Transition::None,
             reasons: encryption_blocked(meta, state.active().transit_version),
-            confirm: Some(candidate),
+            confirm: held.is_none().then_some(candidate),
             progress: Some(Progress {
                 candidate,
                 observations: record.stable_observation_count,
                 required: self.threshold(),
                 stable: true,
                 remaining_delay: elapsed.map(|e| delay.saturating_sub(e)),
+                held_at: held,
             }),
             notes: Vec::new(),
         }
@@ -486,6 +508,12 @@ enum Plan<'s> {
         next: StateFile,
         notes: Vec<Note>,
     },
+}
+
+/// The promotion hold `hold` keeps `version` from becoming active when
+/// `version` is above it; it returns the hold then.
+pub fn held_at(hold: Option<u64>, version: u64) -> Option<u64> {
+    hold.filter(|&h| version > h)
 }
 
 fn encryption_blocked(meta: &KeyMetadata, active_version: u64) -> Vec<Reason> {

@@ -49,6 +49,19 @@ pub struct StatusDocument {
     /// versions, whatever their generation. Absent from older providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_digest: Option<String>,
+    /// The promotion hold (`rotation.holdAtVersion`) when configured: no
+    /// version above it becomes active; a `pendingVersion` above it is
+    /// held. Absent when no hold is configured, and from older providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_at_version: Option<u64>,
+}
+
+impl StatusDocument {
+    /// The pending version the promotion hold keeps from becoming active.
+    pub fn held_version(&self) -> Option<u64> {
+        self.pending_version
+            .filter(|&p| crate::rotation::held_at(self.hold_at_version, p).is_some())
+    }
 }
 
 /// `GET /ready`: 200 with `status` `ok` when ready, 503 with the reason
@@ -100,6 +113,7 @@ mod tests {
             provider_name: "openbao-kms".into(),
             identity_fingerprint: "fp".into(),
             content_digest: None,
+            hold_at_version: None,
         }
     }
 
@@ -121,6 +135,17 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<StatusDocument>(&text).unwrap(), with);
+        with.hold_at_version = Some(2);
+        with.pending_version = Some(3);
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.ends_with(r#""contentDigest":"rcd1.x","holdAtVersion":2}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<StatusDocument>(&text).unwrap(), with);
+        assert_eq!(with.held_version(), Some(3));
+        with.pending_version = Some(2);
+        assert_eq!(with.held_version(), None, "a pending version at the hold promotes");
     }
 
     #[test]

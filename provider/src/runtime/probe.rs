@@ -202,6 +202,15 @@ impl Engine {
             Transition::Observe(state) => match self.store.save_transition(state) {
                 Ok(()) => {
                     log_notes(&step.notes, state.generation);
+                    if let Some(p) = step.progress.filter(|p| p.held_at.is_some()) {
+                        tracing::info!(
+                            message = "rotation.held",
+                            transit_key_version = p.candidate.version,
+                            hold_at_version = p.held_at,
+                            stable = p.stable,
+                            generation = state.generation
+                        );
+                    }
                     registry.state = state.clone();
                     next.persistence_degraded = false;
                     true

@@ -76,6 +76,7 @@ impl FakeProvider {
             provider_name: PROVIDER_NAME.into(),
             identity_fingerprint: fingerprint.into(),
             content_digest: Some(CONTENT_A.into()),
+            hold_at_version: None,
         };
         let ready_v = Arc::new(Mutex::new((200, serde_json::to_value(ready_doc).unwrap())));
         let status_v = Arc::new(Mutex::new(serde_json::to_value(status_doc).unwrap()));

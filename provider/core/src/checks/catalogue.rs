@@ -179,6 +179,11 @@ pub const REGISTRY_ROLLBACK: Def = Def::new(
 pub const VERSION_CONVERGED: Def = Def::new("version.converged", "every node runs the same provider version");
 pub const ROTATION_ACTIVE: Def = Def::new("rotation.active", "rotation state is active on every node");
 pub const ROTATION_MOVED: Def = Def::new("rotation.moved", "every node moved to a new key_id");
+/// `checks::hold`: a promotion hold (`rotation.holdAtVersion`) on a node.
+pub const ROTATION_HOLD: Def = Def::new(
+    "rotation.hold",
+    "no node holds a pending version from promoting (rotation.holdAtVersion)",
+);
 
 // ---------------------------------------------------------------------------
 // Stored objects (preflight storage gates)
@@ -255,6 +260,7 @@ pub const ALL: &[Def] = &[
     VERSION_CONVERGED,
     ROTATION_ACTIVE,
     ROTATION_MOVED,
+    ROTATION_HOLD,
     STORAGE_KEY_ID_HASH,
     STORAGE_MIN_VERSION,
 ];

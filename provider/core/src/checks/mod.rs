@@ -17,6 +17,7 @@ pub mod api_connect;
 pub mod artifact;
 pub mod catalogue;
 pub mod converge;
+pub mod hold;
 pub mod node;
 pub mod openbao;
 

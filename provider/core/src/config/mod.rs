@@ -350,6 +350,10 @@ pub struct RotationConfig {
     pub activation_delay: Duration,
     pub require_stable_observation_count: u32,
     pub reject_version_rollback: bool,
+    /// `rotation.holdAtVersion`: never promote a Transit version above
+    /// this one. Newer versions are still observed, counted and
+    /// decryptable; removing the setting (and restarting) releases them.
+    pub hold_at_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -303,6 +303,8 @@ pub struct RawRotation {
     pub require_stable_observation_count: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_version_rollback: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_at_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -508,6 +510,7 @@ impl RawConfig {
                 activation_delay: d(cfg.rotation.activation_delay),
                 require_stable_observation_count: Some(i64::from(cfg.rotation.require_stable_observation_count)),
                 reject_version_rollback: Some(cfg.rotation.reject_version_rollback),
+                hold_at_version: cfg.rotation.hold_at_version.and_then(|v| i64::try_from(v).ok()),
             }),
             logging: Some(RawLogging {
                 level: s(match cfg.logging.level {

@@ -462,6 +462,12 @@ fn rotation() -> Value {
                 "description": "Refuse a Transit latest version lower than the active one.",
                 "default": true,
             },
+            "holdAtVersion": {
+                "type": "integer",
+                "description": "Hold promotion: never make a Transit version above this one active. Newer versions are still observed and decryptable; remove the setting and restart the provider to release them.",
+                "minimum": 1,
+                "examples": [1],
+            },
         }),
     )
 }

@@ -20,6 +20,7 @@ fn policy(count: u32, delay_secs: u64, reject: bool) -> RotationConfig {
         activation_delay: Duration::from_secs(delay_secs),
         require_stable_observation_count: count,
         reject_version_rollback: reject,
+        hold_at_version: None,
     }
 }
 
@@ -803,6 +804,7 @@ proptest! {
             activation_delay: Duration::from_millis(delay_ms),
             require_stable_observation_count: count,
             reject_version_rollback: reject,
+            hold_at_version: None,
         });
         let mut generation = d.state.generation;
         let mut active = d.state.active().transit_version;
@@ -826,6 +828,7 @@ proptest! {
             activation_delay: Duration::from_millis(delay_ms),
             require_stable_observation_count: count,
             reject_version_rollback: true,
+            hold_at_version: None,
         });
         for _ in 0..rotations {
             d.apply(&Op::Rotate);
@@ -897,4 +900,161 @@ fn content_digest_converges_where_generations_differ() {
     // A node still holding 3 as pending is not converged with them.
     let pending = observed(&r.step(&bootstrap(), &meta(3), T0 + 103, None));
     assert_ne!(pending.content_digest(), saw_last.content_digest());
+}
+
+// ---------------------------------------------------------------------------
+// Promotion hold (`rotation.holdAtVersion`)
+
+fn held(count: u32, delay_secs: u64, hold: u64) -> RotationConfig {
+    RotationConfig {
+        hold_at_version: Some(hold),
+        ..policy(count, delay_secs, true)
+    }
+}
+
+#[test]
+fn a_held_candidate_is_observed_and_decryptable_but_never_promoted() {
+    let scope = sample_scope();
+    let p = held(2, 0, 1);
+    let r = Rotation {
+        scope: &scope,
+        policy: &p,
+    };
+    // Observation bookkeeping is the same as without the hold.
+    let stable = stable_state(&p, 2);
+    assert_eq!(stable, stable_state(&policy(2, 0, true), 2));
+    assert!(stable.decryptable().contains_key(&key_id(2)));
+    assert_eq!(record(&stable, 2).state, SnapshotState::Pending);
+    for (clock, now) in [
+        (None, T0 + 200),
+        (clock(2, 0), T0 + 300),
+        (clock(2, 86_400), T0 + 100_000),
+    ] {
+        let step = r.step(&stable, &meta(2), now, clock);
+        assert_eq!(step.transition, Transition::None, "a held candidate is never promoted");
+        assert_eq!(step.rotation_state, RotationState::Pending);
+        assert!(step.reasons.is_empty(), "a hold is not a health problem");
+        assert_eq!(step.confirm, None, "a hold starts no activation clock");
+        let progress = step.progress.unwrap();
+        assert_eq!(progress.candidate, candidate(2));
+        assert!(progress.stable);
+        assert_eq!(progress.held_at, Some(1));
+        assert_eq!(progress.remaining_delay, None);
+    }
+    // The step that makes the candidate stable does not confirm it either.
+    let mut state = bootstrap();
+    let mut last = None;
+    for i in 0..2 {
+        let step = r.step(&state, &meta(2), T0 + 100 + i, None);
+        state = observed(&step);
+        last = Some(step);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.notes, vec![Note::Stable(candidate(2))]);
+    assert_eq!((last.confirm, last.progress.unwrap().held_at), (None, Some(1)));
+}
+
+#[test]
+fn releasing_a_hold_promotes_after_the_activation_delay() {
+    let scope = sample_scope();
+    let hold = held(2, 120, 1);
+    let stable = stable_state(&hold, 2);
+    let released = policy(2, 120, true);
+    let r = Rotation {
+        scope: &scope,
+        policy: &released,
+    };
+    // The first step after the release confirms the candidate (the clock
+    // starts now), nothing is rewritten ...
+    let step = r.step(&stable, &meta(2), T0 + 1_000, None);
+    assert_eq!(step.transition, Transition::None);
+    assert_eq!(step.confirm, Some(candidate(2)));
+    assert_eq!(step.progress.unwrap().held_at, None);
+    // ... and the full delay later the candidate is promoted.
+    assert_eq!(
+        r.step(&stable, &meta(2), T0 + 1_100, clock(2, 100)).transition,
+        Transition::None
+    );
+    match r.step(&stable, &meta(2), T0 + 1_120, clock(2, 120)).transition {
+        Transition::Promote { next, from, to } => {
+            assert_eq!((from.version, to.version), (1, 2));
+            assert_eq!(next.active().transit_version, 2);
+        }
+        other => panic!("expected a promotion, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_hold_lets_versions_up_to_it_promote_and_holds_the_ones_above() {
+    let scope = sample_scope();
+    // Hold at 2: version 2 promotes as usual.
+    let p = held(1, 0, 2);
+    let r = Rotation {
+        scope: &scope,
+        policy: &p,
+    };
+    let state = promote_latest(&r, bootstrap(), &meta(2), T0 + 100);
+    assert_eq!(state.active().transit_version, 2);
+    // Version 3 is observed and stays pending; a jump to 4 holds 4.
+    for latest in [3, 4] {
+        let mut s = state.clone();
+        for i in 0..5 {
+            let step = r.step(&s, &meta(latest), T0 + 200 + i, clock(latest, 3_600));
+            assert!(!matches!(step.transition, Transition::Promote { .. }));
+            if let Some(next) = step.transition.next() {
+                s = next.clone();
+            }
+        }
+        assert_eq!(s.active().transit_version, 2);
+        assert!(s.decryptable().contains_key(&key_id(latest)));
+        assert_eq!(r.held_at(latest), Some(2));
+    }
+    assert_eq!(r.held_at(2), None);
+}
+
+#[test]
+fn a_hold_below_the_active_version_never_demotes() {
+    let scope = sample_scope();
+    let state = promote_latest(
+        &Rotation {
+            scope: &scope,
+            policy: &policy(1, 0, true),
+        },
+        bootstrap(),
+        &meta(3),
+        T0 + 100,
+    );
+    assert_eq!(state.active().transit_version, 3);
+    let p = held(1, 0, 1);
+    let r = Rotation {
+        scope: &scope,
+        policy: &p,
+    };
+    let step = r.step(&state, &meta(3), T0 + 500, None);
+    assert_eq!(step.rotation_state, RotationState::Active);
+    assert_eq!(step.transition, Transition::None);
+    assert!(step.reasons.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever happens (rotations, probes, failed saves, drift, rollback),
+    /// nothing above the hold becomes active, and the invariants hold.
+    #[test]
+    fn nothing_above_the_hold_is_ever_promoted(
+        ops in proptest::collection::vec(op(), 1..60),
+        count in 1u32..4,
+        delay_ms in 0u64..3_000,
+        hold in 1u64..4,
+    ) {
+        let mut d = Driver::new(held(count, 0, hold));
+        d.policy.activation_delay = Duration::from_millis(delay_ms);
+        for op in &ops {
+            d.apply(op);
+            d.check();
+            prop_assert!(d.state.active().transit_version <= hold);
+            prop_assert!(d.published.as_ref().is_none_or(|p| p.version <= hold));
+        }
+    }
 }

@@ -99,10 +99,24 @@ impl Validator<'_> {
             1,
             1_000_000,
         );
+        let hold = match r.hold_at_version {
+            None => Some(None),
+            Some(v) => match u64::try_from(v) {
+                Ok(v) if v >= 1 => Some(Some(v)),
+                _ => {
+                    self.err(
+                        "rotation.holdAtVersion",
+                        "must be a Transit version (1 or more): the newest version allowed to become active",
+                    );
+                    None
+                }
+            },
+        };
         Some(RotationConfig {
             activation_delay: delay?,
             require_stable_observation_count: count?,
             reject_version_rollback: r.reject_version_rollback.unwrap_or(true),
+            hold_at_version: hold?,
         })
     }
 
@@ -239,6 +253,9 @@ mod tests {
                 .rotation
                 .reject_version_rollback
         );
+        assert_eq!(set_ok("rotation.holdAtVersion", "2").rotation.hold_at_version, Some(2));
+        set_fails("rotation.holdAtVersion", "0", "1 or more");
+        set_fails("rotation.holdAtVersion", "-1", "1 or more");
         set_fails("logging.level", "trace", "removed");
         set_fails("logging.level", "verbose", "debug, info, warn, error");
         set_fails("logging.format", "xml", "json, text");
