@@ -23,6 +23,8 @@
 //! - [`crash`]: SIGKILL injected by the real `strace` at each write step of
 //!   a registry save.
 //! - [`etcd`]: a real etcd with TLS client certificates, as kube-apiserver's store.
+//! - [`fake_kube`]: the fake Kubernetes API (nodes, Leases, core objects) the
+//!   preflight agents and `cluster` talk to.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
 //! - [`modgraph`]: the module graph of a crate read from its sources; its
@@ -37,6 +39,7 @@ pub mod containerd;
 pub mod crash;
 pub mod doctor;
 pub mod etcd;
+pub mod fake_kube;
 pub mod fault_proxy;
 pub mod init_files;
 pub mod install_doc;

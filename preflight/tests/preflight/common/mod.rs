@@ -362,4 +362,4 @@ pub fn statuses(report: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
-pub mod fake_api;
+pub use bao_kms_system_tests::fake_kube as fake_api;

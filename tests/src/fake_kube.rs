@@ -7,8 +7,11 @@
 //! resourceVersion conflicts, injectable extra conflicts and a count of the
 //! writes each object received.
 //! It records every request and writes a kubeconfig pointing at itself.
+//! Shared by preflight's tests and the system tests that run real agents.
 
-#![allow(dead_code)]
+// A fixture of the tests that drive it: a request it cannot answer, or a
+// poisoned lock, is a failed test, so it panics instead of threading errors.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
