@@ -13,6 +13,7 @@ mod batching;
 mod benchmark;
 mod burst;
 mod cli;
+mod cluster_gate;
 mod decrypt_validation;
 mod demo;
 mod doctor;
