@@ -43,6 +43,7 @@ pub mod socket;
 pub mod state;
 pub mod stdout;
 pub mod storage_report;
+pub mod telemetry;
 pub mod transit;
 
 /// Wall-clock Unix seconds (0 if the clock is before the epoch). The only

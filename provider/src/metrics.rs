@@ -322,6 +322,29 @@ pub const CATALOGUE: [Spec; 43] = [
     PROCESS_THREADS,
 ];
 
+pub const OTLP_SPANS_EXPORTED: Spec = spec(
+    "openbao_kms_otlp_spans_exported",
+    C,
+    &[],
+    "Spans exported over OTLP (only with telemetry.otlp)",
+);
+pub const OTLP_SPANS_DROPPED: Spec = spec(
+    "openbao_kms_otlp_spans_dropped",
+    C,
+    &["reason"],
+    "Spans not exported over OTLP: queue_full (the export queue was full) or export_failed (the collector refused, failed or did not answer in time) (only with telemetry.otlp)",
+);
+pub const OTLP_METRIC_EXPORT_FAILURES: Spec = spec(
+    "openbao_kms_otlp_metric_export_failures",
+    C,
+    &[],
+    "OTLP metric pushes that failed (only with telemetry.otlp)",
+);
+
+/// Families written after [`CATALOGUE`] when `telemetry.otlp` is on; a
+/// provider without OTLP exposes exactly [`CATALOGUE`].
+pub const OTLP_CATALOGUE: [Spec; 3] = [OTLP_SPANS_EXPORTED, OTLP_SPANS_DROPPED, OTLP_METRIC_EXPORT_FAILURES];
+
 /// Latency buckets: 1 ms doubling to 2.048 s, 12 buckets.
 pub fn latency_buckets() -> Vec<f64> {
     std::iter::successors(Some(0.001_f64), |b| Some(b * 2.0))
@@ -490,7 +513,7 @@ impl<L: LabelSet, I: Instrument> Family<L, I> {
 /// Every metric the provider exports.
 pub struct Metrics {
     /// Owns the readers; dropping it shuts them down.
-    _provider: SdkMeterProvider,
+    provider: SdkMeterProvider,
     registry: prometheus::Registry,
     active_key_id_hash: Arc<Mutex<Option<String>>>,
     _status_key_id_hash: ObservableGauge<i64>,
@@ -530,6 +553,10 @@ pub struct Metrics {
     pub build_info: Family<BuildInfo, opentelemetry::metrics::Gauge<i64>>,
     pub last_exit_info: Family<Reason, opentelemetry::metrics::Gauge<i64>>,
     pub last_exit_timestamp: Gauge,
+    /// The tracer of `telemetry.otlp` (traces on); `None` builds no span.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// The OTLP counters' instruments, alive while the provider is.
+    _otlp: Vec<opentelemetry::metrics::ObservableCounter<u64>>,
 }
 
 pub const KMS_METHODS: [&str; 3] = ["status", "encrypt", "decrypt"];
@@ -565,6 +592,51 @@ fn histogram(meter: &Meter, s: Spec) -> opentelemetry::metrics::Histogram<f64> {
         .build()
 }
 
+/// The OTLP export counters, read from `stats` at each collection.
+fn otlp_counters(
+    meter: &Meter,
+    stats: &Arc<crate::telemetry::OtlpStats>,
+) -> Vec<opentelemetry::metrics::ObservableCounter<u64>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    type Read = fn(&crate::telemetry::OtlpStats) -> &AtomicU64;
+    type Series = (Spec, &'static [(&'static str, &'static str)], Read);
+    let series: [Series; 4] = [
+        (OTLP_SPANS_EXPORTED, &[], |s| &s.spans_exported),
+        (OTLP_SPANS_DROPPED, &[("reason", "queue_full")], |s| {
+            &s.spans_dropped_queue_full
+        }),
+        (OTLP_SPANS_DROPPED, &[("reason", "export_failed")], |s| {
+            &s.spans_dropped_export_failed
+        }),
+        (OTLP_METRIC_EXPORT_FAILURES, &[], |s| &s.metric_export_failures),
+    ];
+    // One instrument per family, observing each of its series.
+    let mut out = Vec::new();
+    for spec in OTLP_CATALOGUE {
+        let mine: Vec<(Vec<KeyValue>, Read)> = series
+            .iter()
+            .filter(|(s, _, _)| s.name == spec.name)
+            .map(|(_, labels, read)| {
+                let attributes = labels.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect();
+                (attributes, *read)
+            })
+            .collect();
+        let stats = stats.clone();
+        out.push(
+            meter
+                .u64_observable_counter(spec.name)
+                .with_description(spec.help)
+                .with_callback(move |observer| {
+                    for (attributes, read) in &mine {
+                        observer.observe(read(&stats).load(Ordering::Relaxed), attributes);
+                    }
+                })
+                .build(),
+        );
+    }
+    out
+}
+
 impl Metrics {
     /// This build's metrics for the configured auth method.
     pub fn for_auth(method: &bao_kms_core::config::AuthMethod) -> Self {
@@ -574,6 +646,26 @@ impl Metrics {
     /// `auth_method` is the `auth.method` value, `certificate_source` the
     /// client certificate's source (`pkcs11`, `file`, or `none`).
     pub fn new(build: crate::build::Build, auth_method: &'static str, certificate_source: &'static str) -> Self {
+        Self::with_otlp(build, auth_method, certificate_source, None)
+    }
+
+    /// The metrics of `serve`: with `otlp`, its reader pushes the catalogue,
+    /// its tracer makes the spans and its counters join the exposition.
+    pub fn for_serve(method: &bao_kms_core::config::AuthMethod, otlp: Option<&mut crate::telemetry::Otlp>) -> Self {
+        Self::with_otlp(
+            crate::build::current(),
+            method.name(),
+            method.certificate_source(),
+            otlp,
+        )
+    }
+
+    pub(crate) fn with_otlp(
+        build: crate::build::Build,
+        auth_method: &'static str,
+        certificate_source: &'static str,
+        otlp: Option<&mut crate::telemetry::Otlp>,
+    ) -> Self {
         let registry = prometheus::Registry::new();
         let prometheus_reader = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -591,8 +683,18 @@ impl Metrics {
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("a new registry accepts the process collector");
-        let provider = SdkMeterProvider::builder().with_reader(prometheus_reader).build();
+        let mut builder = SdkMeterProvider::builder().with_reader(prometheus_reader);
+        let (mut tracer, mut stats) = (None, None);
+        if let Some(otlp) = otlp {
+            if let Some(reader) = otlp.metric_reader.take() {
+                builder = builder.with_reader(reader);
+            }
+            tracer = otlp.tracer.clone();
+            stats = Some(otlp.stats.clone());
+        }
+        let provider = builder.build();
         let meter = provider.meter(SCOPE);
+        let otlp_counters = stats.map_or_else(Vec::new, |stats| otlp_counters(&meter, &stats));
 
         let active_key_id_hash: Arc<Mutex<Option<String>>> = Arc::default();
         let observed = active_key_id_hash.clone();
@@ -688,7 +790,9 @@ impl Metrics {
             active_key_id_hash,
             _status_key_id_hash: status_key_id_hash,
             registry,
-            _provider: provider,
+            provider,
+            tracer,
+            _otlp: otlp_counters,
         };
         // Series present from the start, as the catalogue documents them.
         for method in KMS_METHODS {
@@ -746,9 +850,26 @@ impl Metrics {
         }
     }
 
-    /// OpenMetrics text exposition of the catalogue.
+    /// With OTLP metrics: the last push and the reader's stop, on a
+    /// blocking thread (the SDK waits for its export thread) and within
+    /// `limit`. `/metrics` stops changing after it; serve calls it last.
+    pub async fn shutdown_export(&self, limit: std::time::Duration) {
+        if self._otlp.is_empty() {
+            return;
+        }
+        let provider = self.provider.clone();
+        let _ = tokio::time::timeout(limit, tokio::task::spawn_blocking(move || provider.shutdown())).await;
+    }
+
+    /// OpenMetrics text exposition of the catalogue (and of the OTLP
+    /// counters, when OTLP export is on).
     pub fn encode(&self) -> String {
-        exposition::encode(&CATALOGUE, self.registry.gather())
+        if self._otlp.is_empty() {
+            exposition::encode(&CATALOGUE, self.registry.gather())
+        } else {
+            let all: Vec<Spec> = CATALOGUE.iter().chain(&OTLP_CATALOGUE).copied().collect();
+            exposition::encode(&all, self.registry.gather())
+        }
     }
 }
 

@@ -301,6 +301,12 @@ impl OpenBao {
         limit: usize,
     ) -> Result<Zeroizing<Vec<u8>>, BaoError> {
         let started = Instant::now();
+        // With OTLP traces only: a child of the KMS call's span, if any.
+        let span = self
+            .metrics
+            .tracer
+            .as_ref()
+            .map(|t| crate::telemetry::openbao_span(t, op.as_str()));
         let result = self.call_inner(op, method, path, token, body, limit).await;
         // A health answer of a node that serves nothing (sealed, say) is
         // read as an answer, and counted as the failure it stands for.
@@ -321,6 +327,29 @@ impl OpenBao {
             .openbao_duration
             .get_or_create(&OpLabel { operation })
             .observe(started.elapsed().as_secs_f64());
+        if let Some(mut span) = span {
+            use opentelemetry::KeyValue;
+            use opentelemetry::trace::{Span as _, Status};
+            span.set_attribute(KeyValue::new("openbao.status", status));
+            match &result {
+                Ok(body) => {
+                    if let Some(id) = self.settings.log_request_ids.then(|| wire::request_id(body)).flatten() {
+                        span.set_attribute(KeyValue::new("openbao.request_id", id));
+                    }
+                }
+                Err(e) => {
+                    span.set_attribute(KeyValue::new("error.type", e.class.as_str()));
+                    if let Some(code) = e.http_status {
+                        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+                    }
+                }
+            }
+            match class {
+                Some(class) => span.set_status(Status::error(class.as_str())),
+                None => span.set_status(Status::Ok),
+            }
+            span.end();
+        }
         match &result {
             // The line is debug level: without it the answer is not parsed
             // a second time for its request_id.

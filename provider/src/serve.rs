@@ -153,7 +153,16 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
     let cfg = Arc::new(cfg);
     tracing::info!(message = "serve.start", version = crate::VERSION, identity_fingerprint = %cfg.identity_scope().fingerprint());
     prepare_nofile(&cfg);
-    let metrics = Arc::new(Metrics::for_auth(&cfg.auth.method));
+    let mut otlp = match &cfg.telemetry.otlp {
+        Some(o) => {
+            let otlp = crate::telemetry::Otlp::start(o).map_err(|e| StartupError::Config(e.to_string()))?;
+            // The endpoint and what is exported; header values never.
+            tracing::info!(message = "telemetry.otlp", endpoint = %o.endpoint, traces = o.traces, metrics = o.metrics, header_count = o.header_files.len());
+            Some(otlp)
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::for_serve(&cfg.auth.method, otlp.as_mut()));
     let gid = socket::resolve_group(&cfg.server.socket_group).map_err(|e| StartupError::Config(e.to_string()))?;
     // Fail on a bad socket directory before the registry is touched.
     if let Some(dir) = cfg.server.socket_path.parent() {
@@ -262,6 +271,11 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    if let Some(otlp) = otlp {
+        let limit = otlp.export_timeout() + Duration::from_secs(1);
+        otlp.shutdown().await;
+        metrics.shutdown_export(limit).await;
+    }
     result
 }
 

@@ -32,6 +32,8 @@ use tonic::{Code, Request, Response, Status};
 use crate::correlation::{self, Correlation, Tag};
 use crate::metrics::{Histogram, Method, MethodStatus, Metrics, UpDown};
 use crate::runtime::Engine;
+use crate::telemetry;
+use opentelemetry::context::FutureExt as _;
 
 /// The KMS API version reported by Status; must never change.
 pub const KMS_API_VERSION: &str = "v2";
@@ -271,9 +273,17 @@ impl KmsService {
     {
         let method = lane.method;
         let metrics = self.engine.metrics();
+        // With OTLP traces only: the call's span covers the queue wait too.
+        let span = metrics
+            .tracer
+            .as_ref()
+            .map(|t| telemetry::kms_span(t, method, key_id_hash.as_deref()));
         let _permit = match lane.slot(metrics, remaining).await {
             Ok(permit) => permit,
             Err(e) => {
+                if let Some(cx) = &span {
+                    telemetry::end_kms_span(cx, Some((&e, to_status(&e).code() as i64)));
+                }
                 let status = e.class.code().as_str();
                 metrics
                     .grpc_requests
@@ -294,7 +304,15 @@ impl KmsService {
         };
         let started = Instant::now();
         lane.in_flight.inc();
-        let result = guarded(metrics, method, correlation::scope(tag.clone(), f)).await;
+        let call = correlation::scope(tag.clone(), f);
+        let result = match &span {
+            None => guarded(metrics, method, call).await,
+            Some(cx) => guarded(metrics, method, call.with_context(cx.clone())).await,
+        };
+        if let Some(cx) = &span {
+            let error = result.as_ref().err().map(|e| (e, to_status(e).code() as i64));
+            telemetry::end_kms_span(cx, error);
+        }
         lane.in_flight.dec();
         let elapsed = started.elapsed();
         lane.duration.observe(elapsed.as_secs_f64());
@@ -357,7 +375,11 @@ impl KeyManagementService for KmsService {
                 key_id: String::new(),
             },
         };
+        let traced = self.engine.metrics().tracer.is_some();
         self.observe(&self.status, remaining, None, None, async {
+            if traced && !response.key_id.is_empty() {
+                telemetry::record_key_id_hash(bao_kms_core::hash::h(&response.key_id));
+            }
             Ok(Response::new(response))
         })
         .await
@@ -368,8 +390,12 @@ impl KeyManagementService for KmsService {
         let req = request.into_inner();
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
         let tag = self.tag(&req.uid);
+        let traced = self.engine.metrics().tracer.is_some();
         self.observe(&self.encrypt, remaining, None, tag, async {
             let answer = self.engine.encrypt(&plaintext, &req.uid).await?;
+            if traced {
+                telemetry::record_key_id_hash(answer.key_id.hash());
+            }
             Ok(Response::new(EncryptResponse {
                 ciphertext: answer.ciphertext,
                 key_id: answer.key_id.to_string(),

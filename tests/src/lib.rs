@@ -16,6 +16,8 @@
 //! - [`kms_client`]: the kube-apiserver side of KMS v2 over the socket, with
 //!   the same per-call deadline and the same checks of every response.
 //! - [`metrics`]: reading samples out of Prometheus text.
+//! - [`otlp_receiver`]: an OTLP/gRPC receiver on the official protobuf
+//!   definitions, keeping the spans and metric points it is sent.
 //! - [`fault_proxy`]: a TCP proxy between the provider and OpenBao that
 //!   pauses, resets, blackholes or slows the connections.
 //! - [`net`], [`wait`]: free loopback ports and bounded polling.
@@ -50,6 +52,7 @@ pub mod net;
 pub mod nspawn;
 pub mod oauth2;
 pub mod openbao;
+pub mod otlp_receiver;
 pub mod process;
 pub mod prometheus;
 pub mod provider;

@@ -27,6 +27,7 @@ mod kms_roundtrip;
 mod limits;
 mod log_fields;
 mod openbao_outage;
+mod otlp;
 mod policy_openbao;
 mod preflight_node;
 mod probe;

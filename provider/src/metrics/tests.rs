@@ -337,3 +337,28 @@ fn process_metrics_describe_this_process() {
     let started = value("process_start_time_seconds");
     assert!(started <= now && started > now - 24.0 * 3600.0, "{started} vs {now}");
 }
+
+#[tokio::test]
+async fn the_exposition_gains_the_otlp_counters_only_with_otlp() {
+    use crate::telemetry::Otlp;
+    use std::time::Duration;
+    let build = crate::build::current();
+    let off = Metrics::new(build, "token", "none").encode();
+    assert!(!off.contains("otlp"));
+    let mut otlp = Otlp::start(&crate::telemetry::tests::config("http://127.0.0.1:9")).unwrap();
+    let on = Metrics::with_otlp(build, "token", "none", Some(&mut otlp));
+    assert!(on.tracer.is_some());
+    let text = on.encode();
+    for spec in OTLP_CATALOGUE {
+        assert!(text.contains(&format!("# TYPE {} counter", spec.name)), "{}", spec.name);
+    }
+    assert!(
+        text.contains("openbao_kms_otlp_spans_dropped_total{reason=\"queue_full\"} 0"),
+        "{text}"
+    );
+    // Without OTLP: exactly the catalogue's families.
+    let families = off.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    assert_eq!(families, CATALOGUE.len());
+    otlp.shutdown().await;
+    on.shutdown_export(Duration::from_secs(3)).await;
+}

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use bao_kms_core::errors::{ErrorClass, KmsError};
 use futures_util::FutureExt as _;
+use opentelemetry::context::FutureExt as _;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
@@ -65,6 +66,9 @@ struct Pending {
     /// The caller's debug-correlation tag: the call runs in another task,
     /// so it is carried along for the OpenBao request's log line.
     tag: Option<Tag>,
+    /// The caller's trace context (OTLP traces on only), for the same
+    /// reason: the OpenBao request's span is a child of the KMS call's.
+    trace: Option<opentelemetry::Context>,
 }
 
 type DecryptResult = Result<Zeroizing<Vec<u8>>, KmsError>;
@@ -113,6 +117,7 @@ impl Batcher {
             aad,
             reply,
             tag: correlation::current(),
+            trace: self.metrics.tracer.is_some().then(opentelemetry::Context::current),
         };
         let batch = {
             let mut st = lock(&self.state);
@@ -196,11 +201,15 @@ impl Batcher {
             .map(|p| (p.ciphertext.as_str(), p.aad.as_slice()))
             .collect();
         let transit = &*self.transit;
-        let answer = call_with_token(transit, |t| {
+        let call = call_with_token(transit, |t| {
             let items = &items;
             async move { transit.decrypt_batch(&t, items).await }
-        })
-        .await;
+        });
+        // One request for many calls: its span is a child of the first.
+        let answer = match batch.first().and_then(|p| p.trace.clone()) {
+            Some(cx) => call.with_context(cx).await,
+            None => call.await,
+        };
         drop(items);
         let mut alone = Vec::new();
         match answer {
@@ -238,6 +247,10 @@ impl Batcher {
             transit,
             |t| async move { transit.decrypt(&t, &p.ciphertext, &p.aad).await },
         );
-        correlation::scope(p.tag.clone(), call).await
+        let call = correlation::scope(p.tag.clone(), call);
+        match &p.trace {
+            Some(cx) => call.with_context(cx.clone()).await,
+            None => call.await,
+        }
     }
 }

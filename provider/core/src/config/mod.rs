@@ -47,6 +47,7 @@ pub struct Config {
     pub state: StateConfig,
     pub rotation: RotationConfig,
     pub logging: LoggingConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Config {
@@ -390,4 +391,36 @@ pub struct LoggingConfig {
 pub struct DebugCorrelation {
     pub ttl: Duration,
     pub incident_id: String,
+}
+
+/// The `telemetry` section: export beside `/metrics`, off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `telemetry.otlp`, when present: OTLP/gRPC export of metrics and traces.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// OTLP/gRPC export to a collector. Header values are read from files at
+/// start and never logged; the exporters run off the request path with a
+/// bounded queue, so a collector that is down or slow costs dropped spans
+/// (counted), never a failed or slower KMS call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// `https://host:port`, or `http://` to a loopback address.
+    pub endpoint: String,
+    /// Trust for an `https` endpoint (required there).
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key (both or neither).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// gRPC metadata sent with every export: lower-case name, file holding the value.
+    pub header_files: Vec<(String, PathBuf)>,
+    /// How often metrics are pushed.
+    pub export_interval: Duration,
+    /// Deadline of one export call.
+    pub timeout: Duration,
+    /// Finished spans waiting for export; beyond it spans are dropped and counted.
+    pub max_queue_size: u32,
+    pub traces: bool,
+    pub metrics: bool,
 }

@@ -43,6 +43,8 @@ pub struct RawConfig {
     pub rotation: Option<RawRotation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logging: Option<RawLogging>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -336,6 +338,39 @@ pub struct RawDebugCorrelation {
     pub incident_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTelemetry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<RawOtlp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawOtlp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Header name -> file holding its value (a mapping, in file order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_files: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<bool>,
+}
+
 fn s(v: impl Into<String>) -> Option<String> {
     Some(v.into())
 }
@@ -531,6 +566,25 @@ impl RawConfig {
                 }),
                 request_log_burst: Some(i64::from(cfg.logging.request_log.burst)),
                 request_log_window: d(cfg.logging.request_log.window),
+            }),
+            telemetry: cfg.telemetry.otlp.as_ref().map(|o| RawTelemetry {
+                otlp: Some(RawOtlp {
+                    endpoint: s(&o.endpoint),
+                    ca_file: o.ca_file.as_ref().and_then(|f| p(f)),
+                    client_cert_file: o.client_cert_file.as_ref().and_then(|f| p(f)),
+                    client_key_file: o.client_key_file.as_ref().and_then(|f| p(f)),
+                    header_files: (!o.header_files.is_empty()).then(|| {
+                        o.header_files
+                            .iter()
+                            .map(|(name, file)| (name.clone(), file.display().to_string()))
+                            .collect()
+                    }),
+                    export_interval: d(o.export_interval),
+                    timeout: d(o.timeout),
+                    max_queue_size: Some(i64::from(o.max_queue_size)),
+                    traces: Some(o.traces),
+                    metrics: Some(o.metrics),
+                }),
             }),
         }
     }

@@ -521,6 +521,79 @@ fn logging() -> Value {
     )
 }
 
+/// `telemetry.otlp.headerFiles` names: gRPC metadata keys (lower case, no
+/// `grpc-` prefix, no binary `-bin` suffix).
+pub const HEADER_NAME_PATTERN: &str = r"^(?!grpc-)(?!.*-bin$)[a-z0-9][a-z0-9_.-]*$";
+/// `telemetry.otlp.endpoint`: `https://host[:port]` or `http://host[:port]` (loopback only).
+pub const OTLP_ENDPOINT_PATTERN: &str = r"^https?://[^/@?#\s]+/?$";
+
+fn telemetry() -> Value {
+    object(
+        "Telemetry export beside /metrics. Off unless otlp is present.",
+        &[],
+        json!({
+            "otlp": object(
+                "OTLP/gRPC export of metrics and traces (a span per KMS call, child spans per OpenBao request) to a collector. Exports run off the request path with a bounded queue: a collector that is down or slow drops spans (counted in openbao_kms_otlp_spans_dropped_total), never fails or slows a KMS call.",
+                &["endpoint"],
+                json!({
+                    "endpoint": {
+                        "type": "string",
+                        "description": "The collector's OTLP/gRPC address: https://host:port, or http://host:port to a loopback address only.",
+                        "pattern": OTLP_ENDPOINT_PATTERN,
+                        "examples": ["https://otel-collector.monitoring.svc:4317"],
+                    },
+                    "caFile": {
+                        "type": "string",
+                        "description": "PEM bundle trusted for an https endpoint (required there).",
+                        "pattern": ABSOLUTE_PATH_PATTERN,
+                        "examples": ["/etc/openbao-kms/otlp/ca.crt"],
+                    },
+                    "clientCertFile": {
+                        "type": "string",
+                        "description": "TLS client certificate (PEM) presented to the collector; requires clientKeyFile.",
+                        "pattern": ABSOLUTE_PATH_PATTERN,
+                        "examples": ["/etc/openbao-kms/otlp/client.crt"],
+                    },
+                    "clientKeyFile": {
+                        "type": "string",
+                        "description": "Private key (PEM) of clientCertFile.",
+                        "pattern": ABSOLUTE_PATH_PATTERN,
+                        "examples": ["/etc/openbao-kms/otlp/client.key"],
+                    },
+                    "headerFiles": {
+                        "type": "object",
+                        "description": "gRPC metadata sent with every export: lower-case header name -> absolute path of a file holding the value (read at start, one trailing newline removed, never logged).",
+                        "propertyNames": {"pattern": HEADER_NAME_PATTERN},
+                        "additionalProperties": {"type": "string", "pattern": ABSOLUTE_PATH_PATTERN},
+                        "examples": [{"authorization": "/etc/openbao-kms/otlp/authorization"}],
+                    },
+                    "exportInterval": {
+                        "type": "string",
+                        "description": "How often metrics are pushed. 1s to 1h.",
+                        "pattern": DURATION_PATTERN,
+                        "default": "60s",
+                    },
+                    "timeout": {
+                        "type": "string",
+                        "description": "Deadline of one export call. Positive, at most 1m and at most exportInterval.",
+                        "pattern": DURATION_PATTERN,
+                        "default": "10s",
+                    },
+                    "maxQueueSize": {
+                        "type": "integer",
+                        "description": "Finished spans waiting for export; beyond it new spans are dropped and counted.",
+                        "minimum": 1,
+                        "maximum": 1000000,
+                        "default": 2048,
+                    },
+                    "traces": {"type": "boolean", "description": "Export traces.", "default": true},
+                    "metrics": {"type": "boolean", "description": "Export metrics (the /metrics catalogue).", "default": true},
+                }),
+            ),
+        }),
+    )
+}
+
 /// The JSON Schema of `configVersion: v1alpha1`.
 pub fn json_schema() -> Value {
     json!({
@@ -542,6 +615,7 @@ pub fn json_schema() -> Value {
             "state": state(),
             "rotation": rotation(),
             "logging": logging(),
+            "telemetry": telemetry(),
         },
     })
 }
@@ -783,6 +857,8 @@ mod tests {
                 || leaf.starts_with("auth.approle")
                 || leaf.starts_with("auth.token")
                 || leaf.starts_with("auth.jwt.oauth2")
+                // Present means on; its defaults: validate::telemetry's tests.
+                || leaf.starts_with("telemetry.otlp")
             {
                 continue;
             }

@@ -18,7 +18,7 @@
 //! the pure string rules (labels, mount paths, namespaces, host:port, https
 //! URLs, absolute paths); one module per section (`server`, `openbao`,
 //! `auth`, `transit`, and `runtime` for bootstrap, status, state, rotation
-//! and logging) checks and converts its fields; `tests` holds the sample
+//! and logging, `telemetry` for OTLP export) checks and converts its fields; `tests` holds the sample
 //! configurations the section tests share.
 //!
 //! Nothing here reads the environment or the file system: the provider
@@ -49,6 +49,7 @@ mod runtime;
 mod sanitize;
 mod server;
 mod syntax;
+mod telemetry;
 #[cfg(test)]
 pub(crate) mod tests;
 mod transit;
@@ -134,6 +135,7 @@ impl Validator<'_> {
         let state = self.state(&raw.state.clone().unwrap_or_default());
         let rotation = self.rotation(&raw.rotation.clone().unwrap_or_default());
         let logging = self.logging(&raw.logging.clone().unwrap_or_default());
+        let telemetry = self.telemetry(&raw.telemetry.clone().unwrap_or_default());
         Some(Config {
             server: server?,
             openbao: openbao?,
@@ -144,6 +146,7 @@ impl Validator<'_> {
             state: state?,
             rotation: rotation?,
             logging: logging?,
+            telemetry: telemetry?,
         })
     }
 }

@@ -152,6 +152,30 @@ pub(super) fn sanitize(doc: &mut Yaml, schema: &Json, path: &str, v: &mut Valida
             continue;
         }
         match ty {
+            // A mapping of names to values (`headerFiles`): every value
+            // must have the declared type; the names are the validator's.
+            "object" if child.get("additionalProperties").is_some_and(Json::is_object) => {
+                let value_schema = &child["additionalProperties"];
+                let value_ty = value_schema.get("type").and_then(Json::as_str).unwrap_or("");
+                let mut bad = false;
+                if let Some(entries) = value.as_mapping() {
+                    for (k, item) in entries {
+                        let name = k
+                            .as_str()
+                            .map_or_else(|| format!("{k:?}"), |n| n.escape_debug().collect());
+                        if !k.is_string() {
+                            v.err(&child_path, format!("names must be strings, found {}", kind(k)));
+                            bad = true;
+                        } else if !type_ok(item, value_ty) {
+                            v.err(&join(&child_path, &name), type_message(item, value_schema));
+                            bad = true;
+                        }
+                    }
+                }
+                if bad {
+                    continue;
+                }
+            }
             "object" => sanitize(&mut value, child, &child_path, v),
             "array" => {
                 let item_schema = child.get("items").unwrap_or(&Json::Null);

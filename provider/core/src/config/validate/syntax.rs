@@ -183,6 +183,61 @@ pub(super) fn https_address(s: &str) -> Result<String, &'static str> {
     }
 }
 
+/// `telemetry.otlp.endpoint`: `https://host[:port]`, or `http://host[:port]`
+/// to a loopback address; normalized without a trailing `/`.
+pub(super) fn otlp_endpoint(s: &str) -> Result<String, &'static str> {
+    const EXAMPLE: &str =
+        "must be an https:// URL (http:// only to a loopback address), e.g. https://otel-collector.monitoring.svc:4317";
+    let plain = s.strip_prefix("http://");
+    let https = match plain {
+        Some(rest) => format!("https://{rest}"),
+        None => s.to_owned(),
+    };
+    let address = https_address(&https).map_err(|e| {
+        if e.starts_with("must not have a path") {
+            "must not have a path (OTLP/gRPC uses the service path)"
+        } else if e.starts_with("must use https://") || e.starts_with("must be an https:// URL") {
+            EXAMPLE
+        } else {
+            e
+        }
+    })?;
+    let authority = &address["https://".len()..];
+    if plain.is_none() {
+        return Ok(address);
+    }
+    let (host, _) = split_host_port(authority)?;
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(
+            "must use https:// unless the collector listens on a loopback address (127.0.0.1, [::1], localhost)",
+        );
+    }
+    Ok(format!("http://{authority}"))
+}
+
+/// A gRPC metadata key for `telemetry.otlp.headerFiles`.
+pub(super) fn header_name_problem(s: &str) -> Option<&'static str> {
+    let first_ok = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !first_ok
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Some("must be a lower-case header name (a-z, 0-9, '-', '_', '.'), e.g. authorization")
+    } else if s.starts_with("grpc-") {
+        Some("must not start with grpc- (reserved by gRPC)")
+    } else if s.ends_with("-bin") {
+        Some("must not end with -bin (binary metadata is not supported)")
+    } else {
+        None
+    }
+}
+
 /// An OAuth2 token endpoint: `https://host[:port][/path][?query]`, no
 /// user info, no fragment (RFC 6749 section 3.2).
 pub(super) fn token_url(s: &str) -> Result<String, &'static str> {
