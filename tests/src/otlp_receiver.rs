@@ -200,6 +200,14 @@ impl MetricsService for Store {
     }
 }
 
+/// The receiver's TLS: its certificate and key, and the CA its clients'
+/// certificates must be signed by (none: no client certificate asked).
+pub struct ServerTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
 /// A running receiver; stops when dropped.
 pub struct OtlpReceiver {
     addr: SocketAddr,
@@ -213,17 +221,22 @@ impl OtlpReceiver {
         Self::start_with(None).await
     }
 
-    /// Serves on a free loopback port; with `tls` (certificate and key PEM),
-    /// over TLS.
-    pub async fn start_with(tls: Option<(Vec<u8>, Vec<u8>)>) -> anyhow::Result<Self> {
+    /// Serves on a free loopback port; with `tls`, over TLS with that
+    /// server certificate and key (PEM), requiring a client certificate
+    /// signed by the client CA (PEM) when one is given.
+    pub async fn start_with(tls: Option<ServerTls>) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let store = Store::default();
         let (stop, stopped) = oneshot::channel::<()>();
         let mut server = tonic::transport::Server::builder();
-        if let Some((cert, key)) = tls {
-            let identity = tonic::transport::Identity::from_pem(cert, key);
-            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        if let Some(tls) = tls {
+            let identity = tonic::transport::Identity::from_pem(tls.cert, tls.key);
+            let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if let Some(ca) = tls.client_ca {
+                config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            server = server.tls_config(config)?;
         }
         let router = server
             .add_service(TraceServiceServer::new(store.clone()))

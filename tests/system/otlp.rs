@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bao_kms_core::hash::h;
 use bao_kms_proto::v2::DecryptRequest;
-use bao_kms_system_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
+use bao_kms_system_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan, ServerTls};
 use bao_kms_system_tests::provider::dev_setup;
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, counter, provision, wait};
 use base64::Engine as _;
@@ -292,5 +292,102 @@ async fn a_collector_that_is_down_or_silent_drops_spans_and_never_fails_a_kms_ca
         "collector silent: {full} spans dropped (queue_full), {failed} (export_failed), {pushes} metric pushes failed"
     );
     assert!(full > 0.0, "a queue of 4 overflows while exports wait");
+    Ok(())
+}
+
+/// A CA, and a certificate for `localhost` and 127.0.0.1 it signed (PEM
+/// certificate, PEM key).
+fn pki(name: &str) -> anyhow::Result<(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, String, String)> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} CA"));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse()?));
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((ca, cert.pem(), key.serialize_pem()))
+}
+
+#[tokio::test]
+async fn https_export_presents_the_client_certificate_and_trusts_only_the_ca_file() -> anyhow::Result<()> {
+    let (_bao, _p, env) = dev_setup().await?;
+    let (server_ca, server_cert, server_key) = pki("otel-collector")?;
+    let (client_ca, client_cert, client_key) = pki("bao-kms-provider")?;
+    let receiver = OtlpReceiver::start_with(Some(ServerTls {
+        cert: server_cert.into_bytes(),
+        key: server_key.into_bytes(),
+        client_ca: Some(client_ca.pem().into_bytes()),
+    }))
+    .await?;
+    let dir = env.dir();
+    let write = |name: &str, pem: &str| -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, pem)?;
+        Ok(path)
+    };
+    let ca_file = write("otlp-ca.pem", &server_ca.pem())?;
+    let cert_file = write("otlp-client.pem", &client_cert)?;
+    let key_file = write("otlp-client.key", &client_key)?;
+    let fields = |ca: &std::path::Path| {
+        format!(
+            "    endpoint: https://localhost:{}\n    caFile: {}\n    clientCertFile: {}\n    clientKeyFile: {}\n    exportInterval: 1s\n    timeout: 1s\n",
+            receiver.addr().port(),
+            ca.display(),
+            cert_file.display(),
+            key_file.display()
+        )
+    };
+    with_otlp(&env, &fields(&ca_file))?;
+    let mut provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+    kms.decrypt(&stored).await?;
+    wait::until(Duration::from_secs(20), "the Decrypt span over TLS", || async {
+        let spans = receiver.spans();
+        span(&spans, KMS_DECRYPT)
+            .map(|_| ())
+            .ok_or(format!("{} spans", spans.len()))
+    })
+    .await?;
+    provider.terminate().await?;
+
+    // A caFile that did not sign the collector's certificate: nothing
+    // arrives, the calls still succeed and the failed exports are counted.
+    let before = receiver.spans().len();
+    let wrong_ca = write("otlp-wrong-ca.pem", &client_ca.pem())?;
+    with_otlp(&env, &fields(&wrong_ca))?;
+    let provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    let stored = kms.prime().await?;
+    kms.decrypt(&stored).await?;
+    wait::until(
+        Duration::from_secs(20),
+        "failed exports to an untrusted collector",
+        || async {
+            let text = provider.metrics_text().await.map_err(|e| e.to_string())?;
+            let failed = counter(
+                &text,
+                "openbao_kms_otlp_spans_dropped_total",
+                &[("reason", "export_failed")],
+            );
+            if failed > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("export_failed {failed}"))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        receiver.spans().len(),
+        before,
+        "a span crossed an untrusted TLS connection"
+    );
     Ok(())
 }
