@@ -2,10 +2,11 @@
 //! calls (DESIGN 11).
 //!
 //! At most `server.maxConcurrentDecryptCalls` Transit decrypt calls are in
-//! flight. A Decrypt that finds a free call goes out at once, alone (so an
-//! idle provider adds no wait); the others queue per key_id, and every call
-//! that ends takes up to `server.decryptBatchMaxItems` queued Decrypts of
-//! one key_id into its next call. A Decrypt that waited
+//! flight. A Decrypt that finds a free call and no queue goes out at once,
+//! alone and in its caller's own task (so an idle provider adds no wait and
+//! no task hop); the others queue per key_id, and every call that ends
+//! takes up to `server.decryptBatchMaxItems` queued Decrypts of one key_id
+//! into its next call. A Decrypt that waited
 //! `server.decryptBatchMaxWait` without a free call gets a call of its own
 //! (with whatever queued beside it), so batching never delays a Decrypt by
 //! more than that.
@@ -18,10 +19,12 @@
 //! version, ...), and a batch OpenBao refuses or answers unusably falls back
 //! to single calls for every item. A failure of the path to OpenBao
 //! (unreachable, sealed, timeout, denied) is every item's answer, as it
-//! would be alone. Calls run in tasks of their own, so a caller that goes
-//! away never cancels its neighbours' call; a single call keeps its
-//! caller's debug-correlation tag, a batch call (serving several callers)
-//! carries none.
+//! would be alone. Calls that serve queued Decrypts run in tasks of their
+//! own, so a caller that goes away never cancels its neighbours' call; a
+//! call made in its caller's task serves that caller only, and however it
+//! ends (answered, cancelled, panicked) it hands its place to whatever
+//! queued meanwhile. A single call keeps its caller's debug-correlation
+//! tag, a batch call (serving several callers) carries none.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -73,6 +76,18 @@ struct Pending {
 
 type DecryptResult = Result<Zeroizing<Vec<u8>>, KmsError>;
 
+/// A call made in its caller's task; however it ends (answered, the caller
+/// gone, a panic), the call is given back or handed to the queued Decrypts.
+struct CallPlace<'a> {
+    batcher: &'a Arc<Batcher>,
+}
+
+impl Drop for CallPlace<'_> {
+    fn drop(&mut self) {
+        self.batcher.release();
+    }
+}
+
 /// A poisoned lock only means a caller panicked while holding it; the
 /// queues are only ever pushed to and drained whole, so they stay consistent.
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -109,6 +124,19 @@ impl Batcher {
     /// Decrypts `ciphertext` (a ciphertext of the snapshot `key_id` names)
     /// with that snapshot's `aad`, alone or in a batch.
     pub(super) async fn decrypt(self: &Arc<Self>, key_id: &str, ciphertext: &str, aad: Vec<u8>) -> DecryptResult {
+        let alone = {
+            let mut st = lock(&self.state);
+            (st.calls < self.max_calls && st.queues.is_empty()).then(|| {
+                st.calls += 1;
+                CallPlace { batcher: self }
+            })
+        };
+        if let Some(_place) = alone {
+            self.metrics.transit_decrypt_batch_size.observe(1.0);
+            let transit = &*self.transit;
+            let aad = aad.as_slice();
+            return call_with_token(transit, |t| async move { transit.decrypt(&t, ciphertext, aad).await }).await;
+        }
         let (reply, mut answer) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pending = Pending {
@@ -147,6 +175,24 @@ impl Batcher {
                 }
                 answer.await.unwrap_or_else(|_| lost())
             }
+        }
+    }
+
+    /// Gives back a call made in its caller's task, or hands it to the
+    /// queued Decrypts.
+    fn release(self: &Arc<Self>) {
+        let batch = {
+            let mut st = lock(&self.state);
+            match st.queues.keys().next().cloned() {
+                Some(key_id) => Some(self.take(&mut st, &key_id)),
+                None => {
+                    st.calls -= 1;
+                    None
+                }
+            }
+        };
+        if let Some(batch) = batch {
+            self.spawn(batch);
         }
     }
 
