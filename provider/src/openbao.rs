@@ -25,7 +25,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::metrics::{Metrics, Operation as OpLabel, OperationStatus};
+use crate::metrics::{Counter, Histogram, Metrics, Operation as OpLabel, OperationStatus};
 
 /// A failed OpenBao request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -261,8 +261,31 @@ pub struct OpenBao {
     /// The Transit encrypt and decrypt URLs, parsed once: every KMS
     /// Encrypt and Decrypt calls one of them.
     transit_urls: Arc<TransitUrls>,
+    /// The metric series of the Transit calls KMS requests make, bound once.
+    transit_series: Arc<[OpSeries; 3]>,
     settings: Arc<ClientSettings>,
     metrics: Arc<Metrics>,
+}
+
+/// One operation's success count and duration series.
+struct OpSeries {
+    op: Op,
+    ok: Counter,
+    duration: Histogram,
+}
+
+impl OpSeries {
+    fn new(op: Op, metrics: &Metrics) -> Self {
+        let operation = op.as_str();
+        Self {
+            op,
+            ok: metrics.openbao_requests.get_or_create(&OperationStatus {
+                operation,
+                status: wire::request_status_label(None),
+            }),
+            duration: metrics.openbao_duration.get_or_create(&OpLabel { operation }),
+        }
+    }
 }
 
 /// The per-request Transit URLs; `None` when the address does not parse,
@@ -293,10 +316,14 @@ impl OpenBao {
             encrypt: url("encrypt"),
             decrypt: url("decrypt"),
         });
+        let transit_series = Arc::new(
+            [Op::TransitEncrypt, Op::TransitDecrypt, Op::TransitDecryptBatch].map(|op| OpSeries::new(op, &metrics)),
+        );
         Ok(Self {
             http,
             base,
             transit_urls,
+            transit_series,
             settings: Arc::new(settings),
             metrics,
         })
@@ -355,14 +382,30 @@ impl OpenBao {
         let operation = op.as_str();
         // The KMS request this call serves, inside a debug-correlation window.
         let tag = crate::correlation::current();
-        self.metrics
-            .openbao_requests
-            .get_or_create(&OperationStatus { operation, status })
-            .inc();
-        self.metrics
-            .openbao_duration
-            .get_or_create(&OpLabel { operation })
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        match self.transit_series.iter().find(|s| s.op == op) {
+            Some(series) => {
+                if class.is_none() {
+                    series.ok.inc();
+                } else {
+                    self.metrics
+                        .openbao_requests
+                        .get_or_create(&OperationStatus { operation, status })
+                        .inc();
+                }
+                series.duration.observe(elapsed);
+            }
+            None => {
+                self.metrics
+                    .openbao_requests
+                    .get_or_create(&OperationStatus { operation, status })
+                    .inc();
+                self.metrics
+                    .openbao_duration
+                    .get_or_create(&OpLabel { operation })
+                    .observe(elapsed);
+            }
+        }
         if let Some(mut span) = span {
             use opentelemetry::KeyValue;
             use opentelemetry::trace::{Span as _, Status};

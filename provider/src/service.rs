@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
 use crate::correlation::{self, Correlation, Tag};
-use crate::metrics::{Histogram, Method, MethodStatus, Metrics, UpDown};
+use crate::metrics::{Counter, Histogram, Method, MethodStatus, Metrics, UpDown};
 use crate::runtime::Engine;
 use crate::telemetry;
 use opentelemetry::context::FutureExt as _;
@@ -60,6 +60,8 @@ struct Lane {
     queued: UpDown,
     duration: Histogram,
     queue_wait: Histogram,
+    /// `openbao_kms_grpc_requests_total{status="ok"}`, bound once.
+    ok: Counter,
 }
 
 /// Gives back a queue place (and the queued gauge) when the wait ends,
@@ -95,6 +97,9 @@ impl Lane {
             queued: metrics.grpc_queued.get_or_create(&label),
             duration: metrics.grpc_duration.get_or_create(&label),
             queue_wait: metrics.grpc_queue_wait.get_or_create(&label),
+            ok: metrics
+                .grpc_requests
+                .get_or_create(&MethodStatus { method, status: "ok" }),
         }
     }
 
@@ -204,6 +209,12 @@ where
     }
 }
 
+/// The hash a log line shows for a request's key_id; computed only when
+/// a line is written (an oversized key_id is not hashed).
+fn key_id_hash(key_id: Option<&str>) -> Option<String> {
+    key_id.filter(|k| k.len() <= 1024).map(bao_kms_core::hash::h)
+}
+
 /// The caller's remaining deadline (`grpc-timeout`), if it sent one.
 fn remaining_deadline<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
@@ -264,7 +275,7 @@ impl KmsService {
         &self,
         lane: &Lane,
         remaining: Option<Duration>,
-        key_id_hash: Option<String>,
+        key_id: Option<&str>,
         tag: Option<Tag>,
         f: F,
     ) -> Result<T, Status>
@@ -277,7 +288,7 @@ impl KmsService {
         let span = metrics
             .tracer
             .as_ref()
-            .map(|t| telemetry::kms_span(t, method, key_id_hash.as_deref()));
+            .map(|t| telemetry::kms_span(t, method, key_id_hash(key_id).as_deref()));
         let _permit = match lane.slot(metrics, remaining).await {
             Ok(permit) => permit,
             Err(e) => {
@@ -296,7 +307,7 @@ impl KmsService {
                         status,
                         error_class = e.class.as_str(),
                         error = %e.message,
-                        key_id_hash = key_id_hash.as_deref()
+                        key_id_hash = key_id_hash(key_id).as_deref()
                     );
                 }
                 return Err(to_status(&e));
@@ -321,10 +332,14 @@ impl KmsService {
             Ok(_) => ("ok", None),
             Err(e) => (e.class.code().as_str(), Some(e.class.as_str())),
         };
-        metrics
-            .grpc_requests
-            .get_or_create(&MethodStatus { method, status })
-            .inc();
+        if class.is_none() {
+            lane.ok.inc();
+        } else {
+            metrics
+                .grpc_requests
+                .get_or_create(&MethodStatus { method, status })
+                .inc();
+        }
         let uid_hash = tag.as_ref().map(|t| t.request_uid_hash.as_str());
         let incident = tag.as_ref().map(|t| &*t.incident);
         let expires_at = tag.as_ref().map(|t| &*t.expires_at);
@@ -334,7 +349,7 @@ impl KmsService {
                 operation = method,
                 status,
                 duration_ms = elapsed.as_millis() as u64,
-                key_id_hash = key_id_hash.as_deref(),
+                key_id_hash = key_id_hash(key_id).as_deref(),
                 request_uid_hash = uid_hash,
                 debug_correlation_incident = incident,
                 debug_correlation_expires_at = expires_at
@@ -346,7 +361,7 @@ impl KmsService {
                 status,
                 error_class = class,
                 duration_ms = elapsed.as_millis() as u64,
-                key_id_hash = key_id_hash.as_deref(),
+                key_id_hash = key_id_hash(key_id).as_deref(),
                 request_uid_hash = uid_hash,
                 debug_correlation_incident = incident,
                 debug_correlation_expires_at = expires_at
@@ -408,9 +423,8 @@ impl KeyManagementService for KmsService {
     async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
         let remaining = remaining_deadline(&request);
         let req = request.into_inner();
-        let hash = (req.key_id.len() <= 1024).then(|| bao_kms_core::hash::h(&req.key_id));
         let tag = self.tag(&req.uid);
-        self.observe(&self.decrypt, remaining, hash, tag, async {
+        self.observe(&self.decrypt, remaining, Some(&req.key_id), tag, async {
             let plaintext = self
                 .engine
                 .decrypt(&req.ciphertext, &req.uid, &req.key_id, &req.annotations)
