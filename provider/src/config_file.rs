@@ -448,7 +448,7 @@ transit:
         let out = resolved_yaml(&cfg);
         assert!(out.contains("tokenFile: /etc/openbao-kms/token"), "{out}");
         assert!(out.contains("socketGroup: '1234'"), "{out}");
-        assert!(out.contains("maxConcurrentDecrypt: 64"), "{out}");
+        assert!(out.contains("maxConcurrentDecrypt: 1024"), "{out}");
         fs::write(&f.config, &out).unwrap();
         assert_eq!(f.load().unwrap(), cfg);
     }

@@ -65,17 +65,17 @@ impl Validator<'_> {
         }
         let status = self.int("server.maxConcurrentStatus", r.max_concurrent_status, 16, 1, 1024);
         let encrypt = self.int("server.maxConcurrentEncrypt", r.max_concurrent_encrypt, 32, 1, 1024);
-        let decrypt = self.int("server.maxConcurrentDecrypt", r.max_concurrent_decrypt, 64, 1, 1024);
+        let decrypt = self.int("server.maxConcurrentDecrypt", r.max_concurrent_decrypt, 1024, 1, 1024);
         let queued_status = self.int("server.maxQueuedStatus", r.max_queued_status, 64, 0, MAX_QUEUED);
         let queued_encrypt = self.int("server.maxQueuedEncrypt", r.max_queued_encrypt, 256, 0, MAX_QUEUED);
         let queued_decrypt = self.int("server.maxQueuedDecrypt", r.max_queued_decrypt, 2048, 0, MAX_QUEUED);
         let queue_wait = self.queue_wait(&r.max_queue_wait);
-        let batch_items = self.int("server.decryptBatchMaxItems", r.decrypt_batch_max_items, 32, 1, 256);
+        let batch_items = self.int("server.decryptBatchMaxItems", r.decrypt_batch_max_items, 64, 1, 256);
         let batch_wait = self.batch_wait(&r.decrypt_batch_max_wait);
         let decrypt_calls = self.int(
             "server.maxConcurrentDecryptCalls",
             r.max_concurrent_decrypt_calls,
-            8,
+            4,
             1,
             1024,
         );
@@ -458,7 +458,7 @@ mod tests {
                 s.decrypt_batch_max_wait,
                 s.max_concurrent_decrypt_calls
             ),
-            (32, Duration::from_millis(5), 8),
+            (64, Duration::from_millis(5), 4),
             "batching is on by default"
         );
         set_fails("server.decryptBatchMaxItems", "0", "between 1 and 256");

@@ -194,7 +194,7 @@ fn defaults_for_minimal_config() {
             s.max_concurrent_encrypt,
             s.max_concurrent_decrypt
         ),
-        (16, 32, 64)
+        (16, 32, 1024)
     );
     assert_eq!(c.openbao.namespace, "");
     assert_eq!(c.openbao.timeout, Duration::from_secs(2));
