@@ -215,6 +215,15 @@ fn key_id_hash(key_id: Option<&str>) -> Option<String> {
     key_id.filter(|k| k.len() <= 1024).map(bao_kms_core::hash::h)
 }
 
+/// Runs `call` in the caller's trace context, when it sent one: the KMS
+/// span becomes a child of the caller's span.
+async fn under<T>(parent: Option<opentelemetry::Context>, call: impl Future<Output = T>) -> T {
+    match parent {
+        Some(cx) => call.with_context(cx).await,
+        None => call.await,
+    }
+}
+
 /// The caller's remaining deadline (`grpc-timeout`), if it sent one.
 fn remaining_deadline<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
@@ -268,6 +277,12 @@ impl KmsService {
     /// The correlation tag of a request with `uid`, while the window is open.
     fn tag(&self, uid: &str) -> Option<Tag> {
         self.correlation.as_ref()?.tag(uid, tokio::time::Instant::now())
+    }
+
+    /// The caller's W3C trace context (`traceparent`), with OTLP traces on.
+    fn remote_parent<T>(&self, request: &Request<T>) -> Option<opentelemetry::Context> {
+        self.engine.metrics().tracer.as_ref()?;
+        telemetry::remote_parent(request.metadata())
     }
 
     /// Runs one request under its method's limit and records it.
@@ -391,22 +406,24 @@ impl KeyManagementService for KmsService {
             },
         };
         let traced = self.engine.metrics().tracer.is_some();
-        self.observe(&self.status, remaining, None, None, async {
+        let parent = self.remote_parent(&request);
+        let call = self.observe(&self.status, remaining, None, None, async {
             if traced && !response.key_id.is_empty() {
                 telemetry::record_key_id_hash(bao_kms_core::hash::h(&response.key_id));
             }
             Ok(Response::new(response))
-        })
-        .await
+        });
+        under(parent, call).await
     }
 
     async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
         let remaining = remaining_deadline(&request);
+        let parent = self.remote_parent(&request);
         let req = request.into_inner();
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
         let tag = self.tag(&req.uid);
         let traced = self.engine.metrics().tracer.is_some();
-        self.observe(&self.encrypt, remaining, None, tag, async {
+        let call = self.observe(&self.encrypt, remaining, None, tag, async {
             let answer = self.engine.encrypt(&plaintext, &req.uid).await?;
             if traced {
                 telemetry::record_key_id_hash(answer.key_id.hash());
@@ -416,15 +433,16 @@ impl KeyManagementService for KmsService {
                 key_id: answer.key_id.to_string(),
                 annotations: answer.annotations.into_iter().collect(),
             }))
-        })
-        .await
+        });
+        under(parent, call).await
     }
 
     async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
         let remaining = remaining_deadline(&request);
+        let parent = self.remote_parent(&request);
         let req = request.into_inner();
         let tag = self.tag(&req.uid);
-        self.observe(&self.decrypt, remaining, Some(&req.key_id), tag, async {
+        let call = self.observe(&self.decrypt, remaining, Some(&req.key_id), tag, async {
             let plaintext = self
                 .engine
                 .decrypt(&req.ciphertext, &req.uid, &req.key_id, &req.annotations)
@@ -432,7 +450,7 @@ impl KeyManagementService for KmsService {
             Ok(Response::new(DecryptResponse {
                 plaintext: plaintext.to_vec(),
             }))
-        })
-        .await
+        });
+        under(parent, call).await
     }
 }

@@ -348,8 +348,34 @@ fn rpc_method(method: &str) -> &'static str {
     }
 }
 
-/// Starts the server span of one KMS call (`v2.KeyManagementService/Decrypt`)
-/// and returns the context the call runs in. Attributes: the RPC's names,
+/// Reads a W3C `traceparent` (and `tracestate`) from a call's gRPC
+/// metadata; `None` without a valid one.
+pub fn remote_parent(metadata: &tonic::metadata::MetadataMap) -> Option<opentelemetry::Context> {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+    impl opentelemetry::propagation::Extractor for Metadata<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0
+                .keys()
+                .filter_map(|k| match k {
+                    tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                    tonic::metadata::KeyRef::Binary(_) => None,
+                })
+                .collect()
+        }
+    }
+    metadata.get("traceparent")?;
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Metadata(metadata));
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Starts the server span of one KMS call (`v2.KeyManagementService/Decrypt`),
+/// a child of the caller's span when the call runs in its context
+/// ([`remote_parent`]), and returns the context the call runs in. Attributes: the RPC's names,
 /// `kms.operation` and, when known, `kms.key_id_hash` (the key_id's hash,
 /// never the key_id, plaintext, ciphertext or a token).
 pub fn kms_span(tracer: &SdkTracer, method: &'static str, key_id_hash: Option<&str>) -> opentelemetry::Context {
@@ -369,8 +395,8 @@ pub fn kms_span(tracer: &SdkTracer, method: &'static str, key_id_hash: Option<&s
         .span_builder(format!("{KMS_SERVICE}/{rpc}"))
         .with_kind(SpanKind::Server)
         .with_attributes(attributes)
-        .start_with_context(tracer, &opentelemetry::Context::new());
-    opentelemetry::Context::new().with_span(span)
+        .start(tracer);
+    opentelemetry::Context::current_with_span(span)
 }
 
 /// Ends the KMS span of `cx` with the call's gRPC code and, on failure,
@@ -464,5 +490,24 @@ pub(crate) mod tests {
         cfg.header_files = vec![("authorization".into(), dir.path().join("missing"))];
         let e = headers(&cfg).unwrap_err().to_string();
         assert!(e.contains("cannot read headerFiles") && e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn a_caller_trace_context_is_read_only_when_valid() {
+        use opentelemetry::trace::TraceContextExt as _;
+        let md = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("traceparent", v.parse().unwrap());
+            m
+        };
+        let cx = remote_parent(&md("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).unwrap();
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(cx.span().span_context().is_remote());
+        assert!(remote_parent(&md("00-00000000000000000000000000000000-00f067aa0ba902b7-01")).is_none());
+        assert!(remote_parent(&md("garbage")).is_none());
+        assert!(remote_parent(&MetadataMap::new()).is_none());
     }
 }

@@ -117,6 +117,23 @@ impl KmsClient {
         call(client.decrypt(request(req))).await
     }
 
+    /// Raw Decrypt call carrying extra gRPC metadata (`traceparent`, ...).
+    pub async fn decrypt_with_metadata(
+        &self,
+        req: DecryptRequest,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<DecryptResponse, tonic::Status> {
+        let mut client = self.inner.clone();
+        let mut req = request(req);
+        for (name, value) in metadata {
+            let value = value
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("metadata value"))?;
+            req.metadata_mut().insert(*name, value);
+        }
+        call(client.decrypt(req)).await
+    }
+
     /// Sends `body` as the request message of `method` (`Encrypt`,
     /// `Decrypt`, `Status`) without encoding it: for malformed protobuf.
     /// The answer's message is discarded.

@@ -77,6 +77,14 @@ async fn kms_calls_export_spans_with_openbao_request_ids_and_metrics_without_sec
     let kms = provider.client().await?;
     let stored = kms.prime().await?;
     kms.decrypt(&stored).await?;
+    // A caller's W3C trace context: the KMS span joins the caller's trace.
+    let (caller_trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let other = kms.prime().await?;
+    kms.decrypt_with_metadata(
+        other.decrypt_request(),
+        &[("traceparent", &format!("00-{caller_trace}-{caller_span}-01"))],
+    )
+    .await?;
     // A call that fails: its span names the error class and gRPC code.
     let unknown = kms
         .decrypt_raw(DecryptRequest {
@@ -93,7 +101,7 @@ async fn kms_calls_export_spans_with_openbao_request_ids_and_metrics_without_sec
         let metric = points.iter().any(|p| {
             p.metric == "openbao_kms_grpc_requests" && p.attributes.get("method") == Some(&Value::from("decrypt"))
         });
-        if span(&spans, KMS_ENCRYPT).is_some() && decrypts >= 2 && metric {
+        if span(&spans, KMS_ENCRYPT).is_some() && decrypts >= 3 && metric {
             Ok(spans)
         } else {
             Err(format!("{} spans, {} points", spans.len(), points.len()))
@@ -140,6 +148,17 @@ async fn kms_calls_export_spans_with_openbao_request_ids_and_metrics_without_sec
         let id = attr(child, "openbao.request_id").as_str().expect("openbao.request_id");
         assert!(audited.contains(id), "{id} is not in OpenBao's audit log");
     }
+    let joined = spans
+        .iter()
+        .find(|s| s.name == KMS_DECRYPT && s.trace_id == caller_trace)
+        .expect("the Decrypt span in the caller's trace");
+    assert_eq!(joined.parent_span_id, caller_span, "{joined:?}");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent_span_id == joined.span_id && s.trace_id == caller_trace),
+        "the OpenBao request of the caller's Decrypt is in its trace"
+    );
     let decrypt_ok = spans
         .iter()
         .find(|s| s.name == KMS_DECRYPT && s.status_code != 2)
