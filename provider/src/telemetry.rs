@@ -85,12 +85,34 @@ fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TelemetryError> {
     })
 }
 
+/// A credential (a header value, the client key): a regular file, not a
+/// symlink, no group write, no execute, no world access, at most 64 KiB,
+/// as every other credential file of the provider.
+fn read_private(field: &'static str, path: &Path) -> Result<Vec<u8>, TelemetryError> {
+    let err = |why: String| TelemetryError::File {
+        field,
+        path: path.display().to_string(),
+        why,
+    };
+    let meta = crate::fsutil::regular_file(
+        path,
+        bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
+        "0640 or stricter",
+    )
+    .map_err(err)?
+    .ok_or_else(|| err("does not exist".into()))?;
+    if meta.len() > 64 * 1024 {
+        return Err(err("is larger than 64 KiB".into()));
+    }
+    read(field, path)
+}
+
 /// gRPC metadata from `headerFiles`: each file's content, one trailing
 /// newline (`\n` or `\r\n`) removed.
 pub fn headers(cfg: &OtlpConfig) -> Result<MetadataMap, TelemetryError> {
     let mut map = MetadataMap::new();
     for (name, path) in &cfg.header_files {
-        let raw = zeroize::Zeroizing::new(read("headerFiles", path)?);
+        let raw = zeroize::Zeroizing::new(read_private("headerFiles", path)?);
         let mut value: &[u8] = &raw;
         value = value.strip_suffix(b"\n").unwrap_or(value);
         value = value.strip_suffix(b"\r").unwrap_or(value);
@@ -111,7 +133,7 @@ fn tls(cfg: &OtlpConfig) -> Result<Option<ClientTlsConfig>, TelemetryError> {
     };
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("caFile", ca)?));
     if let (Some(cert), Some(key)) = (&cfg.client_cert_file, &cfg.client_key_file) {
-        let key = zeroize::Zeroizing::new(read("clientKeyFile", key)?);
+        let key = zeroize::Zeroizing::new(read_private("clientKeyFile", key)?);
         tls = tls.identity(Identity::from_pem(read("clientCertFile", cert)?, &*key));
     }
     Ok(Some(tls))
@@ -461,12 +483,33 @@ pub(crate) mod tests {
         }
     }
 
+    fn private(path: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_header_file_readable_by_everyone_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::write(&open, "Bearer abc").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cfg = config("http://127.0.0.1:4317");
+        cfg.header_files = vec![("authorization".into(), open)];
+        let e = headers(&cfg).unwrap_err().to_string();
+        assert!(e.contains("0644") && e.contains("0640 or stricter"), "{e}");
+        assert!(!e.contains("Bearer"), "{e}");
+    }
+
     #[test]
     fn header_values_come_from_files_without_the_trailing_newline() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, "Bearer abc\n").unwrap();
         std::fs::write(&b, "tenant-1\r\n").unwrap();
+        private(&a);
+        private(&b);
         let mut cfg = config("http://127.0.0.1:4317");
         cfg.header_files = vec![("authorization".into(), a), ("x-tenant".into(), b)];
         let map = headers(&cfg).unwrap();
@@ -479,6 +522,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad");
         std::fs::write(&bad, "secret-\u{1}-value").unwrap();
+        private(&bad);
         let mut cfg = config("http://127.0.0.1:4317");
         cfg.header_files = vec![("authorization".into(), bad.clone())];
         let e = headers(&cfg).unwrap_err().to_string();

@@ -64,6 +64,7 @@ async fn kms_calls_export_spans_with_openbao_request_ids_and_metrics_without_sec
     let credential = "Bearer otlp-credential-7f3a9c";
     let header_file = env.dir().join("otlp-authorization");
     std::fs::write(&header_file, format!("{credential}\n"))?;
+    std::fs::set_permissions(&header_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     with_otlp(
         &env,
         &format!(
@@ -353,6 +354,7 @@ async fn https_export_presents_the_client_certificate_and_trusts_only_the_ca_fil
     let ca_file = write("otlp-ca.pem", &server_ca.pem())?;
     let cert_file = write("otlp-client.pem", &client_cert)?;
     let key_file = write("otlp-client.key", &client_key)?;
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let fields = |ca: &std::path::Path| {
         format!(
             "    endpoint: https://localhost:{}\n    caFile: {}\n    clientCertFile: {}\n    clientKeyFile: {}\n    exportInterval: 1s\n    timeout: 1s\n",

@@ -105,6 +105,20 @@ pub fn trusted_paths(cfg: &Config) -> Vec<(&'static str, PathBuf)> {
         }
         AuthMethod::Token(t) => out.push(("auth.token.tokenFile", t.token_file.clone())),
     }
+    if let Some(o) = &cfg.telemetry.otlp {
+        for (key, path) in [
+            ("telemetry.otlp.caFile", &o.ca_file),
+            ("telemetry.otlp.clientCertFile", &o.client_cert_file),
+            ("telemetry.otlp.clientKeyFile", &o.client_key_file),
+        ] {
+            if let Some(path) = path {
+                out.push((key, path.clone()));
+            }
+        }
+        for (_, path) in &o.header_files {
+            out.push(("telemetry.otlp.headerFiles", path.clone()));
+        }
+    }
     out
 }
 
@@ -152,5 +166,33 @@ mod tests {
         assert_eq!(state_owner_verdict("/s", 7, 7), Ok(()));
         let err = state_owner_verdict("/s", 0, 7).unwrap_err();
         assert!(err.contains("/s is owned by uid 0"), "{err}");
+    }
+
+    #[test]
+    fn the_otlp_files_are_trusted_paths_when_configured() {
+        use crate::config::validate::tests::{FULL, with};
+        let keys = |text: &str| -> Vec<&'static str> {
+            trusted_paths(&crate::config::parse_yaml(text).unwrap())
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k.starts_with("telemetry"))
+                .collect()
+        };
+        assert!(keys(FULL).is_empty());
+        let otlp = with(
+            FULL,
+            "telemetry.otlp",
+            "{endpoint: \"https://c:4317\", caFile: /ca.pem, clientCertFile: /c.pem, clientKeyFile: /k.pem, headerFiles: {authorization: /a, x-tenant: /t}}",
+        );
+        assert_eq!(
+            keys(&otlp),
+            [
+                "telemetry.otlp.caFile",
+                "telemetry.otlp.clientCertFile",
+                "telemetry.otlp.clientKeyFile",
+                "telemetry.otlp.headerFiles",
+                "telemetry.otlp.headerFiles"
+            ]
+        );
     }
 }
