@@ -604,6 +604,12 @@ mod tests {
             FULL.to_owned(),
             cert_doc("pkcs11", PKCS11),
             with(FULL, "server.socketGroup", "\"1234\""),
+            with(
+                FULL,
+                "telemetry.otlp",
+                "{endpoint: \"https://c:4317\", caFile: /ca.pem, clientCertFile: /c.pem, clientKeyFile: /k.pem, headerFiles: {authorization: /a}, exportInterval: 30s, timeout: 5s, maxQueueSize: 10, traces: false}",
+            ),
+            with(FULL, "telemetry.otlp", "{endpoint: \"http://127.0.0.1:4317\"}"),
         ] {
             let c = parse_yaml(&text).unwrap();
             let raw = RawConfig::from_config(&c);
