@@ -163,6 +163,21 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         None => None,
     };
     let metrics = Arc::new(Metrics::for_serve(&cfg.auth.method, otlp.as_mut()));
+    let result = serve(cfg, metrics.clone()).await;
+    // However serving ended (a failed start too): the last spans and metric
+    // push within the export deadline, off the async threads, instead of
+    // the SDK's blocking shutdown when the last handle drops.
+    if let Some(otlp) = otlp {
+        let limit = otlp.export_timeout() + Duration::from_secs(1);
+        otlp.shutdown().await;
+        metrics.shutdown_export(limit).await;
+    }
+    result
+}
+
+/// Everything after the telemetry is set up: the engine, the listeners,
+/// the KMS server until a stop signal, and the drain.
+async fn serve(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<(), StartupError> {
     let gid = socket::resolve_group(&cfg.server.socket_group).map_err(|e| StartupError::Config(e.to_string()))?;
     // Fail on a bad socket directory before the registry is touched.
     if let Some(dir) = cfg.server.socket_path.parent() {
@@ -271,11 +286,6 @@ pub async fn run(cfg: Config) -> Result<(), StartupError> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    if let Some(otlp) = otlp {
-        let limit = otlp.export_timeout() + Duration::from_secs(1);
-        otlp.shutdown().await;
-        metrics.shutdown_export(limit).await;
-    }
     result
 }
 
