@@ -27,6 +27,7 @@
 //! - [`etcd`]: a real etcd with TLS client certificates, as kube-apiserver's store.
 //! - [`fake_kube`]: the fake Kubernetes API (nodes, Leases, core objects) the
 //!   preflight agents and `cluster` talk to.
+//! - [`static_pod`]: the provider's static pod manifest as a node holds it.
 //! - [`containerd`]: a throw-away containerd for the image and hook tests.
 //! - [`prometheus`]: a real Prometheus for the alert-rule and dashboard tests.
 //! - [`modgraph`]: the module graph of a crate read from its sources; its
@@ -56,6 +57,7 @@ pub mod otlp_receiver;
 pub mod process;
 pub mod prometheus;
 pub mod provider;
+pub mod static_pod;
 pub mod wait;
 
 pub use kms_client::{EncryptedSeed, KmsClient};

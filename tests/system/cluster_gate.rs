@@ -10,9 +10,11 @@
 //!   the first) end on different generations, and the gate passes;
 //! - a node restarted on an older copy of its state directory fails the
 //!   gate as `registry.rollback`;
-//! - every node's systemd unit runs the real provider binary:
-//!   `--expected-binary-digest` with its SHA-256 passes, another digest fails
-//!   `artifact.converged` on every node.
+//! - two deployment models side by side: cp-1 is a static pod node (its
+//!   manifest pins an image present in `Node.status.images`), cp-2 and cp-3
+//!   are systemd nodes whose units run the provider binary under test; they
+//!   pass together, `--expected-binary-digest` with that binary's SHA-256
+//!   passes, another digest fails `artifact.converged` on both systemd nodes.
 //!
 //! The agents run `--once` at the points the scenario names (a real agent
 //! round each: node checks, local `/status`, Lease carried forward); every
@@ -28,6 +30,7 @@ use anyhow::{Context as _, ensure};
 use bao_kms_core::hash::h;
 use bao_kms_system_tests::fake_kube::FakeApi;
 use bao_kms_system_tests::provider::{ALLOWED_SOCKET_DIR_ENV, expected_key_id, preflight_binary, provider_binary};
+use bao_kms_system_tests::static_pod::ManifestSpec;
 use bao_kms_system_tests::{OpenBao, Provider, ProviderEnv, Provisioned, counter, provision, wait};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -35,6 +38,9 @@ use sha2::{Digest, Sha256};
 use crate::rotation::{fast, wait_key_id};
 
 const KEY: &str = "k8s-workload-a-etcd";
+/// The image cp-1's static pod pins (and its Node lists).
+const IMAGE: &str =
+    "registry.example/bao-kms-provider@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const NS: &str = "bao-kms-preflight";
 /// Bound on a node's convergence once its preconditions hold.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
@@ -46,7 +52,8 @@ struct Node {
     env: ProviderEnv,
     provider: Option<Provider>,
     encryption_config: PathBuf,
-    unit: PathBuf,
+    /// `--manifest <file>` (static pod) or `--unit <file>` (systemd).
+    model: [String; 2],
 }
 
 impl Node {
@@ -108,24 +115,44 @@ impl Cluster {
                     env.socket_path().display()
                 ),
             )?;
-            // The systemd model: the unit runs the real provider binary.
-            let unit = env.dir().join("bao-kms-provider.service");
-            fs::write(
-                &unit,
-                format!(
-                    "[Unit]\nDescription=bao-kms-provider\n\n[Service]\nType=notify\nExecStart={} serve --config {}\n",
-                    binary.display(),
-                    env.config_path().display()
-                ),
-            )?;
-            api.add_node(&name, true, &[]);
+            let model = if i == 0 {
+                // A static pod node: the manifest mounts the node's provider
+                // files and OpenBao's CA, and pins an image the node holds.
+                let manifest = env.dir().join("bao-kms-provider.yaml");
+                let ca_dir = bao.ca_file().parent().context("CA directory")?;
+                let spec = ManifestSpec {
+                    image: IMAGE.to_owned(),
+                    supplemental_groups: vec![nix::unistd::getgid().as_raw()],
+                    mounts: vec![
+                        ("node".into(), env.dir().display().to_string(), false),
+                        ("openbao-ca".into(), ca_dir.display().to_string(), true),
+                    ],
+                    run_as_user: 65532,
+                };
+                fs::write(&manifest, spec.render())?;
+                api.add_node(&name, true, &[IMAGE]);
+                ["--manifest".to_owned(), manifest.display().to_string()]
+            } else {
+                // A systemd node: the unit runs the provider binary.
+                let unit = env.dir().join("bao-kms-provider.service");
+                fs::write(
+                    &unit,
+                    format!(
+                        "[Unit]\nDescription=bao-kms-provider\n\n[Service]\nType=notify\nExecStart={} serve --config {}\n",
+                        binary.display(),
+                        env.config_path().display()
+                    ),
+                )?;
+                api.add_node(&name, true, &[]);
+                ["--unit".to_owned(), unit.display().to_string()]
+            };
             let provider = Some(Provider::start(&env).await?);
             nodes.push(Node {
                 name,
                 env,
                 provider,
                 encryption_config,
-                unit,
+                model,
             });
         }
         Ok(Self {
@@ -161,8 +188,8 @@ impl Cluster {
             &n.env.config_path().display().to_string(),
             "--encryption-config",
             &n.encryption_config.display().to_string(),
-            "--unit",
-            &n.unit.display().to_string(),
+            &n.model[0],
+            &n.model[1],
             "--allowed-socket-dir",
             &n.env.socket_dir().display().to_string(),
         ])?;
@@ -290,6 +317,7 @@ fn assert_gate_passes(code: i32, report: &Value) {
         "key_id.converged",
         "content.converged",
         "version.converged",
+        "artifact.reported",
         "artifact.converged",
         "rotation.active",
         "rotation.moved",
@@ -387,20 +415,39 @@ async fn discovery_leaves_generations_apart_and_the_after_rotation_gate_passes()
     );
     assert!(table.contains(&h(&k2)[..12]), "{table}");
 
-    // The artifact: every unit runs the real provider binary.
+    // Two deployment models pass together: the static pod's image is on
+    // its node, the systemd units run the binary under test.
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("cp-1") && l.contains("image present")),
+        "{table}"
+    );
     let digest = sha256_file(&c.binary)?;
+    assert!(
+        table
+            .lines()
+            .filter(|l| l.contains(&format!("binary {}", &digest[..19])))
+            .count()
+            == 2,
+        "{table}"
+    );
     let (code, report) = c.gate(&["--phase", "after-rotation", "--expected-binary-digest", &digest])?;
     assert_gate_passes(code, &report);
+    let reported = report["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "artifact.reported"))
+        .context("artifact.reported")?;
+    assert_eq!(reported["message"], "1 static pod, 2 systemd", "{report:#}");
     let wrong = format!("sha256:{}", "0".repeat(64));
     let (code, report) = c.gate(&["--phase", "after-rotation", "--expected-binary-digest", &wrong])?;
     assert_eq!(code, 4, "{report:#}");
-    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
     assert_eq!(
         failing(&report),
-        names
-            .iter()
-            .map(|n| (n.clone(), "artifact.converged".to_owned()))
-            .collect::<Vec<_>>(),
+        [
+            ("cp-2".to_owned(), "artifact.converged".to_owned()),
+            ("cp-3".to_owned(), "artifact.converged".to_owned()),
+        ],
         "{report:#}"
     );
     Ok(())

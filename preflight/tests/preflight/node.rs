@@ -108,7 +108,7 @@ fn wrong_socket_gid() {
 #[test]
 fn supplemental_groups_missing_the_socket_gid() {
     let tree = NodeTree::new();
-    let mut m = ManifestSpec::good(&tree);
+    let mut m = tree.good_manifest();
     m.supplemental_groups = vec![1234];
     tree.write_manifest(&m);
     let (code, report) = node(&tree);
@@ -168,7 +168,7 @@ fn group_name_resolved_through_the_group_file() {
 #[test]
 fn unpinned_and_unexpected_image() {
     let tree = NodeTree::new();
-    let mut m = ManifestSpec::good(&tree);
+    let mut m = tree.good_manifest();
     m.image = "registry.example/bao-kms-provider:0.1.0".into();
     tree.write_manifest(&m);
     let (code, report) = node(&tree);
@@ -181,7 +181,7 @@ fn unpinned_and_unexpected_image() {
         )
     );
 
-    tree.write_manifest(&ManifestSpec::good(&tree));
+    tree.write_manifest(&tree.good_manifest());
     let other = format!("sha256:{}", "f".repeat(64));
     let mut args = tree.node_args();
     args.extend(["--expected-digest".into(), other.clone()]);
@@ -207,7 +207,7 @@ fn unpinned_and_unexpected_image() {
 #[test]
 fn missing_and_read_only_mounts() {
     let tree = NodeTree::new();
-    let mut m = ManifestSpec::good(&tree);
+    let mut m = tree.good_manifest();
     m.mounts.retain(|(name, _, _)| name != "state");
     m.mounts.iter_mut().filter(|x| x.0 == "run").for_each(|x| x.2 = true);
     tree.write_manifest(&m);
@@ -229,7 +229,7 @@ fn missing_and_read_only_mounts() {
 #[test]
 fn root_manifest_fails_security() {
     let tree = NodeTree::new();
-    let mut m = ManifestSpec::good(&tree);
+    let mut m = tree.good_manifest();
     m.run_as_user = 0;
     tree.write_manifest(&m);
     let (code, report) = node(&tree);

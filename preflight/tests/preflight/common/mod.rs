@@ -167,8 +167,22 @@ impl NodeTree {
             "v2",
             "",
         );
-        tree.write_manifest(&ManifestSpec::good(&tree));
+        tree.write_manifest(&tree.good_manifest());
         tree
+    }
+
+    /// A static pod manifest every manifest check passes for this tree.
+    pub fn good_manifest(&self) -> ManifestSpec {
+        ManifestSpec {
+            image: format!("registry.example/bao-kms-provider@{DIGEST}"),
+            supplemental_groups: vec![self.gid],
+            mounts: vec![
+                ("etc".into(), self.path("etc").display().to_string(), true),
+                ("run".into(), self.path("run").display().to_string(), false),
+                ("state".into(), self.path("state").display().to_string(), false),
+            ],
+            run_as_user: 65532,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -245,78 +259,6 @@ state:
     )
 }
 
-/// The parts of the static pod manifest a test varies.
-pub struct ManifestSpec {
-    pub image: String,
-    pub supplemental_groups: Vec<u32>,
-    /// (name, host path = mount path, read only)
-    pub mounts: Vec<(String, String, bool)>,
-    pub run_as_user: u32,
-}
-
-impl ManifestSpec {
-    pub fn good(tree: &NodeTree) -> Self {
-        Self {
-            image: format!("registry.example/bao-kms-provider@{DIGEST}"),
-            supplemental_groups: vec![tree.gid],
-            mounts: vec![
-                ("etc".into(), tree.path("etc").display().to_string(), true),
-                ("run".into(), tree.path("run").display().to_string(), false),
-                ("state".into(), tree.path("state").display().to_string(), false),
-            ],
-            run_as_user: 65532,
-        }
-    }
-
-    pub fn render(&self) -> String {
-        let mut mounts = String::new();
-        let mut volumes = String::new();
-        for (name, path, ro) in &self.mounts {
-            mounts.push_str(&format!(
-                "        - name: {name}\n          mountPath: {path}\n          readOnly: {ro}\n"
-            ));
-            volumes.push_str(&format!(
-                "    - name: {name}\n      hostPath:\n        path: {path}\n        type: Directory\n"
-            ));
-        }
-        format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: bao-kms-provider
-  namespace: kube-system
-spec:
-  hostNetwork: true
-  priorityClassName: system-node-critical
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: {uid}
-    runAsGroup: 65532
-    supplementalGroups: {groups:?}
-  containers:
-    - name: bao-kms-provider
-      image: {image}
-      args: ["serve", "--config={config}"]
-      securityContext:
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        capabilities:
-          drop: [ALL]
-      volumeMounts:
-{mounts}  volumes:
-{volumes}"#,
-            uid = self.run_as_user,
-            groups = self.supplemental_groups,
-            image = self.image,
-            config = self
-                .mounts
-                .first()
-                .map(|m| format!("{}/config.yaml", m.1))
-                .unwrap_or_default(),
-        )
-    }
-}
-
 /// Runs the preflight binary; returns (exit code, stdout, stderr).
 pub fn run(args: &[String], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bao-kms-preflight"));
@@ -363,3 +305,4 @@ pub fn statuses(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 pub use bao_kms_system_tests::fake_kube as fake_api;
+pub use bao_kms_system_tests::static_pod::ManifestSpec;
