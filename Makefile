@@ -21,6 +21,9 @@ HELM_PY_SDK_VERSION := 0.2.2
 # The system tests start an OpenBao and a provider per test; two at a time
 # fits a 2-core machine.
 TEST_THREADS ?= 2
+# A clean build gains nothing from incremental compilation, and its caches
+# were the largest part of target/.
+export CARGO_INCREMENTAL ?= 0
 
 .PHONY: deps deps-demo deps-deb deps-systemd release test-release build fmt-check clippy check-core-deps test test-unit test-system test-image test-containerd test-prometheus test-deb test-systemd demo demo-rotate demo-dr demo-stop bench image deb
 
