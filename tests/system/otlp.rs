@@ -136,7 +136,7 @@ async fn kms_calls_export_spans_with_openbao_request_ids_and_metrics_without_sec
                 .iter()
                 .find(|s| s.name == KMS_DECRYPT && s.status_code != 2)
                 .expect("a successful Decrypt span"),
-            &["openbao transit_decrypt", "openbao transit_decrypt_batch"][..],
+            &["openbao transit_decrypt", "openbao transit_batch_decrypt"][..],
         ),
     ] {
         let kids = children(&spans, kms_span);

@@ -57,7 +57,7 @@ impl Op {
             Self::TransitDisableUpsertRead => "transit_disable_upsert_read",
             Self::TransitEncrypt => "transit_encrypt",
             Self::TransitDecrypt => "transit_decrypt",
-            Self::TransitDecryptBatch => "transit_decrypt_batch",
+            Self::TransitDecryptBatch => "transit_batch_decrypt",
             Self::TokenLookupSelf => "token_lookup_self",
             Self::TokenRenewSelf => "token_renew_self",
             Self::JwtLogin => "jwt_login",

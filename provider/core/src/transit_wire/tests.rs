@@ -344,3 +344,27 @@ fn decrypt_batch_answer_keeps_order_and_isolates_item_errors() {
     assert!(parse_decrypt_batch(br#"{"errors":["batch disabled"]}"#, 1).is_err());
     assert!(parse_decrypt_batch(b"", 1).is_err());
 }
+
+#[test]
+fn operation_labels_are_the_catalogue_values() {
+    // The interface catalogue's `operation` values, then the additions
+    // documented in docs/operations.md.
+    let labels = [
+        (Op::JwtLogin, "jwt_login"),
+        (Op::CertLogin, "cert_login"),
+        (Op::TokenRenewSelf, "token_renew_self"),
+        (Op::TransitMetadataRead, "transit_metadata_read"),
+        (Op::TransitDisableUpsertRead, "transit_disable_upsert_read"),
+        (Op::TransitEncrypt, "transit_encrypt"),
+        (Op::TransitDecrypt, "transit_decrypt"),
+        (Op::TransitDecryptBatch, "transit_batch_decrypt"),
+        (Op::CapabilitiesSelf, "capabilities_self"),
+        (Op::AppRoleLogin, "approle_login"),
+        (Op::TokenLookupSelf, "token_lookup_self"),
+        (Op::OpenBaoHealth, "openbao_health"),
+        (Op::MountRead, "mount_read"),
+    ];
+    for (op, label) in labels {
+        assert_eq!(op.as_str(), label, "{op:?}");
+    }
+}
