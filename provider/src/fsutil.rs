@@ -95,6 +95,26 @@ pub fn regular_file(path: &Path, forbidden: u32, recommended: &str) -> Result<Op
     Ok(Some(meta))
 }
 
+/// The largest credential file the provider reads (a token, JWT, secret,
+/// OTLP header or client key).
+pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
+
+/// A credential file: it exists, is a regular file (not a symlink) with none
+/// of the private-file forbidden mode bits (0640 or stricter) and holds at
+/// most [`MAX_CREDENTIAL_FILE_BYTES`].
+pub fn credential_file(path: &Path) -> Result<Metadata, String> {
+    let meta = regular_file(
+        path,
+        bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
+        "0640 or stricter",
+    )?
+    .ok_or_else(|| "does not exist".to_owned())?;
+    if meta.len() > MAX_CREDENTIAL_FILE_BYTES {
+        return Err("is larger than 64 KiB".into());
+    }
+    Ok(meta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +146,25 @@ mod tests {
                 .unwrap_err()
                 .contains("not a regular file")
         );
+    }
+
+    #[test]
+    fn credential_file_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("secret");
+        assert_eq!(credential_file(&f).unwrap_err(), "does not exist");
+        fs::write(&f, b"s3cret").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(credential_file(&f).unwrap().len(), 6);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(credential_file(&f).unwrap_err().contains("0640 or stricter"));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&f, vec![b'x'; MAX_CREDENTIAL_FILE_BYTES as usize]).unwrap();
+        assert!(credential_file(&f).is_ok());
+        fs::write(&f, vec![b'x'; MAX_CREDENTIAL_FILE_BYTES as usize + 1]).unwrap();
+        assert_eq!(credential_file(&f).unwrap_err(), "is larger than 64 KiB");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(credential_file(&link).unwrap_err().contains("symlink"));
     }
 }

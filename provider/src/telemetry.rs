@@ -94,16 +94,7 @@ fn read_private(field: &'static str, path: &Path) -> Result<Vec<u8>, TelemetryEr
         path: path.display().to_string(),
         why,
     };
-    let meta = crate::fsutil::regular_file(
-        path,
-        bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
-        "0640 or stricter",
-    )
-    .map_err(err)?
-    .ok_or_else(|| err("does not exist".into()))?;
-    if meta.len() > 64 * 1024 {
-        return Err(err("is larger than 64 KiB".into()));
-    }
+    crate::fsutil::credential_file(path).map_err(err)?;
     read(field, path)
 }
 

@@ -56,16 +56,7 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString, AuthError> {
         path: path.display().to_string(),
         why,
     };
-    let meta = crate::fsutil::regular_file(
-        path,
-        bao_kms_core::config::PRIVATE_FILE_FORBIDDEN_MODE,
-        "0640 or stricter",
-    )
-    .map_err(err)?
-    .ok_or_else(|| err("does not exist".into()))?;
-    if meta.len() > 64 * 1024 {
-        return Err(err("is larger than 64 KiB".into()));
-    }
+    crate::fsutil::credential_file(path).map_err(err)?;
     let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.contains(['\n', '\r']) {
