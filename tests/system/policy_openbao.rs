@@ -101,3 +101,25 @@ async fn rewrap_or_restore_grants_fail_and_a_policy_without_the_mount_read_serve
     provider.terminate().await?;
     Ok(())
 }
+
+/// Only the token method reads `auth/token/lookup-self`: for approle (as for
+/// jwt and cert) the printed policy goes without it, and a token holding
+/// exactly that policy (no default policy) passes doctor and serves.
+#[tokio::test]
+async fn a_login_method_policy_without_lookup_self_passes_doctor_and_serves() -> anyhow::Result<()> {
+    let (bao, p, env) = dev_setup().await?;
+    crate::auth_methods::use_approle(&bao, &p, &env)?;
+    let printed = printed_policy(&env)?;
+    assert!(!printed.contains("auth/token/lookup-self"), "{printed}");
+    let file = env.dir().join("approle-policy.hcl");
+    std::fs::write(&file, &printed)?;
+    bao.bao(&["policy", "write", &p.policy_name, &file.display().to_string()])?;
+
+    let (code, checks) = run_doctor(&env, &[])?;
+    assert_eq!(check(&checks, "transit.capabilities")["status"], "pass", "{checks:#?}");
+    assert_eq!(code, 0, "{checks:#?}");
+    let provider = Provider::start(&env).await?;
+    let kms = provider.client().await?;
+    kms.decrypt(&kms.prime().await?).await?;
+    Ok(())
+}

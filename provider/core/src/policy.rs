@@ -7,7 +7,7 @@
 //! exactly its [`grants`] and refuses the [`forbidden`] ones: one list for
 //! all three.
 
-use crate::config::Config;
+use crate::config::{AuthMethod, Config};
 
 /// How `doctor` (`transit.capabilities`) knows the token holds a grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,8 @@ pub struct Forbidden {
 }
 
 /// Every grant of the least-privilege policy: what `policy openbao`
-/// prints, `init` writes and `doctor` requires. `token_renewal` adds
+/// prints, `init` writes and `doctor` requires. `auth/token/lookup-self`
+/// only for `auth.method: token`; `token_renewal` adds
 /// `auth/token/renew-self`.
 pub fn grants(cfg: &Config, token_renewal: bool) -> Vec<Grant> {
     let mount = cfg.transit.mount_path.trim_matches('/');
@@ -93,13 +94,18 @@ pub fn grants(cfg: &Config, token_renewal: bool) -> Vec<Grant> {
             "doctor's capability check",
             Judged::ByAsking,
         ),
-        grant(
+    ];
+    // Only the token method calls lookup-self (to check the token file's
+    // token and read its lease); the others take the lease from the login
+    // answer, and their roles set token_no_default_policy.
+    if matches!(cfg.auth.method, AuthMethod::Token(_)) {
+        out.push(grant(
             "auth/token/lookup-self".to_owned(),
             "read",
-            "the token's remaining lease",
+            "the token's remaining lease (auth.method token)",
             Judged::Capability,
-        ),
-    ];
+        ));
+    }
     if token_renewal {
         out.push(grant(
             "auth/token/renew-self".to_owned(),
@@ -240,7 +246,14 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        let yaml = r#"
+        crate::config::parse_yaml(CONFIG).unwrap()
+    }
+
+    fn config_yaml() -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(CONFIG).unwrap()
+    }
+
+    const CONFIG: &str = r#"
 configVersion: v1alpha1
 server: {socketPath: /run/openbao-kms/kms.sock, socketGroup: "1234"}
 openbao: {address: "https://bao.example:8200", caCertFile: /etc/openbao-kms/tls/ca.crt, tlsServerName: bao.example, instanceId: bao-a}
@@ -250,8 +263,6 @@ transit:
   keyName: k8s-workload-a-etcd
   keyIdScope: {providerName: openbao-kms-workload-a, clusterId: workload-a, transitMountId: t, keyLineageId: l}
 "#;
-        crate::config::parse_yaml(yaml).unwrap()
-    }
 
     #[test]
     fn grants_exactly_the_provider_calls() {
@@ -285,6 +296,28 @@ transit:
             assert!(!hcl.contains(never), "{never} in\n{hcl}");
         }
         assert!(!openbao_policy(&config(), false).contains("renew-self"));
+    }
+
+    /// Only the token method reads lookup-self: the other methods' policy,
+    /// and so doctor's capability check, go without it.
+    #[test]
+    fn lookup_self_only_for_the_token_method() {
+        let yaml = serde_yaml_ng::to_string(&config_yaml_with_approle()).unwrap();
+        let cfg = crate::config::parse_yaml(&yaml).unwrap();
+        let hcl = openbao_policy(&cfg, true);
+        assert!(!hcl.contains("lookup-self"), "{hcl}");
+        assert!(hcl.contains("auth/token/renew-self"));
+        assert_eq!(hcl.matches("path \"").count(), 7);
+        assert!(openbao_policy(&config(), true).contains("auth/token/lookup-self"));
+    }
+
+    fn config_yaml_with_approle() -> serde_yaml_ng::Value {
+        let mut doc = config_yaml();
+        doc["auth"] = serde_yaml_ng::from_str(
+            "{method: approle, approle: {mountPath: auth/approle, roleIdFile: /etc/openbao-kms/role-id, secretIdFile: /etc/openbao-kms/secret-id}}",
+        )
+        .unwrap();
+        doc
     }
 
     /// No grant of the policy is a forbidden one.

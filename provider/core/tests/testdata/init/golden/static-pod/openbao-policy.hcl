@@ -30,11 +30,6 @@ path "sys/capabilities-self" {
   capabilities = ["update"]
 }
 
-# the token's remaining lease
-path "auth/token/lookup-self" {
-  capabilities = ["read"]
-}
-
 # token renewal
 path "auth/token/renew-self" {
   capabilities = ["update"]

@@ -30,7 +30,7 @@ path "sys/capabilities-self" {
   capabilities = ["update"]
 }
 
-# the token's remaining lease
+# the token's remaining lease (auth.method token)
 path "auth/token/lookup-self" {
   capabilities = ["read"]
 }
