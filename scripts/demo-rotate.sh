@@ -93,7 +93,7 @@ grep -E '"message":"(rotation\.|key\.promoted)' "$DEMO/provider/provider.log" | 
 import json, sys
 for line in sys.stdin:
     e = json.loads(line)
-    e.pop("timestamp", None); e.pop("level", None); e.pop("target", None)
+    e.pop("ts", None); e.pop("level", None)
     print(json.dumps(e, separators=(",", ":")))'
 
 step "New writes use the new key_id (what the Secrets rewrite does)"

@@ -198,14 +198,26 @@ where
             metrics.panic_recoveries.get_or_create(&Method { method }).inc();
             tracing::error!(
                 message = "kms.request",
-                operation = method,
+                operation = log_operation(method),
                 status = "error",
+                grpc_code = ErrorClass::Panic.code().as_str(),
                 error_class = ErrorClass::Panic.as_str(),
                 panic_recovered = true,
                 panic_type = panic_type(payload.as_ref()),
             );
             Err(KmsError::new(ErrorClass::Panic, PANIC_MESSAGE))
         }
+    }
+}
+
+/// The `operation` of a `kms.request` line: `kms.` and the method, as the
+/// interface's log fields name it (the metric label is the bare method).
+fn log_operation(method: &str) -> &'static str {
+    match method {
+        "status" => "kms.status",
+        "encrypt" => "kms.encrypt",
+        "decrypt" => "kms.decrypt",
+        _ => "kms.unknown",
     }
 }
 
@@ -318,8 +330,9 @@ impl KmsService {
                 if metrics.request_log.admit("kms.request", e.class.as_str()) {
                     tracing::warn!(
                         message = "kms.request",
-                        operation = method,
-                        status,
+                        operation = log_operation(method),
+                        status = "error",
+                        grpc_code = status,
                         error_class = e.class.as_str(),
                         error = %e.message,
                         key_id_hash = key_id_hash(key_id).as_deref()
@@ -361,7 +374,7 @@ impl KmsService {
         match class {
             None => tracing::debug!(
                 message = "kms.request",
-                operation = method,
+                operation = log_operation(method),
                 status,
                 duration_ms = elapsed.as_millis() as u64,
                 key_id_hash = key_id_hash(key_id).as_deref(),
@@ -372,8 +385,9 @@ impl KmsService {
             // A panic logged its own error line; the budget covers the rest.
             Some(class) if metrics.request_log.admit("kms.request", class) => tracing::warn!(
                 message = "kms.request",
-                operation = method,
-                status,
+                operation = log_operation(method),
+                status = "error",
+                grpc_code = status,
                 error_class = class,
                 duration_ms = elapsed.as_millis() as u64,
                 key_id_hash = key_id_hash(key_id).as_deref(),

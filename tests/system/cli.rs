@@ -349,7 +349,7 @@ async fn every_report_command_takes_output_and_log_level() -> anyhow::Result<()>
                 assert!(
                     log_lines(&out)
                         .iter()
-                        .any(|l| l["message"] == "openbao.request" && l["level"] == "DEBUG"),
+                        .any(|l| l["message"] == "openbao.request" && l["level"] == "debug"),
                     "{args:?} --log-level debug: no openbao.request line in {}",
                     stderr(&out)
                 );

@@ -111,7 +111,7 @@ async fn debug_correlation_tags_a_request_and_its_openbao_calls_until_the_ttl() 
     let expires_at = field(opened, "debug_correlation_expires_at").expect("expiry");
     let decrypt = lines
         .iter()
-        .find(|l| l["message"] == "kms.request" && l["operation"] == "decrypt")
+        .find(|l| l["message"] == "kms.request" && l["operation"] == "kms.decrypt")
         .expect("a kms.request line for the decrypt");
     assert_eq!(field(decrypt, "request_uid_hash"), Some(uid_hash.as_str()));
     assert_eq!(field(decrypt, "debug_correlation_incident"), Some("INC-2041"));
@@ -157,7 +157,7 @@ async fn debug_correlation_tags_a_request_and_its_openbao_calls_until_the_ttl() 
     assert!(!stderr.contains(&late_hash), "a request after the TTL is still tagged");
     let decrypts = log_lines(&stderr)
         .into_iter()
-        .filter(|l| l["message"] == "kms.request" && l["operation"] == "decrypt")
+        .filter(|l| l["message"] == "kms.request" && l["operation"] == "kms.decrypt")
         .count();
     assert_eq!(decrypts, 2, "the late decrypt is still logged, untagged");
     Ok(())
@@ -234,6 +234,20 @@ async fn rejected_requests_log_within_the_budget_and_count_the_rest() -> anyhow:
 
     provider.terminate().await?;
     let lines = log_lines(&provider.stderr());
+    // The interface's stable fields: ts, a lower-case level, kms.<method>,
+    // status ok/error and the gRPC code beside it.
+    let refused_line = lines
+        .iter()
+        .find(|l| l["message"] == "kms.request" && l["error_class"] == "key_id_unknown")
+        .expect("a key_id_unknown line");
+    assert_eq!(refused_line["level"], "warn", "{refused_line}");
+    assert_eq!(refused_line["operation"], "kms.decrypt", "{refused_line}");
+    assert_eq!(refused_line["status"], "error", "{refused_line}");
+    assert_eq!(refused_line["grpc_code"], "not_found", "{refused_line}");
+    assert!(
+        refused_line["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')),
+        "{refused_line}"
+    );
     for (class, sent) in [("key_id_unknown", UNKNOWN), ("key_id_malformed", MALFORMED)] {
         let logged = failure_lines(&lines, class);
         assert_eq!(logged, BURST, "{class}: the burst is written");
