@@ -8,8 +8,7 @@ use bao_kms_core::config::{Config, Override, Overrides, ValidationContext};
 
 use bao_kms_core::checks::artifact::{Model, exec_start_binary, unit_binary_check};
 use bao_kms_core::checks::catalogue::{
-    CONFIG_FILE, CONFIG_VALIDATE, PATHS_TRUSTED, PROVIDER_READY, PROVIDER_STATUS, SOCKET_DIRECTORY, SOCKET_FILE,
-    SOCKET_GROUP,
+    CONFIG_FILE, CONFIG_VALIDATE, PROVIDER_READY, PROVIDER_STATUS, SOCKET_DIRECTORY, SOCKET_FILE, SOCKET_GROUP,
 };
 use bao_kms_core::status::StatusDocument;
 
@@ -102,25 +101,6 @@ pub async fn run(opts: &NodeOptions) -> NodeOutcome {
         report.push(CONFIG_VALIDATE.skipped_after(&CONFIG_FILE));
         None
     };
-
-    // The ancestors of the state, socket and credential paths, as serve
-    // judges them at start. The service user owns the state directory; when
-    // it does not exist yet, only root is trusted.
-    match &cfg {
-        Some(cfg) => {
-            let dir = cfg.state.path.parent().unwrap_or(Path::new("/"));
-            let owner = collect::stat(dir);
-            let service_uid = if owner.kind == collect::FileKind::Directory {
-                owner.uid
-            } else {
-                0
-            };
-            let problems =
-                bao_kms_core::path_trust::untrusted_paths(cfg, service_uid, &|p| std::fs::symlink_metadata(p));
-            report.push(checks::paths_trusted(service_uid, &problems));
-        }
-        None => report.push(PATHS_TRUSTED.skipped_after(&CONFIG_VALIDATE)),
-    }
 
     // Socket group, directory, socket.
     let gid = match &cfg {

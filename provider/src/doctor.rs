@@ -453,10 +453,15 @@ fn check_paths(r: &mut Report, cfg: &Config) {
     let service_uid = std::fs::metadata(dir)
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap_or_else(|_| nix::unistd::geteuid().as_raw());
-    r.push(verdict::paths_trusted(
-        service_uid,
-        &crate::fsutil::check_trusted_paths(cfg, service_uid),
-    ));
+    let problems = crate::fsutil::check_trusted_paths(cfg, service_uid);
+    if problems.is_empty() {
+        r.push(PATHS_TRUSTED.pass(format!("service uid {service_uid}")));
+    } else {
+        r.push(PATHS_TRUSTED.fail(
+            problems.join("; "),
+            "configure real paths owned by root or the service user, not group- or world-writable (docs/security.md)",
+        ));
+    }
 }
 
 /// `kubernetes.encryption_config`: preflight's three EncryptionConfiguration

@@ -32,9 +32,45 @@ pub fn check_private_dir(dir: &Path, recommended: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `bao_kms_core::path_trust::untrusted_paths` on this file system.
+/// Applies `bao_kms_core::path_trust` to every ancestor of `path` (from `/`
+/// down to its directory), read with `lstat`. An ancestor that does not
+/// exist ends the walk: the caller's own checks report the missing path.
+pub fn check_ancestors(path: &Path, service_uid: u32) -> Result<(), String> {
+    use bao_kms_core::path_trust::{Component, ancestors_verdict};
+    let mut components = Vec::new();
+    let mut ancestors: Vec<&Path> = path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).collect();
+    ancestors.reverse();
+    for a in ancestors {
+        let meta = match fs::symlink_metadata(a) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(format!("{}: {e}", a.display())),
+        };
+        components.push(Component {
+            path: a.display().to_string(),
+            is_symlink: meta.file_type().is_symlink(),
+            uid: meta.uid(),
+            mode: meta.permissions().mode() & 0o7777,
+        });
+    }
+    ancestors_verdict(&components, service_uid)
+}
+
+/// [`check_ancestors`] for every path `serve` trusts (state, socket,
+/// credentials), and the state file's owner. All problems, one line each,
+/// prefixed with the config key.
 pub fn check_trusted_paths(cfg: &bao_kms_core::config::Config, service_uid: u32) -> Vec<String> {
-    bao_kms_core::path_trust::untrusted_paths(cfg, service_uid, &|p| fs::symlink_metadata(p))
+    use bao_kms_core::path_trust::{state_owner_verdict, trusted_paths};
+    let mut problems: Vec<String> = trusted_paths(cfg)
+        .into_iter()
+        .filter_map(|(key, path)| check_ancestors(&path, service_uid).err().map(|e| format!("{key}: {e}")))
+        .collect();
+    if let Ok(meta) = fs::symlink_metadata(&cfg.state.path)
+        && let Err(e) = state_owner_verdict(&cfg.state.path.display().to_string(), meta.uid(), service_uid)
+    {
+        problems.push(format!("state.path: {e}"));
+    }
+    problems
 }
 
 /// A file we trust must be a regular file (not a symlink) whose mode has

@@ -640,9 +640,9 @@ fn agent_publishes_the_node_report_then_cluster_reads_it() {
     assert_eq!(a["preflight.kms.openbao.org/healthy"], "true");
     assert!(a.get("preflight.kms.openbao.org/previous-key-id-hash").is_none());
     let checks: Vec<Value> = serde_json::from_str(a["preflight.kms.openbao.org/checks"].as_str().unwrap()).unwrap();
-    assert_eq!(checks.len(), 17);
+    assert_eq!(checks.len(), 16);
     assert_eq!(
-        checks[16],
+        checks[15],
         serde_json::json!({"id": "registry.rollback", "status": "pass"})
     );
     assert_eq!(a["preflight.kms.openbao.org/content-digest"], CONTENT_A);

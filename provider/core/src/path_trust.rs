@@ -2,8 +2,7 @@
 //! state directory, the socket directory, the credential files): whoever can
 //! rename or replace any ancestor can substitute the file, so checking only
 //! the last component is not enough. Pure rules over facts the shell reads
-//! with `lstat` ([`ancestors`], [`untrusted_paths`]); `serve`, `doctor` and
-//! `bao-kms-preflight node` apply them.
+//! with `lstat` (`fsutil::check_ancestors`); `serve` and `doctor` apply them.
 //!
 //! Every ancestor, from `/` down to the file's own directory:
 //! - is not a symlink (the path as configured is the path used);
@@ -15,15 +14,9 @@
 //!
 //! The state file itself must be owned by the service user.
 
-use std::fs::Metadata;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::{AuthMethod, CertSource, Config, JwtSource};
-
-/// How the caller reads a path's own metadata: `std::fs::symlink_metadata`
-/// in the binaries, anything in tests.
-pub type Lstat<'a> = &'a dyn Fn(&Path) -> std::io::Result<Metadata>;
 
 /// What `lstat` says about one path component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,50 +56,6 @@ pub fn ancestors_verdict(components: &[Component], service_uid: u32) -> Result<(
         }
     }
     Ok(())
-}
-
-/// The ancestors of `path`, from `/` down to its directory, as `lstat`
-/// describes them. An ancestor that does not exist ends the walk: the
-/// callers' own checks report a missing path.
-pub fn ancestors(path: &Path, lstat: Lstat<'_>) -> Result<Vec<Component>, String> {
-    let mut dirs: Vec<&Path> = path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).collect();
-    dirs.reverse();
-    let mut out = Vec::new();
-    for dir in dirs {
-        let meta = match lstat(dir) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
-        };
-        out.push(Component {
-            path: dir.display().to_string(),
-            is_symlink: meta.file_type().is_symlink(),
-            uid: meta.uid(),
-            mode: meta.permissions().mode() & 0o7777,
-        });
-    }
-    Ok(out)
-}
-
-/// Serve's rule for every path it trusts ([`trusted_paths`]: ancestors)
-/// and for the state file's owner: every problem, one line each, prefixed
-/// with the config key. `serve`, `doctor` and `bao-kms-preflight node`.
-pub fn untrusted_paths(cfg: &Config, service_uid: u32, lstat: Lstat<'_>) -> Vec<String> {
-    let mut problems: Vec<String> = trusted_paths(cfg)
-        .into_iter()
-        .filter_map(|(key, path)| {
-            ancestors(&path, lstat)
-                .and_then(|components| ancestors_verdict(&components, service_uid))
-                .err()
-                .map(|e| format!("{key}: {e}"))
-        })
-        .collect();
-    if let Ok(meta) = lstat(&cfg.state.path)
-        && let Err(e) = state_owner_verdict(&cfg.state.path.display().to_string(), meta.uid(), service_uid)
-    {
-        problems.push(format!("state.path: {e}"));
-    }
-    problems
 }
 
 /// The state file must belong to the service user.

@@ -24,8 +24,8 @@ use crate::encryption_config::{self as ec, Finding, ProviderExpectation, Severit
 use crate::status::{ReadyDocument, StatusDocument};
 
 use super::catalogue::{
-    CONFIG_FILE, CONFIG_VALIDATE, EC_PARSE, EC_PROVIDER, EC_RULES, KUBERNETES_ENCRYPTION_CONFIG, PATHS_TRUSTED,
-    PROVIDER_READY, PROVIDER_STATUS, SOCKET_DIRECTORY, SOCKET_FILE, SOCKET_GROUP,
+    CONFIG_FILE, CONFIG_VALIDATE, EC_PARSE, EC_PROVIDER, EC_RULES, KUBERNETES_ENCRYPTION_CONFIG, PROVIDER_READY,
+    PROVIDER_STATUS, SOCKET_DIRECTORY, SOCKET_FILE, SOCKET_GROUP,
 };
 use super::{Check, CheckStatus, Def};
 
@@ -196,20 +196,6 @@ pub fn config_validate(text: Result<&str, &str>, ctx: &ValidationContext) -> (Ch
 
 // ---------------------------------------------------------------------------
 // Socket group, directory and socket
-
-/// `paths.trusted`: serve's path rule (`path_trust::untrusted_paths`) for
-/// the service user `service_uid`: the state directory's owner (the user
-/// serve must run as).
-pub fn paths_trusted(service_uid: u32, problems: &[String]) -> Check {
-    if problems.is_empty() {
-        PATHS_TRUSTED.pass(format!("service uid {service_uid}"))
-    } else {
-        PATHS_TRUSTED.fail(
-            problems.join("; "),
-            "configure real paths owned by root or the service user, not group- or world-writable (docs/security.md)",
-        )
-    }
-}
 
 /// Looks a group name up in `/etc/group`-format text.
 pub fn lookup_group(group_file: &str, name: &str) -> Option<u32> {
