@@ -24,11 +24,17 @@ fn printed_policy(env: &ProviderEnv) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// Writes `hcl` as policy `name` and gives the env a token holding only it.
-fn token_with_policy(bao: &OpenBao, env: &ProviderEnv, name: &str, hcl: &str) -> anyhow::Result<()> {
+/// Writes `hcl` as policy `name`.
+fn write_policy(bao: &OpenBao, env: &ProviderEnv, name: &str, hcl: &str) -> anyhow::Result<()> {
     let file = env.dir().join(format!("{name}.hcl"));
     std::fs::write(&file, hcl)?;
     bao.bao(&["policy", "write", name, &file.display().to_string()])?;
+    Ok(())
+}
+
+/// Writes `hcl` as policy `name` and gives the env a token holding only it.
+fn token_with_policy(bao: &OpenBao, env: &ProviderEnv, name: &str, hcl: &str) -> anyhow::Result<()> {
+    write_policy(bao, env, name, hcl)?;
     let token = bao.bao(&[
         "token",
         "create",
@@ -39,19 +45,23 @@ fn token_with_policy(bao: &OpenBao, env: &ProviderEnv, name: &str, hcl: &str) ->
     env.write_token(token.trim())
 }
 
+/// Doctor's capability check passes, doctor exits 0, and the provider
+/// serves an Encrypt and a Decrypt with the env's credentials.
+async fn doctor_passes_and_the_provider_serves(env: &ProviderEnv) -> anyhow::Result<()> {
+    let (code, checks) = run_doctor(env, &[])?;
+    assert_eq!(check(&checks, "transit.capabilities")["status"], "pass", "{checks:#?}");
+    assert_eq!(code, 0, "{checks:#?}");
+    let provider = Provider::start(env).await?;
+    let kms = provider.client().await?;
+    kms.decrypt(&kms.prime().await?).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn generated_policy_runs_the_provider_and_nothing_more() -> anyhow::Result<()> {
     let (bao, _p, env) = dev_setup().await?;
     token_with_policy(&bao, &env, "bao-kms-generated", &printed_policy(&env)?)?;
-
-    let (code, checks) = run_doctor(&env, &[])?;
-    assert_eq!(check(&checks, "transit.capabilities")["status"], "pass", "{checks:#?}");
-    assert_eq!(code, 0, "{checks:#?}");
-
-    let provider = Provider::start(&env).await?;
-    let kms = provider.client().await?;
-    kms.decrypt(&kms.prime().await?).await?;
-    Ok(())
+    doctor_passes_and_the_provider_serves(&env).await
 }
 
 #[tokio::test]
@@ -111,15 +121,7 @@ async fn a_login_method_policy_without_lookup_self_passes_doctor_and_serves() ->
     crate::auth_methods::use_approle(&bao, &p, &env)?;
     let printed = printed_policy(&env)?;
     assert!(!printed.contains("auth/token/lookup-self"), "{printed}");
-    let file = env.dir().join("approle-policy.hcl");
-    std::fs::write(&file, &printed)?;
-    bao.bao(&["policy", "write", &p.policy_name, &file.display().to_string()])?;
-
-    let (code, checks) = run_doctor(&env, &[])?;
-    assert_eq!(check(&checks, "transit.capabilities")["status"], "pass", "{checks:#?}");
-    assert_eq!(code, 0, "{checks:#?}");
-    let provider = Provider::start(&env).await?;
-    let kms = provider.client().await?;
-    kms.decrypt(&kms.prime().await?).await?;
-    Ok(())
+    // The approle role's token holds exactly this policy.
+    write_policy(&bao, &env, &p.policy_name, &printed)?;
+    doctor_passes_and_the_provider_serves(&env).await
 }

@@ -191,20 +191,20 @@ async fn rotation_is_promoted_after_stable_observations_and_the_activation_delay
     // last read that found it not yet stable began; the stable state was
     // written after it, so the promotion comes at least DELAY later,
     // however late the test notices (no bound depends on the test's speed).
-    let not_stable_at = std::sync::Mutex::new(Instant::now());
+    let not_stable_at = std::cell::Cell::new(Instant::now());
     let state = wait::until(CHANGE_WITHIN, "stableAtUnix for version 2", || async {
         let read_at = Instant::now();
         let state = read_json(env.state_path()).map_err(|e| format!("{e:#}"))?;
         match registry_record(&state, 2) {
             Some(r) if r["stableAtUnix"].as_i64().unwrap_or(0) > 0 => Ok(state),
             other => {
-                *not_stable_at.lock().unwrap_or_else(|e| e.into_inner()) = read_at;
+                not_stable_at.set(read_at);
                 Err(format!("{other:?}"))
             }
         }
     })
     .await?;
-    let not_stable_at = not_stable_at.into_inner().unwrap_or_else(|e| e.into_inner());
+    let not_stable_at = not_stable_at.get();
     let v2 = registry_record(&state, 2).context("version 2 record")?;
     assert_eq!(v2["state"], "pending", "{v2}");
     assert_eq!(v2["stableObservationCount"], 3, "{v2}");

@@ -249,10 +249,6 @@ mod tests {
         crate::config::parse_yaml(CONFIG).unwrap()
     }
 
-    fn config_yaml() -> serde_yaml_ng::Value {
-        serde_yaml_ng::from_str(CONFIG).unwrap()
-    }
-
     const CONFIG: &str = r#"
 configVersion: v1alpha1
 server: {socketPath: /run/openbao-kms/kms.sock, socketGroup: "1234"}
@@ -302,22 +298,18 @@ transit:
     /// and so doctor's capability check, go without it.
     #[test]
     fn lookup_self_only_for_the_token_method() {
-        let yaml = serde_yaml_ng::to_string(&config_yaml_with_approle()).unwrap();
+        let token = "auth: {method: token, token: {tokenFile: /etc/openbao-kms/token}}";
+        assert!(CONFIG.contains(token));
+        let yaml = CONFIG.replace(
+            token,
+            "auth: {method: approle, approle: {mountPath: auth/approle, roleIdFile: /etc/openbao-kms/role-id, secretIdFile: /etc/openbao-kms/secret-id}}",
+        );
         let cfg = crate::config::parse_yaml(&yaml).unwrap();
         let hcl = openbao_policy(&cfg, true);
         assert!(!hcl.contains("lookup-self"), "{hcl}");
         assert!(hcl.contains("auth/token/renew-self"));
         assert_eq!(hcl.matches("path \"").count(), 7);
         assert!(openbao_policy(&config(), true).contains("auth/token/lookup-self"));
-    }
-
-    fn config_yaml_with_approle() -> serde_yaml_ng::Value {
-        let mut doc = config_yaml();
-        doc["auth"] = serde_yaml_ng::from_str(
-            "{method: approle, approle: {mountPath: auth/approle, roleIdFile: /etc/openbao-kms/role-id, secretIdFile: /etc/openbao-kms/secret-id}}",
-        )
-        .unwrap();
-        doc
     }
 
     /// No grant of the policy is a forbidden one.
